@@ -1,0 +1,128 @@
+"""The emulator's own model catalogue and the request rules the real services enforce.
+
+This is deliberately independent of the daemon's adaptation registry: the emulator must
+catch the daemon's mistakes, so a bug shared by both would hide itself. Sources are in
+``../shared/provider-apis.md`` (§2.8 OpenAI, §3.6-3.7 Anthropic, §4.7 Gemini).
+
+Patterns are exact names, or prefixes ending in ``*``. The first match wins, so list the
+specific names before the families.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+from typing import TypeVar
+
+
+@dataclass(frozen=True)
+class OpenAIModel:
+    pattern: str
+    reasoning: bool = False  # max_tokens refused; sampling parameters only at their defaults
+    temperature_unsupported: bool = False  # o3-mini: 'temperature' refused at any value
+    system_role: bool = True  # o1-mini / o1-preview refuse system and developer messages
+    stop: bool = True  # o3 / o4-mini refuse stop
+    sampling_if_effort_none: bool = False  # gpt-5.1+: sampling allowed when reasoning_effort none
+
+
+@dataclass(frozen=True)
+class AnthropicModel:
+    pattern: str
+    mid_conversation_system: bool = False  # Opus 4.8+: role "system" allowed after a user turn
+
+
+@dataclass(frozen=True)
+class GeminiModel:
+    pattern: str
+
+
+OPENAI_MODELS: tuple[OpenAIModel, ...] = (
+    OpenAIModel("o1-mini*", reasoning=True, system_role=False),
+    OpenAIModel("o1-preview*", reasoning=True, system_role=False),
+    OpenAIModel("o1*", reasoning=True),
+    OpenAIModel("o3-mini*", reasoning=True, temperature_unsupported=True),
+    OpenAIModel("o3-pro*", reasoning=True, stop=False),
+    OpenAIModel("o3", reasoning=True, stop=False),
+    OpenAIModel("o3-2*", reasoning=True, stop=False),
+    OpenAIModel("o4-mini*", reasoning=True, stop=False),
+    OpenAIModel("gpt-5-chat*"),
+    OpenAIModel("gpt-5.*-chat*"),
+    OpenAIModel("gpt-5.*-pro*", reasoning=True),
+    OpenAIModel("gpt-5.*", reasoning=True, sampling_if_effort_none=True),
+    OpenAIModel("gpt-5*", reasoning=True),
+    OpenAIModel("gpt-4.1*"),
+    OpenAIModel("gpt-4o*"),
+    OpenAIModel("gpt-4-turbo*"),
+    OpenAIModel("gpt-4"),
+    OpenAIModel("gpt-4-0*"),
+    OpenAIModel("gpt-3.5-turbo*"),
+    OpenAIModel("chatgpt-4o-latest"),
+)
+
+ANTHROPIC_MODELS: tuple[AnthropicModel, ...] = (
+    AnthropicModel("claude-opus-4-8*", mid_conversation_system=True),
+    AnthropicModel("claude-opus-5*", mid_conversation_system=True),
+    AnthropicModel("claude-opus-4*"),
+    AnthropicModel("claude-sonnet-4*"),
+    AnthropicModel("claude-haiku-4*"),
+    AnthropicModel("claude-3-7-sonnet*"),
+    AnthropicModel("claude-3-5-sonnet*"),
+    AnthropicModel("claude-3-5-haiku*"),
+    AnthropicModel("claude-3-opus*"),
+    AnthropicModel("claude-3-haiku*"),
+)
+
+GEMINI_MODELS: tuple[GeminiModel, ...] = (
+    GeminiModel("gemini-3*"),
+    GeminiModel("gemini-2.5-pro*"),
+    GeminiModel("gemini-2.5-flash*"),
+    GeminiModel("gemini-2.0-flash*"),
+    GeminiModel("gemini-1.5-*"),
+)
+
+# Ranges the real services check.
+OPENAI_RANGES = {
+    "temperature": (0.0, 2.0),
+    "top_p": (0.0, 1.0),
+    "presence_penalty": (-2.0, 2.0),
+    "frequency_penalty": (-2.0, 2.0),
+    "top_logprobs": (0, 20),
+}
+# Defaults a reasoning model still accepts ("Only the default (1) value is supported").
+OPENAI_REASONING_DEFAULTS = {
+    "temperature": 1,
+    "top_p": 1,
+    "presence_penalty": 0,
+    "frequency_penalty": 0,
+    "logprobs": False,
+}
+ANTHROPIC_TEMPERATURE_RANGE = (0.0, 1.0)
+ANTHROPIC_SAMPLING = ("temperature", "top_p", "top_k")
+# anthropic-version values and whether they allow the sampling parameters.
+ANTHROPIC_VERSIONS = {"2023-06-01": True, "2023-01-01": True, "2026-10-21": False}
+GEMINI_TEMPERATURE_RANGE = (0.0, 2.0)
+GEMINI_TOP_P_RANGE = (0.0, 1.0)
+GEMINI_ROLES = ("user", "model")
+
+
+_M = TypeVar("_M", OpenAIModel, AnthropicModel, GeminiModel)
+
+
+def _find(table: tuple[_M, ...], model: str) -> _M | None:
+    for entry in table:
+        if fnmatch.fnmatchcase(model, entry.pattern):
+            return entry
+    return None
+
+
+def openai_model(model: str) -> OpenAIModel | None:
+    return _find(OPENAI_MODELS, model)
+
+
+def anthropic_model(model: str) -> AnthropicModel | None:
+    return _find(ANTHROPIC_MODELS, model)
+
+
+def gemini_model(model: str) -> GeminiModel | None:
+    name = model.removeprefix("models/")
+    return _find(GEMINI_MODELS, name)
