@@ -134,11 +134,12 @@ class Context:
 
         async def wrapped(request: web.Request) -> web.StreamResponse:
             request_id = "req_" + secrets.token_hex(12)
-            request["request_id"] = request_id
-            fired = self.faults.request_faults(provider.name, route_class)
+            fired: list[Fault] = []
             try:
                 if auth:
                     self._check_auth(provider, request)
+                # Faults count only calls that got past authentication.
+                fired = self.faults.request_faults(provider.name, route_class)
                 for fault in fired:
                     if fault.kind == "http":
                         self.journal.count(provider.name, f"faults_http_{fault.status}")
