@@ -1,0 +1,158 @@
+"""The one Protocol every provider adapter implements, and the neutral types it speaks.
+
+No SDK type crosses this boundary: the daemon hands an adapter provider-native request bodies
+(plain dicts, already adapted to the model) keyed by the daemon's own item keys, and gets back
+plain dataclasses. Each adapter maps its SDK's exceptions onto the small taxonomy below;
+timeouts, retries and logging are applied once, by the scheduler.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Collection, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+ProviderName = Literal["openai", "anthropic", "gemini"]
+
+# How one item ended at the provider.
+#   succeeded: an answer; failed: a permanent error (the request itself is wrong);
+#   retry: a transient error (rate limit, overload, server error) - send again later;
+#   expired: not run before the batch's window closed - send again later;
+#   canceled: the batch was cancelled before the item ran.
+ItemOutcome = Literal["succeeded", "failed", "retry", "expired", "canceled"]
+
+# Where a provider batch stands, in the daemon's words.
+#   running: still being processed; ended: results (possibly partial) can be fetched;
+#   failed: the batch failed as a whole (nothing ran; items go back to pending);
+#   gone: the provider no longer knows the batch or its results (items go back to pending).
+BatchState = Literal["running", "ended", "failed", "gone"]
+
+
+class AdapterError(Exception):
+    """Base of the adapter error taxonomy."""
+
+
+class TransientError(AdapterError):
+    """Worth retrying later: rate limit, overload, server error, connection refused."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class PermanentError(AdapterError):
+    """Retrying the same call cannot help (bad request, not found)."""
+
+
+class AuthError(AdapterError):
+    """The key is missing or wrong: pause the provider, do not fail its requests."""
+
+
+class ResultsGone(AdapterError):
+    """The batch ended but its results can no longer be fetched (archived, deleted, 404)."""
+
+
+class UnknownOutcome(AdapterError):
+    """A mutating call may or may not have taken effect (timeout, dropped connection).
+
+    The scheduler reconciles by looking the batch up at the provider; it never resubmits blindly.
+    """
+
+
+@dataclass(frozen=True)
+class BatchItem:
+    key: str  # the daemon's id for the item, valid for every provider (^[a-zA-Z0-9_-]{1,64}$)
+    body: dict[str, Any]  # provider-native request body (includes "model" where the wire has it)
+
+
+@dataclass(frozen=True)
+class Submitted:
+    provider_batch_id: str
+    input_file_id: str | None = None  # provider-side file to delete once collected
+
+
+@dataclass(frozen=True)
+class BatchStatus:
+    provider_batch_id: str
+    state: BatchState
+    provider_status: str  # the provider's own word (e.g. "in_progress", "BATCH_STATE_RUNNING")
+    total: int | None = None
+    done: int | None = None  # items finished so far, when the provider tells
+    failed: int | None = None
+    error: str | None = None  # batch-level error text (failed / gone)
+    expired: bool = False  # ended because its window closed (some items may be missing)
+    cancelled: bool = False  # ended because it was cancelled
+
+
+@dataclass(frozen=True)
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_input_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class ItemError:
+    type: str  # e.g. "invalid_request_error", "rate_limit_error", "batch_expired"
+    message: str
+    code: str | int | None = None
+
+
+@dataclass(frozen=True)
+class ItemResult:
+    key: str
+    outcome: ItemOutcome
+    text: str | None = None
+    finish_reason: str | None = None
+    usage: Usage = field(default_factory=Usage)
+    error: ItemError | None = None
+    response: dict[str, Any] | None = None  # the provider's raw answer for this item
+
+
+@dataclass(frozen=True)
+class ProviderLimits:
+    max_items: int  # hard cap on requests per batch
+    max_bytes: int  # hard cap on the batch's request bytes
+    creates_per_hour: int | None = None
+
+
+class ProviderAdapter(Protocol):
+    name: ProviderName
+    limits: ProviderLimits
+
+    async def submit(self, tag: str, model: str, items: Iterable[BatchItem]) -> Submitted:
+        """Create one single-model batch. ``tag`` is the daemon's local batch id.
+
+        The adapter labels the batch with ``tag`` where the provider allows it (OpenAI
+        metadata, Gemini displayName) so :meth:`find` can recover it after a crash.
+        Raises TransientError, PermanentError, AuthError or UnknownOutcome.
+        """
+        ...
+
+    async def find(
+        self, tag: str, model: str, n_items: int, since: float, exclude: Collection[str]
+    ) -> str | None:
+        """The provider batch id created for ``tag`` (at or after unix time ``since``), if any.
+
+        Where the provider keeps no label (Anthropic) the adapter matches on creation time and
+        item count, skipping the batch ids in ``exclude`` (those the daemon already knows).
+        """
+        ...
+
+    async def poll(self, provider_batch_id: str) -> BatchStatus: ...
+
+    def results(self, provider_batch_id: str) -> AsyncIterator[ItemResult]:
+        """Stream the results of an ended batch, item by item (any order).
+
+        Raises ResultsGone when the provider no longer has them.
+        """
+        ...
+
+    async def cancel(self, provider_batch_id: str) -> None: ...
+
+    async def cleanup(self, provider_batch_id: str, input_file_id: str | None) -> None:
+        """Delete provider-side files of a collected batch (best effort)."""
+        ...
+
+    async def close(self) -> None: ...
