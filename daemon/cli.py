@@ -4,52 +4,212 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import os
 import sys
+import time
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .config import Config, ConfigError, load_config
 
 
-def _emulator_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("emulator", help="run the provider emulator (OpenAI, Anthropic, Gemini)")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
-    p.add_argument("--port", type=int, default=8089, help="port (0 picks a free one)")
-    p.add_argument("--state-dir", help="keep files, batches and results here across restarts")
-    p.add_argument(
+def _common_paths(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="TOML config file (or BATCHD_CONFIG)")
+    p.add_argument("--root", help="lay out inbox/, outbox/, processed/, state/ under this folder")
+    p.add_argument("--inbox", help="folder watched for *.jsonl files")
+    p.add_argument("--outbox", help="folder results are written to")
+    p.add_argument("--state-dir", dest="state_dir", help="folder of the SQLite state")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="batchd", description="LLM Batch API daemon")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the daemon")
+    _common_paths(run)
+    run.add_argument(
+        "--once",
+        action="store_true",
+        default=None,
+        help="drain: take what is in the inbox, finish it, then exit 0",
+    )
+    target = run.add_mutually_exclusive_group()
+    target.add_argument(
+        "--emulate",
+        action="store_true",
+        default=None,
+        help="start the provider emulator in-process and use it",
+    )
+    target.add_argument(
+        "--emulator-url",
+        dest="emulator_url",
+        help="point every provider at an emulator running there",
+    )
+    run.add_argument(
+        "--log-json",
+        dest="log_json",
+        action="store_true",
+        default=None,
+        help="one JSON object per log line",
+    )
+
+    submit = sub.add_parser("submit", help="copy files into the inbox atomically")
+    _common_paths(submit)
+    submit.add_argument("files", nargs="+", type=Path)
+
+    status = sub.add_parser("status", help="files, batches and errors, from the state database")
+    _common_paths(status)
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+
+    emu = sub.add_parser("emulator", help="run the provider emulator (OpenAI, Anthropic, Gemini)")
+    emu.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
+    emu.add_argument("--port", type=int, default=8089, help="port (0 picks a free one)")
+    emu.add_argument("--state-dir", help="keep files, batches and results here across restarts")
+    emu.add_argument(
         "--time-scale",
         type=float,
         default=1.0,
         help="multiplies every batch phase duration; 0 ends a batch as soon as it is polled",
     )
-    p.add_argument("--faults", help="fault file (JSON or TOML) to start with")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="batchd", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    _emulator_parser(sub)
+    emu.add_argument("--faults", help="fault file (JSON or TOML) to start with")
     return parser
+
+
+def _config(args: argparse.Namespace) -> Config:
+    flags = {
+        k: getattr(args, k, None)
+        for k in (
+            "root",
+            "inbox",
+            "outbox",
+            "state_dir",
+            "once",
+            "emulate",
+            "emulator_url",
+            "log_json",
+        )
+    }
+    return load_config(args.config, flags)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .app import run
+    from .logs import setup_logging
+
+    cfg = _config(args)
+    setup_logging(json_lines=cfg.log_json, level=cfg.log_level)
+    return run(cfg)
+
+
+def _cmd_submit(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    cfg.inbox.mkdir(parents=True, exist_ok=True)
+    status = 0
+    for src in args.files:
+        if not src.is_file():
+            print(f"batchd submit: {src}: not a file", file=sys.stderr)
+            status = 1
+            continue
+        dst = cfg.inbox / src.name
+        tmp = cfg.inbox / f".{src.name}.{os.getpid()}.tmp"
+        with src.open("rb") as fin, tmp.open("wb") as fout:
+            while chunk := fin.read(1 << 20):
+                fout.write(chunk)
+            fout.flush()
+            os.fsync(fout.fileno())
+        if dst.exists():
+            dst = cfg.inbox / f"{src.stem}.{int(time.time())}{src.suffix}"
+        os.replace(tmp, dst)
+        print(f"submitted {src} -> {dst}")
+    return status
+
+
+def _fmt_age(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    s = int(time.time() - ts)
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def _print_status(report: dict[str, Any]) -> None:
+    print("FILES")
+    for f in report["files"]:
+        counts = " ".join(f"{k}={v}" for k, v in sorted(f["counts"].items()))
+        err = f"  error: {f['error']}" if f["error"] else ""
+        print(f"  #{f['id']} {f['name']} [{f['status']}] lines={f['lines']} {counts}{err}")
+    print("BATCHES")
+    for b in report["batches"]:
+        print(
+            f"  #{b['id']} {b['provider']} {b['model']} {b['provider_batch_id'] or '-'} "
+            f"[{b['status']}/{b['provider_status'] or '-'}] n={b['n_items']} "
+            f"age={_fmt_age(b['created_at'])}"
+        )
+    print("ERRORS")
+    for e in report["errors"]:
+        print(f"  {e['type']}: {e['n']}")
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from .store import Store
+
+    cfg = _config(args)
+    db = cfg.state_dir / "batchd.sqlite3"
+    if not db.exists():
+        print(f"batchd status: no state database at {db}", file=sys.stderr)
+        return 1
+
+    async def read() -> dict[str, Any]:
+        store = await Store(db).open()
+        try:
+            return await store.status_report()
+        finally:
+            await store.close()
+
+    report = asyncio.run(read())
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        _print_status(report)
+    return 0
+
+
+def _cmd_emulator(args: argparse.Namespace) -> int:
+    from adapters.emulator import serve
+    from adapters.emulator.faults import FaultConfigError
+
+    try:
+        asyncio.run(
+            serve(
+                args.host,
+                args.port,
+                state_dir=args.state_dir,
+                time_scale=args.time_scale,
+                faults=args.faults,
+            )
+        )
+    except (FaultConfigError, OSError, ValueError) as exc:
+        print(f"batchd emulator: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+COMMANDS = {
+    "run": _cmd_run,
+    "submit": _cmd_submit,
+    "status": _cmd_status,
+    "emulator": _cmd_emulator,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command == "emulator":
-        from adapters.emulator import serve
-        from adapters.emulator.faults import FaultConfigError
-
-        try:
-            asyncio.run(
-                serve(
-                    args.host,
-                    args.port,
-                    state_dir=args.state_dir,
-                    time_scale=args.time_scale,
-                    faults=args.faults,
-                )
-            )
-        except (FaultConfigError, OSError, ValueError) as exc:
-            print(f"batchd emulator: {exc}", file=sys.stderr)
-            return 2
-        return 0
-    return 2
+    try:
+        return COMMANDS[args.command](args)
+    except ConfigError as exc:
+        print(f"batchd: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -1,0 +1,236 @@
+"""Supervision: one TaskGroup, one stop event, a grace period, then cancel.
+
+Loops: the inbox (scan, claim, ingest), the planner (start per-model submit coroutines), one
+poller per provider, and the finisher (outbox + archive). Each waits for a nudge, its own
+deadline or stop. A signal handler only sets the stop event. An unexpected exception in any
+loop ends the process non-zero, so systemd restarts it; nothing is swallowed and continued.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack, suppress
+from dataclasses import replace
+from typing import Any
+
+from loguru import logger
+
+from adapters.base import ProviderAdapter
+
+from . import finish, ingest
+from .config import PROVIDERS, Config
+from .scheduler import Scheduler, account_of
+from .store import Store
+from .watcher import Inbox, watch
+
+IDLE_S = 30.0
+
+
+class Nudges:
+    """One event per loop; ``all()`` wakes every loop (an event is only a hint)."""
+
+    def __init__(self, names: list[str]) -> None:
+        self.events = {n: asyncio.Event() for n in names}
+
+    def all(self) -> None:
+        for e in self.events.values():
+            e.set()
+
+    async def wait(self, name: str, stop: asyncio.Event, timeout: float | None) -> None:
+        event = self.events[name]
+        waiters = [asyncio.ensure_future(event.wait()), asyncio.ensure_future(stop.wait())]
+        try:
+            await asyncio.wait(
+                waiters,
+                timeout=None if timeout is None else max(0.0, timeout),
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            for w in waiters:
+                w.cancel()
+        event.clear()
+
+
+class _WakeAll(asyncio.Event):
+    """The scheduler's wake event: setting it nudges every loop."""
+
+    def __init__(self, nudges: Nudges) -> None:
+        super().__init__()
+        self._nudges = nudges
+
+    def set(self) -> None:
+        self._nudges.all()
+
+
+def _until(deadline: float | None, default: float = IDLE_S) -> float:
+    if deadline is None:
+        return default
+    return min(default, max(0.0, deadline - time.time()))
+
+
+async def _make_adapters(cfg: Config) -> tuple[dict[str, ProviderAdapter], dict[str, str]]:
+    from adapters.registry import make_adapter
+
+    adapters: dict[str, ProviderAdapter] = {}
+    accounts: dict[str, str] = {}
+    for name in PROVIDERS:
+        pc = cfg.providers[name]
+        key = cfg.api_key(name)
+        if key is None and (cfg.emulate or cfg.emulator_url):
+            key = "emulator-key"
+        adapters[name] = make_adapter(
+            name,
+            base_url=pc.base_url,
+            api_key=key,
+            timeout_s=cfg.request_timeout_s,
+            spool_dir=cfg.state_dir / "spool",
+            options=dict(pc.options),
+        )
+        accounts[name] = account_of(name, pc.base_url, key)
+        if key is None:
+            logger.bind(provider=name).warning(
+                "no API key in the environment for {}; its requests will wait", name
+            )
+    return adapters, accounts
+
+
+def _point_at_emulator(cfg: Config, url: str) -> Config:
+    providers = dict(cfg.providers)
+    providers["openai"] = replace(providers["openai"], base_url=url.rstrip("/") + "/v1")
+    providers["anthropic"] = replace(providers["anthropic"], base_url=url)
+    providers["gemini"] = replace(providers["gemini"], base_url=url)
+    return replace(cfg, providers=providers)
+
+
+class App:
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.stop = asyncio.Event()
+        self.nudges = Nudges(["inbox", "plan", "finish", *PROVIDERS])
+        self.store = Store(cfg.state_dir / "batchd.sqlite3")
+        self.inbox = Inbox(cfg.inbox, cfg.settle_s)
+        self.scheduler: Scheduler | None = None
+        self._settling = 0
+
+    # -- loops -----------------------------------------------------------------------------
+    async def _loop(self, name: str, step: Callable[[], Awaitable[float | None]]) -> None:
+        while not self.stop.is_set():
+            deadline = await step()
+            await self.nudges.wait(name, self.stop, _until(deadline))
+
+    async def _inbox_step(self) -> float | None:
+        ready, self._settling = self.inbox.scan()
+        for path in ready:
+            if self.stop.is_set():
+                break
+            self.inbox.taken(path)
+            await ingest.claim(self.cfg, self.store, path)
+            self.nudges.all()
+        if self._settling:
+            return time.time() + min(self.cfg.settle_s, 1.0) / 2
+        return time.time() + self.cfg.scan_interval_s
+
+    async def _plan_step(self) -> float | None:
+        assert self.scheduler is not None
+        return await self.scheduler.plan()
+
+    def _poll_step(self, provider: str) -> Callable[[], Awaitable[float | None]]:
+        async def step() -> float | None:
+            assert self.scheduler is not None
+            return await self.scheduler.poll_due(provider)
+
+        return step
+
+    async def _finish_step(self) -> float | None:
+        for row in await self.store.finished_files():
+            if self.stop.is_set():
+                break
+            await finish.finish_file(self.cfg, self.store, row)
+        if self.cfg.once and await self._drained():
+            logger.info("all work done (--once); stopping")
+            self.stop.set()
+        return None
+
+    async def _drained(self) -> bool:
+        open_files = await self.store.files_in("claimed", "ingesting", "active", "writing")
+        return not open_files and self._settling == 0 and not self.inbox.scan()[0]
+
+    # -- run -------------------------------------------------------------------------------
+    async def run(self) -> int:
+        cfg = self.cfg
+        for folder in (cfg.inbox, cfg.outbox, cfg.processed, cfg.state_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+        async with AsyncExitStack() as stack:
+            if cfg.emulate:
+                from adapters.emulator import Emulator
+
+                emu = Emulator(state_dir=cfg.state_dir / "emulator", time_scale=0)
+                await emu.start()
+                stack.push_async_callback(emu.stop)
+                logger.info("emulator started at {}", emu.url)
+                cfg = self.cfg = _point_at_emulator(cfg, emu.url)
+            elif cfg.emulator_url:
+                cfg = self.cfg = _point_at_emulator(cfg, cfg.emulator_url)
+            await self.store.open()
+            stack.push_async_callback(self.store.close)
+            adapters, accounts = await _make_adapters(cfg)
+            for adapter in adapters.values():
+                stack.push_async_callback(adapter.close)
+            self.scheduler = Scheduler(cfg, self.store, adapters, accounts, _WakeAll(self.nudges))
+            await self._start_up()
+            self._install_signals()
+            await self._supervise()
+        return 0
+
+    async def _start_up(self) -> None:
+        assert self.scheduler is not None
+        await ingest.recover(self.cfg, self.store)
+        await self.scheduler.reconcile_all()
+        await finish.recover(self.cfg, self.store)
+        logger.info("batchd started: inbox {} outbox {}", self.cfg.inbox, self.cfg.outbox)
+
+    def _install_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._on_signal, sig)
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        if not self.stop.is_set():
+            logger.info("{} received: finishing the write in hand, then stopping", sig.name)
+        self.stop.set()
+
+    async def _supervise(self) -> None:
+        loops: list[tuple[str, Any]] = [
+            ("inbox", self._loop("inbox", self._inbox_step)),
+            ("plan", self._loop("plan", self._plan_step)),
+            ("finish", self._loop("finish", self._finish_step)),
+            *((p, self._loop(p, self._poll_step(p))) for p in PROVIDERS),
+        ]
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(coro, name=name) for name, coro in loops]
+            tasks.append(
+                group.create_task(
+                    watch(self.cfg.inbox, self.nudges.events["inbox"], self.stop), name="watch"
+                )
+            )
+            group.create_task(self._grace(tasks), name="grace")
+
+    async def _grace(self, tasks: list[asyncio.Task[Any]]) -> None:
+        await self.stop.wait()
+        assert self.scheduler is not None
+        await self.scheduler.shutdown(self.cfg.grace_s)
+        _, pending = await asyncio.wait(tasks, timeout=self.cfg.grace_s)
+        for task in pending:
+            task.cancel()
+
+
+def run(cfg: Config) -> int:
+    with suppress(KeyboardInterrupt):
+        return asyncio.run(App(cfg).run())
+    return 130
+
+
+__all__ = ["App", "run"]

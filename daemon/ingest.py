@@ -1,0 +1,146 @@
+"""Ingest: claim a settled inbox file, then stream its lines into SQLite.
+
+Claiming writes the file's intent row first and then moves the file out of the inbox into
+the state folder, so the same name can be dropped again at once, and a crash between the two
+steps is repaired at start-up. Lines are parsed in a worker thread, a chunk at a time, so a
+large file never sits in memory and never stalls the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import shutil
+import time
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+from loguru import logger
+
+from .config import Config
+from .lines import Invalid, Request, iter_lines, sniff
+from .store import Store
+
+CHUNK = 2000
+
+
+def _move(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.replace(src, dst)
+    except OSError:
+        shutil.move(str(src), str(dst))  # another filesystem: copy, then remove
+
+
+async def claim(cfg: Config, store: Store, path: Path) -> int | None:
+    """Take ``path`` out of the inbox and ingest it; returns the job (file) id."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return None
+    work = cfg.state_dir / "work" / f"{secrets.token_hex(4)}-{path.name}"
+    file_id = await store.claim_file(path.name, str(path), str(work), size)
+    try:
+        await asyncio.to_thread(_move, path, work)
+    except OSError as exc:
+        logger.bind(file=path.name).error("cannot take {} from the inbox: {}", path.name, exc)
+        await store.set_file_status(
+            file_id,
+            "active",
+            error=f"cannot move out of the inbox: {exc}",
+            work_path=str(path),
+            ingested_at=time.time(),
+        )
+        return file_id
+    await ingest(cfg, store, file_id)
+    return file_id
+
+
+async def recover(cfg: Config, store: Store) -> None:
+    """Finish claims and ingests that a crash interrupted."""
+    for row in await store.files_in("claimed", "ingesting"):
+        work, inbox = Path(row["work_path"]), Path(row["inbox_path"])
+        if row["status"] == "claimed" and not work.exists():
+            if not inbox.exists():
+                await store.set_file_status(
+                    row["id"], "done", error="file vanished before ingest", finished_at=time.time()
+                )
+                continue
+            await asyncio.to_thread(_move, inbox, work)
+        await store.forget_requests(row["id"])
+        logger.bind(file=row["name"]).info("resuming ingest of {}", row["name"])
+        await ingest(cfg, store, row["id"])
+
+
+def _row(item: Request | Invalid) -> dict[str, Any]:
+    if isinstance(item, Request):
+        return {
+            "line": item.line,
+            "custom_id": item.custom_id,
+            "model": item.model,
+            "provider": item.provider,
+            "body": item.body,
+            "size_bytes": item.size_bytes,
+            "metadata": item.metadata,
+            "adaptations": list(item.adaptations),
+            "status": "pending",
+        }
+    return {
+        "line": item.line,
+        "custom_id": item.custom_id,
+        "model": item.model,
+        "provider": item.provider,
+        "body": None,
+        "metadata": None,
+        "status": "invalid",
+        "error": {"type": "invalid_request", "message": item.reason, "code": None},
+    }
+
+
+async def ingest(cfg: Config, store: Store, file_id: int) -> None:
+    row = await store.file(file_id)
+    assert row is not None
+    path = Path(row["work_path"])
+    log = logger.bind(file=row["name"])
+    await store.set_file_status(file_id, "ingesting")
+    reason = await asyncio.to_thread(sniff, path)
+    if reason is not None:
+        log.error("file {} cannot be read: {}", row["name"], reason)
+        await store.set_file_status(file_id, "active", error=reason, ingested_at=time.time())
+        return
+    lines = iter_lines(path, overrides=cfg.routes, max_request_bytes=cfg.max_request_bytes)
+    total = invalid = 0
+    models: dict[str, int] = {}
+    while True:
+        try:
+            chunk = await asyncio.to_thread(lambda: list(islice(lines, CHUNK)))
+        except OSError as exc:
+            log.error("file {}: read failed after {} lines: {}", row["name"], total, exc)
+            await store.set_file_status(
+                file_id,
+                "active",
+                error=f"read failed: {exc}",
+                lines=total,
+                invalid=invalid,
+                ingested_at=time.time(),
+            )
+            return
+        if not chunk:
+            break
+        rows = [_row(item) for item in chunk]
+        for item in chunk:
+            if isinstance(item, Invalid):
+                invalid += 1
+                log.warning("line rejected: {} line {}: {}", row["name"], item.line, item.reason)
+            else:
+                models[item.model] = models.get(item.model, 0) + 1
+        await store.add_requests(file_id, rows)
+        total += len(chunk)
+    await store.set_file_status(
+        file_id, "active", lines=total, invalid=invalid, ingested_at=time.time()
+    )
+    log.info(
+        "file ingested: {} ({} lines, {} invalid, models {})", row["name"], total, invalid, models
+    )

@@ -1,0 +1,130 @@
+"""The store on a real SQLite file: migrations, batch intent rows, idempotent result records."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from daemon.store import MIGRATIONS, Store, StoreError, iter_file_rows
+
+
+async def _store(tmp_path: Path) -> Store:
+    return await Store(tmp_path / "b.sqlite3").open()
+
+
+def _req(line: int, model: str = "gpt-4o-mini", status: str = "pending") -> dict:
+    return {
+        "line": line,
+        "custom_id": f"c{line}",
+        "model": model,
+        "provider": "openai",
+        "body": {"model": model, "messages": [{"role": "user", "content": str(line)}]},
+        "size_bytes": 60,
+        "status": status,
+    }
+
+
+async def test_migrating_twice_is_a_no_op_and_newer_schema_is_refused(tmp_path: Path) -> None:
+    store = await _store(tmp_path)
+    assert await store.schema_version() == len(MIGRATIONS)
+    await store.close()
+    store = await _store(tmp_path)  # second open: nothing to apply, nothing breaks
+    assert await store.schema_version() == len(MIGRATIONS)
+    await store.close()
+    db = sqlite3.connect(tmp_path / "b.sqlite3")
+    db.execute(f"PRAGMA user_version={len(MIGRATIONS) + 1}")
+    db.close()
+    with pytest.raises(StoreError, match="newer than this batchd"):
+        await _store(tmp_path)
+
+
+async def test_claim_submit_and_record_results_idempotently(tmp_path: Path) -> None:
+    store = await _store(tmp_path)
+    fid = await store.claim_file("a.jsonl", "/in/a.jsonl", "/w/a.jsonl", 10)
+    await store.add_requests(fid, [_req(i) for i in range(1, 6)])
+    await store.set_file_status(fid, "active", lines=5)
+    assert await store.due_models(now=1e12) == [
+        ("openai", "gpt-4o-mini", 5, pytest.approx(0, abs=1e10))
+    ]
+    claimed = await store.claim_batch(
+        "openai", "gpt-4o-mini", "t1", "acct", max_items=3, max_bytes=10_000, now=1e12
+    )
+    assert claimed is not None
+    batch_id, rows = claimed
+    assert len(rows) == 3 and rows[0][1]["messages"][0]["content"] == "1"
+    (batch,) = await store.batches_in("submitting")
+    assert batch["tag"] == "t1" and batch["n_items"] == 3
+    await store.mark_submitted(batch_id, "batch_X", "file_1", poll_interval_s=1, now=1e12)
+    ids = [rid for rid, _ in rows]
+    updates = [
+        {
+            "request_id": ids[0],
+            "status": "succeeded",
+            "attempts_inc": 1,
+            "result": {"text": "hi"},
+            "error": None,
+        }
+    ]
+    await store.record_results(batch_id, updates)
+    await store.record_results(batch_id, updates)  # a re-run after a crash changes nothing
+    left = await store.batch_requests(batch_id)
+    assert sorted(r for r, _ in left) == ids[1:]
+    got = {r["line"]: r for r in iter_file_rows(store.path, fid)}
+    assert got[1]["status"] == "succeeded" and got[1]["attempts"] == 1
+    assert got[1]["batch_ids"] == ["batch_X"] and got[1]["result"] == {"text": "hi"}
+    assert got[4]["status"] == "pending" and got[4]["batch_ids"] == []
+    assert await store.finished_files() == []
+    await store.close()
+
+
+async def test_byte_cap_splits_batches_and_abort_requeues(tmp_path: Path) -> None:
+    store = await _store(tmp_path)
+    fid = await store.claim_file("a.jsonl", "/in", "/w", 1)
+    await store.add_requests(fid, [_req(i) for i in range(1, 5)])
+    claimed = await store.claim_batch(
+        "openai", "gpt-4o-mini", "t1", "a", max_items=100, max_bytes=2 * (60 + 256), now=1e12
+    )
+    assert claimed is not None and len(claimed[1]) == 2
+    await store.abort_batch(claimed[0], "boom", next_attempt_at=5e12, count_attempt=True)
+    (b,) = await store.batches_in("aborted")
+    assert b["error"] == "boom"
+    rows = {r["line"]: r for r in iter_file_rows(store.path, fid)}
+    assert rows[1]["status"] == "pending" and rows[1]["attempts"] == 1
+    assert rows[1]["next_attempt_at"] == 5e12
+    # out of attempts: the abort ends them failed
+    claimed = await store.claim_batch(
+        "openai", "gpt-4o-mini", "t2", "a", max_items=100, max_bytes=10**9, now=1e12
+    )
+    assert claimed is not None and [r for r, _ in claimed[1]] == [3, 4]
+    await store.abort_batch(
+        claimed[0],
+        "gone",
+        next_attempt_at=0,
+        count_attempt=True,
+        max_attempts=1,
+        final_error={"type": "batch_gone", "message": "x"},
+    )
+    rows = {r["line"]: r for r in iter_file_rows(store.path, fid)}
+    assert rows[3]["status"] == "failed" and rows[3]["error"]["type"] == "batch_gone"
+    await store.close()
+
+
+async def test_finished_files_and_status_report(tmp_path: Path) -> None:
+    store = await _store(tmp_path)
+    fid = await store.claim_file("a.jsonl", "/in", "/w", 1)
+    await store.add_requests(
+        fid,
+        [
+            {**_req(1, status="invalid"), "error": {"type": "invalid_request", "message": "m"}},
+        ],
+    )
+    await store.set_file_status(fid, "active", lines=1, invalid=1)
+    assert [f["id"] for f in await store.finished_files()] == [fid]
+    report = await store.status_report()
+    assert report["files"][0]["counts"] == {"invalid": 1}
+    assert report["errors"] == [{"type": "invalid_request", "n": 1}]
+    with pytest.raises(StoreError):
+        await store.set_file_status(fid, "done", colour="red")
+    await store.close()
