@@ -20,6 +20,7 @@ from typing import Any
 from loguru import logger
 
 from .config import Config
+from .crashpoints import crash_point
 from .lines import Invalid, Request, iter_lines, sniff
 from .store import Store
 
@@ -141,6 +142,7 @@ async def ingest(cfg: Config, store: Store, file_id: int) -> None:
     await store.set_file_status(
         file_id, "active", lines=total, invalid=invalid, ingested_at=time.time()
     )
+    crash_point("after_ingest_commit")
     log.info(
         "file ingested: {} ({} lines, {} invalid, models {})", row["name"], total, invalid, models
     )

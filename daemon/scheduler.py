@@ -34,6 +34,7 @@ from adapters.base import (
 )
 
 from .config import Config
+from .crashpoints import crash_point
 from .retry import backoff_s, next_poll_interval_s
 from .store import Store
 
@@ -214,6 +215,7 @@ class Scheduler:
             await asyncio.shield(self._submit_failed(provider, batch_id, err, len(items)))
             return
         state.submit_failures = 0
+        crash_point("after_create")
         await asyncio.shield(
             self.store.mark_submitted(
                 batch_id,
@@ -423,6 +425,7 @@ class Scheduler:
         if missing:
             await asyncio.shield(self.store.record_results(row["id"], missing))
         await asyncio.shield(self.store.mark_collected(row["id"], status.provider_status, counts))
+        crash_point("after_results_stored")
         log.info("batch ended: {} ({} not reported, re-queued or closed)", counts, len(missing))
         if not self.cfg.keep_provider_files:
             try:
