@@ -145,7 +145,7 @@ class App:
         return step
 
     async def _finish_step(self) -> float | None:
-        for row in await self.store.finished_files():
+        for row in await self.store.files_in("writing") + await self.store.finished_files():
             if self.stop.is_set():
                 break
             await finish.finish_file(self.cfg, self.store, row)

@@ -77,7 +77,6 @@ class Config:
     keep_provider_files: bool = False
     on_external_cancel: str = "requeue"  # or "cancel"
     max_request_bytes: int = 10 * 1024 * 1024
-    file_mode: int = 0o640
     routes: Mapping[str, str] = field(default_factory=dict)
     providers: Mapping[str, ProviderConfig] = field(default_factory=_default_providers)
 

@@ -72,7 +72,6 @@ async def finish_file(cfg: Config, store: Store, row: dict[str, Any]) -> None:
             _rows(store.path, file_id),
             summary_meta=meta,
             targets=targets,
-            mode=cfg.file_mode,
         )
     except OSError as exc:
         log.error("cannot write results of {} to {}: {}; will retry", name, cfg.outbox, exc)

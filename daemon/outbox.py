@@ -1,0 +1,387 @@
+"""Write one input file's results and summary into the outbox, atomically and without clobbering.
+
+The contract with whoever reads the outbox:
+
+* ``{stem}.results.jsonl`` appears whole or not at all: it is written under a hidden temporary
+  name (``.{stem}.results.jsonl.tmp-<pid>``), fsynced, then given its final name.
+* ``{stem}.summary.json`` appears last, so its presence means the results file is complete.
+* An existing file is never overwritten: a taken name falls back to ``{stem}.{job_id}.*``, then
+  ``{stem}.{job_id}.{k}.*`` (k = 1, 2, ...). The two files of one job always share a name.
+* Files are created with mode 0o640 *filtered by the process umask* (``os.open(..., 0o640)``,
+  no chmod): a stricter umask set by the administrator (e.g. 077 → 0600) is respected, and the
+  result is never looser than 0640.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import shutil
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import asdict, is_dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from daemon.crashpoints import crash_point
+from daemon.lines import Invalid
+
+STATUSES = ("succeeded", "failed", "expired", "canceled", "invalid")
+TOKEN_FIELDS = ("input_tokens", "output_tokens", "cached_input_tokens")
+FILE_MODE = 0o640
+INVALID_ERROR_TYPE = "invalid_line"
+
+# errno values meaning "this filesystem cannot hard-link", where we fall back to rename.
+# EXDEV is not one of them: across filesystems a rename fails too (see archive_input).
+_NO_LINK = {errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP}
+
+
+# ---------------------------------------------------------------------------------------------
+# One result line
+
+
+def _as_mapping(value: Any) -> Mapping[str, Any] | None:
+    """Rows may carry the adapters' dataclasses (Usage, ItemError) or plain dicts."""
+    if value is None or isinstance(value, Mapping):
+        return value
+    if is_dataclass(value) and not isinstance(value, type):
+        return asdict(value)
+    raise TypeError(f"expected a mapping or a dataclass, got {type(value).__name__}")
+
+
+def _usage(value: Any) -> dict[str, int]:
+    usage = _as_mapping(value) or {}
+    return {key: int(usage.get(key) or 0) for key in TOKEN_FIELDS}
+
+
+def _error(value: Any) -> dict[str, Any] | None:
+    error = _as_mapping(value)
+    if error is None:
+        return None
+    return {"type": error.get("type"), "message": error.get("message"), "code": error.get("code")}
+
+
+def result_line(row: Mapping[str, Any]) -> dict[str, Any]:
+    """The output object for one request, with its fields in the documented order.
+
+    ``custom_id`` and ``status`` are required (a row without them is a bug upstream); every
+    other field defaults to null, zero or an empty list. ``text`` is forced to null unless the
+    status is ``succeeded``, so a partial answer is never mistaken for a result.
+    """
+    status = row.get("status")
+    if status not in STATUSES:
+        raise ValueError(f"result row {row.get('custom_id')!r}: unknown status {status!r}")
+    if not isinstance(row.get("custom_id"), str):
+        raise ValueError(f"result row has no custom_id: {dict(row)!r:.200}")
+    return {
+        "custom_id": row["custom_id"],
+        "line": row.get("line"),
+        "model": row.get("model"),
+        "provider": row.get("provider"),
+        "status": status,
+        "text": row.get("text") if status == "succeeded" else None,
+        "finish_reason": row.get("finish_reason"),
+        "usage": _usage(row.get("usage")),
+        "error": _error(row.get("error")),
+        "attempts": int(row.get("attempts") or 0),
+        "batch_ids": list(row.get("batch_ids") or ()),
+        "adaptations": list(row.get("adaptations") or ()),
+        "response": row.get("response"),
+        "metadata": row.get("metadata"),
+    }
+
+
+def invalid_row(invalid: Invalid) -> dict[str, Any]:
+    """The result row for a line that was never sent (status ``invalid``)."""
+    return {
+        "custom_id": invalid.custom_id,
+        "line": invalid.line,
+        "model": invalid.model,
+        "provider": invalid.provider,
+        "status": "invalid",
+        "error": {"type": INVALID_ERROR_TYPE, "message": invalid.reason, "code": None},
+        "metadata": invalid.metadata,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Summary
+
+
+def _iso(value: datetime | float | str | None) -> str | None:
+    """ISO 8601 in UTC with a "Z"; accepts a datetime (naive = UTC) or unix seconds."""
+    if value is None or isinstance(value, str):
+        return value
+    if not isinstance(value, datetime):
+        value = datetime.fromtimestamp(value, UTC)
+    elif value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class SummaryBuilder:
+    """Accumulates a summary while result lines stream past, so they are read only once."""
+
+    def __init__(self) -> None:
+        self.lines = 0
+        self.counts: Counter[str] = Counter()
+        self.tokens: Counter[str] = Counter()
+        self._errors: dict[str, dict[str, Any]] = {}
+
+    def add(self, result: Mapping[str, Any]) -> None:
+        """Count one result line (as built by :func:`result_line`)."""
+        self.lines += 1
+        self.counts[result["status"]] += 1
+        for key in TOKEN_FIELDS:
+            self.tokens[key] += result["usage"][key]
+        error = result.get("error")
+        if error:
+            self._add_error(error, result.get("line"))
+
+    def _add_error(self, error: Mapping[str, Any], line: int | None) -> None:
+        kind = str(error.get("type") or "unknown")
+        entry = self._errors.get(kind)
+        if entry is None:
+            entry = {"type": kind, "count": 0, "example": error.get("message")}
+            entry |= {"first_line": line, "last_line": line}
+            self._errors[kind] = entry
+        entry["count"] += 1
+        entry["last_line"] = line
+
+    def build(
+        self,
+        *,
+        file: str,
+        job_id: int | str,
+        started_at: datetime | float | str | None,
+        ended_at: datetime | float | str | None,
+        batches: Iterable[Mapping[str, Any]] = (),
+        error: str | None = None,
+    ) -> dict[str, Any]:
+        """The summary JSON object. Every status appears in ``counts``, zero or not.
+
+        ``error`` says why the file as a whole could not be read (then it has no lines)."""
+        errors = sorted(self._errors.values(), key=lambda e: (-e["count"], e["type"]))
+        return {
+            "file": file,
+            "job_id": job_id,
+            "started_at": _iso(started_at),
+            "ended_at": _iso(ended_at),
+            "lines": self.lines,
+            "counts": {status: self.counts[status] for status in STATUSES},
+            "tokens": {key: self.tokens[key] for key in TOKEN_FIELDS},
+            "batches": [_batch(b) for b in batches],
+            "errors": [dict(e) for e in errors],
+            "file_error": error,
+        }
+
+
+def _batch(batch: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "provider": batch.get("provider"),
+        "model": batch.get("model"),
+        "id": batch.get("id"),
+        "status": batch.get("status"),
+        "counts": dict(batch.get("counts") or {}),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Files
+
+
+def _create(path: Path) -> int:
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
+
+
+def _write_results(tmp: Path, rows: Iterable[Mapping[str, Any]], summary: SummaryBuilder) -> None:
+    with open(_create(tmp), "w", encoding="utf-8", newline="\n") as f:
+        for n, row in enumerate(rows):
+            result = result_line(row)
+            summary.add(result)
+            f.write(json.dumps(result, ensure_ascii=False))
+            f.write("\n")
+            if n == 0:
+                f.flush()
+                crash_point("mid_outbox_write")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _write_json(tmp: Path, obj: Any) -> None:
+    with open(_create(tmp), "w", encoding="utf-8", newline="\n") as f:
+        json.dump(obj, f, ensure_ascii=False, indent=2)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _place(src: Path, dst: Path) -> None:
+    """Give ``src`` the name ``dst``, raising FileExistsError rather than replacing a file.
+
+    ``os.rename`` silently replaces; a hard link fails when the name is taken, atomically.
+    On filesystems without hard links, fall back to check-then-rename.
+    """
+    try:
+        os.link(src, dst)
+    except FileExistsError:
+        raise
+    except OSError as exc:
+        if exc.errno not in _NO_LINK:
+            raise
+        if os.path.lexists(dst):
+            raise FileExistsError(errno.EEXIST, "file exists", str(dst)) from None
+        os.rename(src, dst)
+        return
+    os.unlink(src)
+
+
+def _names(stem: str, job_id: int | str) -> Iterator[str]:
+    """The never-overwrite naming sequence: stem, stem.job, stem.job.1, stem.job.2, ..."""
+    yield stem
+    yield f"{stem}.{job_id}"
+    k = 1
+    while True:
+        yield f"{stem}.{job_id}.{k}"
+        k += 1
+
+
+def _place_pair(
+    outbox: Path, stem: str, job_id: int | str, tmp_results: Path, tmp_summary: Path
+) -> tuple[Path, Path]:
+    """Place both files under the first name free for both; the summary goes second."""
+    for name in _names(stem, job_id):
+        results, summary = outbox / f"{name}.results.jsonl", outbox / f"{name}.summary.json"
+        if os.path.lexists(results) or os.path.lexists(summary):
+            continue
+        try:
+            _place(tmp_results, results)
+        except FileExistsError:
+            continue
+        try:
+            _place(tmp_summary, summary)
+        except BaseException as exc:
+            # Never leave results without their summary: take the results name back.
+            os.rename(results, tmp_results)
+            if isinstance(exc, FileExistsError):  # taken since our check: try the next name
+                continue
+            raise
+        return results, summary
+    raise AssertionError("unreachable: the naming sequence is endless")
+
+
+def reserve_names(outbox: Path, stem: str, job_id: int | str) -> tuple[Path, Path]:
+    """The first (results, summary) pair of names free in ``outbox``, for a writer that
+    records them before writing (so a crash mid-write is redone under the same names)."""
+    for name in _names(stem, job_id):
+        results, summary = outbox / f"{name}.results.jsonl", outbox / f"{name}.summary.json"
+        if not os.path.lexists(results) and not os.path.lexists(summary):
+            return results, summary
+    raise AssertionError("unreachable: the naming sequence is endless")
+
+
+def _replace_pair(tmp_results: Path, tmp_summary: Path, targets: tuple[Path, Path]) -> None:
+    """Place both files under names reserved for this job (a crashed earlier attempt of the
+    same job may have left them); the summary goes last, so it marks complete results."""
+    os.replace(tmp_results, targets[0])
+    os.replace(tmp_summary, targets[1])
+
+
+def write_outputs(
+    outbox: Path,
+    stem: str,
+    job_id: int | str,
+    rows: Iterable[Mapping[str, Any]],
+    *,
+    summary_meta: Mapping[str, Any],
+    targets: tuple[Path, Path] | None = None,
+) -> tuple[Path, Path]:
+    """Stream ``rows`` (in order) to ``{stem}.results.jsonl`` and write ``{stem}.summary.json``.
+
+    ``summary_meta`` gives the summary's ``file``, ``started_at``, ``ended_at`` (default: now)
+    and ``batches``. ``targets`` are names from :func:`reserve_names` to use as they are.
+    Returns the (results, summary) paths actually used. On any failure,
+    including one raised by ``rows`` itself, the temporary files are removed, nothing is left
+    under a final name, and the exception propagates.
+    """
+    outbox = Path(outbox)
+    pid = os.getpid()
+    tmp_results = outbox / f".{stem}.results.jsonl.tmp-{pid}"
+    tmp_summary = outbox / f".{stem}.summary.json.tmp-{pid}"
+    try:
+        builder = SummaryBuilder()
+        _write_results(tmp_results, rows, builder)
+        summary = builder.build(
+            file=summary_meta.get("file", stem),
+            job_id=job_id,
+            started_at=summary_meta.get("started_at"),
+            ended_at=summary_meta.get("ended_at") or datetime.now(UTC),
+            batches=summary_meta.get("batches") or (),
+            error=summary_meta.get("error"),
+        )
+        _write_json(tmp_summary, summary)
+        if targets is not None:
+            _replace_pair(tmp_results, tmp_summary, targets)
+            paths = targets
+        else:
+            paths = _place_pair(outbox, stem, job_id, tmp_results, tmp_summary)
+    finally:
+        for tmp in (tmp_results, tmp_summary):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+    _fsync_dir(outbox)
+    return paths
+
+
+def archive_input(
+    src: Path, processed_dir: Path, job_id: int | str, name: str | None = None
+) -> Path:
+    """Move a finished input file into ``processed_dir`` (created if needed), never replacing.
+
+    It keeps ``name`` (default: the source's own name). A taken name falls back to
+    ``{stem}.{job_id}{suffix}``, then ``{stem}.{job_id}.{k}{suffix}``.
+    Across filesystems the file is copied under a hidden name first, then placed.
+    """
+    src, processed_dir = Path(src), Path(processed_dir)
+    processed_dir.mkdir(parents=True, exist_ok=True)
+    original = Path(name or src.name)
+    for candidate in _names(original.stem, job_id):
+        dst = processed_dir / f"{candidate}{original.suffix}"
+        if os.path.lexists(dst):
+            continue
+        try:
+            _move(src, dst)
+        except FileExistsError:
+            continue
+        _fsync_dir(processed_dir)
+        if processed_dir.resolve() != src.parent.resolve():
+            _fsync_dir(src.parent)
+        return dst
+    raise AssertionError("unreachable: the naming sequence is endless")
+
+
+def _move(src: Path, dst: Path) -> None:
+    try:
+        _place(src, dst)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
+        try:
+            shutil.copy2(src, tmp)
+            _place(tmp, dst)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        os.unlink(src)
