@@ -163,6 +163,9 @@ class Scheduler:
             if state.paused_until > now:
                 until = state.paused_until
                 wake_at = until if wake_at is None else min(wake_at, until)
+        due = await self.store.next_due_at()  # the next retry's backoff ends then
+        if due is not None and due > now:
+            wake_at = due if wake_at is None else min(wake_at, due)
         return wake_at
 
     async def _rate_wait(self, provider: str) -> float:
@@ -426,7 +429,14 @@ class Scheduler:
             await asyncio.shield(self.store.record_results(row["id"], missing))
         await asyncio.shield(self.store.mark_collected(row["id"], status.provider_status, counts))
         crash_point("after_results_stored")
-        log.info("batch ended: {} ({} not reported, re-queued or closed)", counts, len(missing))
+        retries = counts.get("retry", 0) + counts.get("expired", 0) + len(missing)
+        log.info(
+            "batch ended: {} {}; {} requests without a result{}",
+            status.provider_status,
+            counts,
+            len(missing),
+            f"; retry scheduled for up to {retries}" if retries else "",
+        )
         if not self.cfg.keep_provider_files:
             try:
                 await self._call(lambda: adapter.cleanup(pid, row["input_file_id"]))

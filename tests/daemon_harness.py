@@ -34,6 +34,9 @@ max_attempts = 8
 """
 
 
+_LOGS: dict[int, tuple[Path, int]] = {}  # pid -> (log file, offset where this run starts)
+
+
 @dataclass
 class Run:
     returncode: int
@@ -69,6 +72,7 @@ async def start_daemon(
     env: dict[str, str] | None = None,
 ) -> asyncio.subprocess.Process:
     cfg = write_config(root, config_extra)
+    log_size = (root / "daemon.log").stat().st_size if (root / "daemon.log").exists() else 0
     args = [
         sys.executable,
         "-m",
@@ -83,22 +87,33 @@ async def start_daemon(
     ]
     if once:
         args.append("--once")
-    return await asyncio.create_subprocess_exec(
-        *args,
-        env=daemon_env(env),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    log = (root / "daemon.log").open("ab")  # stderr to a file: readable even after a kill
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *args, env=daemon_env(env), stdout=asyncio.subprocess.DEVNULL, stderr=log
+        )
+    finally:
+        log.close()
+    _LOGS[proc.pid] = (root / "daemon.log", log_size)
+    return proc
 
 
 async def finish(proc: asyncio.subprocess.Process, timeout: float = 60) -> Run:
+    """Wait for the daemon to exit; its stderr of this run comes back in ``Run.stderr``."""
     try:
-        _, err = await asyncio.wait_for(proc.communicate(), timeout)
+        await asyncio.wait_for(proc.wait(), timeout)
     except TimeoutError:
         proc.kill()
-        _, err = await proc.communicate()
-        raise AssertionError("batchd did not finish in time:\n" + err.decode()[-4000:]) from None
-    return Run(proc.returncode or 0, err.decode())
+        await proc.wait()
+        raise AssertionError("batchd did not finish in time:\n" + _log(proc)[-6000:]) from None
+    return Run(proc.returncode or 0, _log(proc))
+
+
+def _log(proc: asyncio.subprocess.Process) -> str:
+    path, start = _LOGS[proc.pid]
+    with open(path, "rb") as f:
+        f.seek(start)
+        return f.read().decode(errors="replace")
 
 
 async def run_once(root: Path, emulator_url: str, **kw: Any) -> Run:

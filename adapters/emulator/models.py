@@ -23,33 +23,63 @@ class OpenAIModel:
     system_role: bool = True  # o1-mini / o1-preview refuse system and developer messages
     stop: bool = True  # o3 / o4-mini refuse stop
     sampling_if_effort_none: bool = False  # gpt-5.1+: sampling allowed when reasoning_effort none
+    efforts: tuple[str, ...] = ()  # accepted reasoning_effort values; () = parameter refused
+    default_effort: str | None = None  # the effort applied when the request names none
 
 
 @dataclass(frozen=True)
 class AnthropicModel:
     pattern: str
     mid_conversation_system: bool = False  # Opus 4.8+: role "system" allowed after a user turn
+    max_output_tokens: int | None = None  # max_tokens ceiling, where known (None: not checked)
 
 
 @dataclass(frozen=True)
 class GeminiModel:
     pattern: str
+    # Implicit caching reports cachedContentTokenCount only for a repeated prompt prefix at
+    # least this long (estimated tokens).
+    implicit_cache_min_tokens: int = 1024
 
+
+# reasoning_effort values of the o-series (o1-mini and o1-preview take none at all).
+_O_EFFORTS = ("low", "medium", "high")
 
 OPENAI_MODELS: tuple[OpenAIModel, ...] = (
     OpenAIModel("o1-mini*", reasoning=True, system_role=False),
     OpenAIModel("o1-preview*", reasoning=True, system_role=False),
-    OpenAIModel("o1*", reasoning=True),
-    OpenAIModel("o3-mini*", reasoning=True, temperature_unsupported=True),
-    OpenAIModel("o3-pro*", reasoning=True, stop=False),
-    OpenAIModel("o3", reasoning=True, stop=False),
-    OpenAIModel("o3-2*", reasoning=True, stop=False),
-    OpenAIModel("o4-mini*", reasoning=True, stop=False),
+    OpenAIModel("o1*", reasoning=True, efforts=_O_EFFORTS, default_effort="medium"),
+    OpenAIModel(
+        "o3-mini*",
+        reasoning=True,
+        temperature_unsupported=True,
+        efforts=_O_EFFORTS,
+        default_effort="medium",
+    ),
+    OpenAIModel("o3-pro*", reasoning=True, stop=False, efforts=_O_EFFORTS, default_effort="medium"),
+    OpenAIModel("o3", reasoning=True, stop=False, efforts=_O_EFFORTS, default_effort="medium"),
+    OpenAIModel("o3-2*", reasoning=True, stop=False, efforts=_O_EFFORTS, default_effort="medium"),
+    OpenAIModel(
+        "o4-mini*", reasoning=True, stop=False, efforts=_O_EFFORTS, default_effort="medium"
+    ),
     OpenAIModel("gpt-5-chat*"),
     OpenAIModel("gpt-5.*-chat*"),
-    OpenAIModel("gpt-5.*-pro*", reasoning=True),
-    OpenAIModel("gpt-5.*", reasoning=True, sampling_if_effort_none=True),
-    OpenAIModel("gpt-5*", reasoning=True),
+    OpenAIModel(
+        "gpt-5.*-pro*", reasoning=True, efforts=("medium", "high", "xhigh"), default_effort="high"
+    ),
+    OpenAIModel(
+        "gpt-5.*",
+        reasoning=True,
+        sampling_if_effort_none=True,
+        efforts=("none", "low", "medium", "high", "xhigh"),
+        default_effort="none",
+    ),
+    OpenAIModel(
+        "gpt-5*",
+        reasoning=True,
+        efforts=("minimal", "low", "medium", "high"),
+        default_effort="medium",
+    ),
     OpenAIModel("gpt-4.1*"),
     OpenAIModel("gpt-4o*"),
     OpenAIModel("gpt-4-turbo*"),
@@ -63,13 +93,20 @@ ANTHROPIC_MODELS: tuple[AnthropicModel, ...] = (
     AnthropicModel("claude-opus-4-8*", mid_conversation_system=True),
     AnthropicModel("claude-opus-5*", mid_conversation_system=True),
     AnthropicModel("claude-opus-4*"),
+    AnthropicModel("claude-sonnet-5*"),
     AnthropicModel("claude-sonnet-4*"),
+    AnthropicModel("claude-haiku-5*"),
     AnthropicModel("claude-haiku-4*"),
-    AnthropicModel("claude-3-7-sonnet*"),
-    AnthropicModel("claude-3-5-sonnet*"),
-    AnthropicModel("claude-3-5-haiku*"),
-    AnthropicModel("claude-3-opus*"),
-    AnthropicModel("claude-3-haiku*"),
+    # Names the anthropic 2.14 SDK lists in ModelParam; their rules are not documented in the
+    # fact sheet, so they get the defaults (no mid-conversation system, no max_tokens ceiling).
+    AnthropicModel("claude-fable-5*"),
+    AnthropicModel("claude-mythos-5*"),
+    AnthropicModel("claude-mythos-preview"),
+    AnthropicModel("claude-3-7-sonnet*", max_output_tokens=64_000),
+    AnthropicModel("claude-3-5-sonnet*", max_output_tokens=8_192),
+    AnthropicModel("claude-3-5-haiku*", max_output_tokens=8_192),
+    AnthropicModel("claude-3-opus*", max_output_tokens=4_096),
+    AnthropicModel("claude-3-haiku*", max_output_tokens=4_096),
 )
 
 GEMINI_MODELS: tuple[GeminiModel, ...] = (

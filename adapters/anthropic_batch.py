@@ -1,0 +1,287 @@
+"""Anthropic Message Batches adapter: requests inline in the create call, results as JSONL.
+
+Wire facts (fact sheet §3): ``{"requests": [{"custom_id", "params"}]}``; result lines
+``{"custom_id", "result": {"type": succeeded|errored|canceled|expired, ...}}``. Batches carry no
+label, so find() matches on creation time and item count.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Mapping
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import Any
+
+import anthropic
+import httpx2
+
+from .base import (
+    AdapterError,
+    AuthError,
+    BatchItem,
+    BatchStatus,
+    ItemError,
+    ItemResult,
+    PermanentError,
+    ProviderLimits,
+    ProviderName,
+    ResultsGone,
+    Submitted,
+    TransientError,
+    UnknownOutcome,
+    Usage,
+)
+
+# SDK 2.x sends 2026-10-21, which refuses temperature/top_p/top_k even at their defaults;
+# 2023-06-01 keeps them (fact sheet §3.6). The daemon's request adaptation assumes this one.
+DEFAULT_API_VERSION = "2023-06-01"
+FIND_SLACK_S = 60.0
+RETRY_STATUSES = {408, 409, 429}  # and every 5xx, 529 (overloaded) included
+RETRY_ERROR_TYPES = {"rate_limit_error", "overloaded_error", "api_error", "timeout_error"}
+
+
+class AnthropicAdapter:
+    name: ProviderName = "anthropic"
+
+    def __init__(
+        self,
+        *,
+        base_url: str | None,
+        api_key: str,
+        timeout_s: float,
+        spool_dir: Path,
+        limits: ProviderLimits,
+        api_version: str = DEFAULT_API_VERSION,
+    ) -> None:
+        self.limits = limits
+        self._key = api_key
+        root = base_url.rstrip("/").removesuffix("/v1") if base_url else None
+        self._client = anthropic.AsyncAnthropic(
+            api_key=api_key,
+            base_url=root,
+            timeout=timeout_s,
+            max_retries=0,
+            default_headers={"anthropic-version": api_version},
+        )
+
+    # -- submit ----------------------------------------------------------------------------
+    async def submit(self, tag: str, model: str, items: Iterable[BatchItem]) -> Submitted:
+        # The create call carries every request in its JSON body, so the SDK needs the list.
+        requests: list[dict[str, Any]] = []
+        size = 0
+        for item in items:
+            request = {"custom_id": item.key, "params": item.body}
+            size += len(json.dumps(request, separators=(",", ":"))) + 1
+            requests.append(request)
+            if len(requests) > self.limits.max_items or size > self.limits.max_bytes:
+                raise PermanentError(
+                    f"anthropic batch exceeds {self.limits.max_items} items"
+                    f" or {self.limits.max_bytes} bytes"
+                )
+        if not requests:
+            raise PermanentError("anthropic batch has no items")
+        with self._mapped("batches.create", mutating=True):
+            batch = await self._client.messages.batches.create(requests=requests)  # type: ignore[arg-type]
+        return Submitted(provider_batch_id=batch.id)
+
+    # -- find / poll -----------------------------------------------------------------------
+    async def find(
+        self, tag: str, model: str, n_items: int, since: float, exclude: Collection[str]
+    ) -> str | None:
+        """The one batch created at/after ``since`` - 60 s with ``n_items`` requests, if unique."""
+        candidates = []
+        with self._mapped("batches.list"):
+            async for batch in self._client.messages.batches.list(limit=100):
+                if batch.created_at.timestamp() < since - FIND_SLACK_S:
+                    break  # newest first
+                counts = batch.request_counts
+                total = (
+                    counts.processing
+                    + counts.succeeded
+                    + counts.errored
+                    + counts.canceled
+                    + counts.expired
+                )
+                if total == n_items and batch.id not in exclude:
+                    candidates.append(batch.id)
+        return candidates[0] if len(candidates) == 1 else None
+
+    async def poll(self, provider_batch_id: str) -> BatchStatus:
+        with self._mapped("batches.retrieve"):
+            try:
+                batch = await self._client.messages.batches.retrieve(provider_batch_id)
+            except anthropic.NotFoundError:
+                return BatchStatus(provider_batch_id, "gone", "not_found", error="batch not found")
+        c = batch.request_counts
+        total = c.processing + c.succeeded + c.errored + c.canceled + c.expired
+        status = batch.processing_status
+        if status == "ended" and batch.archived_at is not None:
+            return BatchStatus(batch.id, "gone", "archived", total=total, error="results archived")
+        return BatchStatus(
+            provider_batch_id=batch.id,
+            state="ended" if status == "ended" else "running",
+            provider_status=status,
+            total=total,
+            done=total - c.processing,
+            failed=c.errored,
+            expired=status == "ended" and c.expired > 0,
+            cancelled=batch.cancel_initiated_at is not None,
+        )
+
+    # -- results ---------------------------------------------------------------------------
+    async def results(self, provider_batch_id: str) -> AsyncIterator[ItemResult]:
+        with self._mapped("batches.retrieve", results=True):
+            batch = await self._client.messages.batches.retrieve(provider_batch_id)
+        if batch.processing_status != "ended":
+            raise TransientError(f"anthropic batch {provider_batch_id} has not ended yet")
+        if batch.archived_at is not None or not batch.results_url:
+            raise ResultsGone(f"anthropic batch {provider_batch_id}: results are archived")
+        with self._mapped("batches.results", results=True):
+            decoder = await self._client.messages.batches.results(provider_batch_id)
+            try:
+                async for line in decoder:
+                    yield parse_result(line.to_dict(mode="json"))
+            finally:
+                await decoder.close()
+
+    # -- cancel / cleanup / close ----------------------------------------------------------
+    async def cancel(self, provider_batch_id: str) -> None:
+        try:
+            with self._mapped("batches.cancel"):
+                await self._client.messages.batches.cancel(provider_batch_id)
+        except (PermanentError, TransientError):
+            # Cancelling a batch that has already ended is refused; that is not a failure.
+            if (await self.poll(provider_batch_id)).state == "running":
+                raise
+
+    async def cleanup(self, provider_batch_id: str, input_file_id: str | None) -> None:
+        """Nothing to delete: requests were inline, and the batch itself is kept as a record."""
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    # -- errors: the one place SDK exceptions become the daemon's taxonomy -----------------
+    @contextlib.contextmanager
+    def _mapped(
+        self, call: str, *, mutating: bool = False, results: bool = False
+    ) -> Iterator[None]:
+        """Map SDK exceptions; messages never carry the key, and no SDK object is chained."""
+        what = f"anthropic {call}"
+        try:
+            yield
+        except anthropic.APIStatusError as exc:
+            body = exc.body if isinstance(exc.body, Mapping) else {}
+            inner = body.get("error") if isinstance(body.get("error"), Mapping) else {}
+            message = _redact(str(inner.get("message") or exc.message), self._key)
+            headers = exc.response.headers
+            raise status_error(what, exc.status_code, headers, message, results) from None
+        except (anthropic.APIConnectionError, httpx2.TransportError) as exc:
+            raise connection_error(what, exc, mutating) from None
+        except json.JSONDecodeError:
+            raise TransientError(f"{what}: a result line was cut short or is not JSON") from None
+        except anthropic.AnthropicError as exc:  # e.g. "No results_url for the given batch"
+            message = _redact(str(exc), self._key)
+            raise (ResultsGone if results else PermanentError)(f"{what}: {message}") from None
+
+
+# -- pure helpers ----------------------------------------------------------------------------
+
+
+def _redact(text: str, secret: str) -> str:
+    return text.replace(secret, "***") if secret else text
+
+
+def retry_after_s(headers: Mapping[str, str] | None) -> float | None:
+    """Seconds from ``retry-after-ms`` or ``retry-after`` (seconds or an HTTP date)."""
+    if not headers:
+        return None
+    with contextlib.suppress(TypeError, ValueError):
+        if headers.get("retry-after-ms"):
+            return float(headers["retry-after-ms"]) / 1000
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    with contextlib.suppress(ValueError):
+        return max(0.0, float(value))
+    with contextlib.suppress(TypeError, ValueError, IndexError):
+        return max(0.0, (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds())
+    return None
+
+
+def status_error(
+    what: str, status: int, headers: Mapping[str, str] | None, message: str, results: bool
+) -> AdapterError:
+    """The taxonomy error for an HTTP error status."""
+    text = f"{what}: HTTP {status}: {message}"
+    if status in RETRY_STATUSES or status >= 500:
+        return TransientError(text, retry_after=retry_after_s(headers))
+    if status in (401, 403):
+        return AuthError(f"{what}: HTTP {status}: the API key was refused")
+    if status == 404 and results:
+        return ResultsGone(text)
+    return PermanentError(text)
+
+
+def connection_error(what: str, exc: BaseException, mutating: bool) -> AdapterError:
+    """Nothing reached the server: retry. Otherwise a mutating call's outcome is unknown."""
+    cause = exc.__cause__ if isinstance(exc, anthropic.APIConnectionError) else exc
+    kind = "timed out" if isinstance(exc, anthropic.APITimeoutError) else "connection failed"
+    never_sent = isinstance(cause, httpx2.ConnectError | httpx2.ConnectTimeout)
+    if mutating and not never_sent:
+        return UnknownOutcome(f"{what}: {kind}; the call may or may not have taken effect")
+    return TransientError(f"{what}: {kind}")
+
+
+def parse_result(line: dict[str, Any]) -> ItemResult:
+    """One results line as an ItemResult (fact sheet §3.5)."""
+    key = str(line.get("custom_id"))
+    result = line.get("result") if isinstance(line.get("result"), dict) else {}
+    kind = result.get("type")
+    if kind == "succeeded":
+        return _succeeded(key, result.get("message") or {}, line)
+    if kind == "errored":
+        envelope = result.get("error") if isinstance(result.get("error"), dict) else {}
+        inner = envelope.get("error") if isinstance(envelope.get("error"), dict) else {}
+        etype = str(inner.get("type") or "api_error")
+        error = ItemError(etype, str(inner.get("message") or ""), etype)
+        outcome = "retry" if etype in RETRY_ERROR_TYPES else "failed"
+        return ItemResult(key, outcome, error=error, response=line)
+    if kind == "canceled":
+        return ItemResult(
+            key, "canceled", error=ItemError("canceled", "batch canceled"), response=line
+        )
+    if kind == "expired":
+        return ItemResult(
+            key, "expired", error=ItemError("expired", "batch expired"), response=line
+        )
+    error = ItemError("malformed_result", f"unknown result type {kind!r}")
+    return ItemResult(key, "failed", error=error, response=line)
+
+
+def _succeeded(key: str, message: dict[str, Any], line: dict[str, Any]) -> ItemResult:
+    """Usage is normalised: input_tokens counts every prompt token, cached or not.
+
+    Anthropic's own ``input_tokens`` leaves out cache reads and cache writes; the other
+    providers' prompt counts include them, so the three are added here.
+    """
+    blocks = message.get("content") or []
+    text = "".join(b.get("text") or "" for b in blocks if b.get("type") == "text")
+    usage = message.get("usage") or {}
+    cache_read = int(usage.get("cache_read_input_tokens") or 0)
+    cache_write = int(usage.get("cache_creation_input_tokens") or 0)
+    return ItemResult(
+        key,
+        "succeeded",
+        text=text,
+        finish_reason=message.get("stop_reason"),
+        usage=Usage(
+            input_tokens=int(usage.get("input_tokens") or 0) + cache_read + cache_write,
+            output_tokens=int(usage.get("output_tokens") or 0),
+            cached_input_tokens=cache_read,
+            cache_creation_input_tokens=cache_write,
+        ),
+        response=line,
+    )

@@ -1,0 +1,452 @@
+"""Gemini Developer API batch adapter: inline requests for small batches, a JSONL file above.
+
+Wire facts (fact sheet §4): batches are long-running operations named ``batches/<id>``; inputs
+are either inline ``{"request", "metadata": {"key"}}`` entries or an uploaded JSONL file of
+``{"key", "request"}`` lines; results are inline responses on the batch or a generated
+responses file, in input order, one ``response`` or ``error`` each.
+
+The SDK is used for the calls it does faithfully (upload, create, list, cancel, delete). Reads
+of the batch and of the responses file go through plain HTTP: the SDK's BatchJob drops the
+batch statistics and the failure reason for this API, and its download loads the whole file
+into memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Mapping
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import Any
+
+import httpx2
+from google import genai
+from google.genai import errors as genai_errors
+from google.genai import types as genai_types
+
+from .base import (
+    AdapterError,
+    AuthError,
+    BatchItem,
+    BatchState,
+    BatchStatus,
+    ItemError,
+    ItemOutcome,
+    ItemResult,
+    PermanentError,
+    ProviderLimits,
+    ProviderName,
+    ResultsGone,
+    Submitted,
+    TransientError,
+    UnknownOutcome,
+    Usage,
+)
+
+# The REST reference and Google's batch guide document the batch endpoints under v1beta; the
+# SDK 3.x default (v1) is not confirmed to serve them on the real service (fact sheet §5.4).
+DEFAULT_API_VERSION = "v1beta"
+DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
+DEFAULT_INLINE_MAX_BYTES = 10_000_000
+INLINE_HARD_MAX_BYTES = 20_000_000  # the API refuses inline create requests above this
+FIND_SLACK_S = 300.0
+MAX_FIND_SCAN = 5_000  # the list's order is not documented, so find() scans this many at most
+RETRY_STATUSES = {408, 409, 429}  # and every 5xx
+RETRY_ITEM_CODES = {429, 500, 503, 504, 4, 8, 13, 14}  # HTTP codes, or their gRPC equivalents
+RETRY_ITEM_STATUSES = {"RESOURCE_EXHAUSTED", "INTERNAL", "UNAVAILABLE", "DEADLINE_EXCEEDED"}
+STATES: dict[str, BatchState] = {
+    "PENDING": "running",
+    "RUNNING": "running",
+    "SUCCEEDED": "ended",
+    "CANCELLED": "ended",
+    "FAILED": "failed",
+    "EXPIRED": "failed",  # an expired Gemini batch keeps no results at all: nothing to collect
+}
+
+
+class GeminiAdapter:
+    name: ProviderName = "gemini"
+
+    def __init__(
+        self,
+        *,
+        base_url: str | None,
+        api_key: str,
+        timeout_s: float,
+        spool_dir: Path,
+        limits: ProviderLimits,
+        api_version: str = DEFAULT_API_VERSION,
+        inline_max_bytes: int = DEFAULT_INLINE_MAX_BYTES,
+    ) -> None:
+        if not 0 <= inline_max_bytes < INLINE_HARD_MAX_BYTES:
+            raise ValueError(f"gemini inline_max_bytes must be below {INLINE_HARD_MAX_BYTES}")
+        self.limits = limits
+        self._key = api_key
+        self._spool_dir = spool_dir
+        self._inline_max_bytes = inline_max_bytes
+        root = (base_url or DEFAULT_BASE_URL).rstrip("/")
+        self._base = f"{root}/{api_version}/"
+        # Our own httpx2 client: with aiohttp installed the SDK would otherwise talk through
+        # aiohttp and silently retry a failed connection once, after sleeping 1-10 s.
+        self._http = httpx2.AsyncClient(timeout=timeout_s)
+        options = genai_types.HttpOptions(
+            base_url=root,
+            api_version=api_version,
+            timeout=int(timeout_s * 1000),
+            httpx_async_client=self._http,
+        )
+        # Retries stay off (no retry_options): the daemon owns retries.
+        self._sdk = genai.Client(api_key=api_key, vertexai=False, http_options=options)
+        self._client = self._sdk.aio
+
+    # -- submit ----------------------------------------------------------------------------
+    async def submit(self, tag: str, model: str, items: Iterable[BatchItem]) -> Submitted:
+        path, size = await asyncio.to_thread(_write_spool, self._spool_dir, items, self.limits)
+        try:
+            if size <= self._inline_max_bytes:
+                requests = await asyncio.to_thread(_inline_requests, path)
+                path.unlink()
+                return Submitted(await self._create(tag, model, inline=requests))
+            with self._mapped("files.upload"):
+                upload = await self._client.files.upload(
+                    file=str(path), config={"mime_type": "jsonl", "display_name": tag}
+                )
+        finally:
+            path.unlink(missing_ok=True)
+        if not upload.name:
+            raise TransientError("gemini files.upload: the answer named no file")
+        try:
+            return Submitted(await self._create(tag, model, file_name=upload.name), upload.name)
+        except UnknownOutcome:
+            raise  # the batch may exist and needs its input file: keep it
+        except AdapterError:
+            await self._delete_quietly(upload.name)
+            raise
+
+    async def _create(
+        self,
+        tag: str,
+        model: str,
+        *,
+        inline: list[dict[str, Any]] | None = None,
+        file_name: str | None = None,
+    ) -> str:
+        """Create the batch; inline requests go on the wire exactly as the daemon built them.
+
+        The SDK's own inline shape is its snake_case ``config``, which it re-maps field by
+        field (and drops what it does not know). So the SDK is given an empty inline list and
+        the REST-shaped requests through ``http_options.extra_body``, which it merges into the
+        request body verbatim (lists are replaced, not re-mapped).
+        """
+        config: dict[str, Any] = {"display_name": tag}
+        if inline is not None:
+            body = {"batch": {"inputConfig": {"requests": {"requests": inline}}}}
+            config["http_options"] = {"extra_body": body}
+        src: Any = [] if inline is not None else file_name
+        with self._mapped("batches.create", mutating=True):
+            job = await self._client.batches.create(model=model, src=src, config=config)
+        if not job.name:
+            raise UnknownOutcome("gemini batches.create: the answer named no batch")
+        return job.name
+
+    # -- find / poll -----------------------------------------------------------------------
+    async def find(
+        self, tag: str, model: str, n_items: int, since: float, exclude: Collection[str]
+    ) -> str | None:
+        with self._mapped("batches.list"):
+            pager = await self._client.batches.list(config={"page_size": 100})
+            scanned = 0
+            async for job in pager:
+                scanned += 1
+                if scanned > MAX_FIND_SCAN:
+                    break
+                created = job.create_time.timestamp() if job.create_time else since
+                if created < since - FIND_SLACK_S or job.name in exclude:
+                    continue
+                if job.display_name == tag:
+                    return job.name
+        return None
+
+    async def poll(self, provider_batch_id: str) -> BatchStatus:
+        op = await self._get_batch(provider_batch_id, results=False)
+        if op is None:
+            return BatchStatus(provider_batch_id, "gone", "not_found", error="batch not found")
+        meta = op.get("metadata") or {}
+        word = str(meta.get("state") or "BATCH_STATE_UNSPECIFIED")
+        state = STATES.get(_bare_state(word), "running")
+        stats = meta.get("batchStats") or {}
+        # proto3 JSON leaves out zero counters: absent means 0 once the stats are there.
+        total = _int(stats.get("requestCount"))
+        ok = _int(stats.get("successfulRequestCount")) or 0
+        bad = _int(stats.get("failedRequestCount")) or 0
+        error = None
+        if state == "failed":
+            error = str((op.get("error") or {}).get("message") or _bare_state(word).lower())
+        return BatchStatus(
+            provider_batch_id=provider_batch_id,
+            state=state,
+            provider_status=word,
+            total=total,
+            done=None if total is None else ok + bad,
+            failed=None if total is None else bad,
+            error=error,
+            expired=_bare_state(word) == "EXPIRED",
+            cancelled=_bare_state(word) == "CANCELLED",
+        )
+
+    # -- results ---------------------------------------------------------------------------
+    async def results(self, provider_batch_id: str) -> AsyncIterator[ItemResult]:
+        op = await self._get_batch(provider_batch_id, results=True)
+        if op is None:
+            raise ResultsGone(f"gemini batch {provider_batch_id} not found")
+        meta = op.get("metadata") or {}
+        if STATES.get(_bare_state(str(meta.get("state")))) == "running":
+            raise TransientError(f"gemini batch {provider_batch_id} has not ended yet")
+        output = meta.get("output") or op.get("response") or {}
+        if output.get("responsesFile"):
+            async for line in self._download_lines(str(output["responsesFile"])):
+                yield parse_result(line)
+            return
+        inlined = (output.get("inlinedResponses") or {}).get("inlinedResponses") or []
+        for index, entry in enumerate(inlined):
+            yield parse_result(entry, fallback_key=str(index))
+
+    async def _get_batch(self, name: str, *, results: bool) -> dict[str, Any] | None:
+        with self._mapped("batches.get", results=results):
+            response = await self._http.get(self._base + name, headers=self._auth())
+            if response.status_code == 404:
+                return None
+            self._raise_for_status(response)
+            return response.json()
+
+    async def _download_lines(self, file_name: str) -> AsyncIterator[dict[str, Any]]:
+        """Stream the responses file line by line (the SDK's download reads it whole)."""
+        with self._mapped("files.download", results=True):
+            url = f"{self._base}{file_name}:download"
+            request = self._http.stream("GET", url, params={"alt": "media"}, headers=self._auth())
+            async with request as response:
+                if response.status_code != 200:
+                    await response.aread()
+                    self._raise_for_status(response)
+                async for line in response.aiter_lines():
+                    if line.strip():
+                        yield json.loads(line)
+
+    def _auth(self) -> dict[str, str]:
+        return {"x-goog-api-key": self._key}
+
+    # -- cancel / cleanup / close ----------------------------------------------------------
+    async def cancel(self, provider_batch_id: str) -> None:
+        try:
+            with self._mapped("batches.cancel"):
+                await self._client.batches.cancel(name=provider_batch_id)
+        except (PermanentError, TransientError):
+            # Cancelling a batch that has already ended is refused; that is not a failure.
+            if (await self.poll(provider_batch_id)).state == "running":
+                raise
+
+    async def cleanup(self, provider_batch_id: str, input_file_id: str | None) -> None:
+        names = [input_file_id]
+        op = await self._get_batch(provider_batch_id, results=False)
+        if op is not None:
+            output = (op.get("metadata") or {}).get("output") or op.get("response") or {}
+            names.append(output.get("responsesFile"))
+        for name in dict.fromkeys(n for n in names if n):
+            with contextlib.suppress(PermanentError), self._mapped("files.delete"):
+                await self._client.files.delete(name=name)  # gone already: PermanentError
+
+    async def close(self) -> None:
+        await self._client.aclose()
+        self._sdk.close()
+        await self._http.aclose()  # ours: the SDK leaves a client it was given open
+
+    async def _delete_quietly(self, name: str) -> None:
+        with contextlib.suppress(AdapterError), self._mapped("files.delete"):
+            await self._client.files.delete(name=name)
+
+    # -- errors: the one place SDK and HTTP failures become the daemon's taxonomy ----------
+    def _raise_for_status(self, response: httpx2.Response) -> None:
+        if response.status_code == 200:
+            return
+        try:
+            details = response.json()
+            err = details.get("error") or {}
+            message = str(err.get("message") or err.get("status") or "")
+        except (ValueError, AttributeError):
+            details, message = None, response.reason_phrase
+        raise _HTTPStatus(response.status_code, response.headers, message, details)
+
+    @contextlib.contextmanager
+    def _mapped(
+        self, call: str, *, mutating: bool = False, results: bool = False
+    ) -> Iterator[None]:
+        """Map SDK/HTTP exceptions; messages never carry the key, no SDK object is chained."""
+        what = f"gemini {call}"
+        try:
+            yield
+        except (genai_errors.APIError, _HTTPStatus) as exc:
+            headers = getattr(exc.response, "headers", None)
+            retry_after = retry_after_s(headers) or retry_delay_s(exc.details)
+            message = _redact(str(exc.message or exc.status or ""), self._key)
+            # Gemini answers 403 PERMISSION_DENIED for a file that does not exist (any more).
+            status = 404 if exc.code == 403 and call.startswith("files.") else exc.code
+            raise status_error(what, status, retry_after, message, results) from None
+        except httpx2.TransportError as exc:
+            raise connection_error(what, exc, mutating) from None
+        except json.JSONDecodeError:
+            raise TransientError(f"{what}: a result line was cut short or is not JSON") from None
+
+
+class _HTTPStatus(Exception):
+    """An error answer to one of our plain-HTTP reads, shaped like the SDK's APIError."""
+
+    def __init__(self, code: int, headers: Mapping[str, str], message: str, details: Any) -> None:
+        super().__init__(f"HTTP {code}")
+        self.code = code
+        self.status: str | None = None
+        self.message = message
+        self.details = details
+        self.response = _Headers(headers)
+
+
+class _Headers:
+    def __init__(self, headers: Mapping[str, str]) -> None:
+        self.headers = headers
+
+
+# -- pure helpers ----------------------------------------------------------------------------
+
+
+def _write_spool(
+    spool_dir: Path, items: Iterable[BatchItem], limits: ProviderLimits
+) -> tuple[Path, int]:
+    """Write ``{"key", "request"}`` lines under ``spool_dir``; returns the file and its size."""
+    spool_dir.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix="gemini-", suffix=".jsonl", dir=spool_dir)
+    path = Path(name)
+    count = size = 0
+    try:
+        with os.fdopen(fd, "wb") as out:
+            for item in items:
+                line = {"key": item.key, "request": item.body}
+                data = json.dumps(line, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+                count, size = count + 1, size + len(data)
+                if count > limits.max_items or size > limits.max_bytes:
+                    raise PermanentError(
+                        f"gemini batch exceeds {limits.max_items} items or {limits.max_bytes} bytes"
+                    )
+                out.write(data)
+        if count == 0:
+            raise PermanentError("gemini batch has no items")
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return path, size
+
+
+def _inline_requests(path: Path) -> list[dict[str, Any]]:
+    """The spooled lines as inline entries (small by construction: below inline_max_bytes)."""
+    with path.open("rb") as fh:
+        lines = (json.loads(raw) for raw in fh if raw.strip())
+        return [{"request": ln["request"], "metadata": {"key": ln["key"]}} for ln in lines]
+
+
+def _bare_state(word: str) -> str:
+    return word.removeprefix("BATCH_STATE_").removeprefix("JOB_STATE_")
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return None if value is None else int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _redact(text: str, secret: str) -> str:
+    return text.replace(secret, "***") if secret else text
+
+
+def retry_after_s(headers: Mapping[str, str] | None) -> float | None:
+    """Seconds from ``retry-after`` (seconds or an HTTP date), when the answer carries one."""
+    value = headers.get("retry-after") if headers else None
+    if not value:
+        return None
+    with contextlib.suppress(ValueError):
+        return max(0.0, float(value))
+    with contextlib.suppress(TypeError, ValueError, IndexError):
+        return max(0.0, (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds())
+    return None
+
+
+def retry_delay_s(details: Any) -> float | None:
+    """The ``google.rpc.RetryInfo`` delay ("30s") of an error body, which Gemini's 429s carry."""
+    error = details.get("error") if isinstance(details, dict) else None
+    for detail in (error or {}).get("details") or []:
+        if isinstance(detail, dict) and str(detail.get("@type", "")).endswith("rpc.RetryInfo"):
+            with contextlib.suppress(TypeError, ValueError):
+                return max(0.0, float(str(detail.get("retryDelay")).removesuffix("s")))
+    return None
+
+
+def status_error(
+    what: str, status: int, retry_after: float | None, message: str, results: bool
+) -> AdapterError:
+    """The taxonomy error for an HTTP error status."""
+    text = f"{what}: HTTP {status}: {message}"
+    if status in RETRY_STATUSES or status >= 500:
+        return TransientError(text, retry_after=retry_after)
+    if status in (401, 403):
+        return AuthError(f"{what}: HTTP {status}: the API key was refused")
+    if status == 404 and results:
+        return ResultsGone(text)
+    return PermanentError(text)
+
+
+def connection_error(what: str, exc: BaseException, mutating: bool) -> AdapterError:
+    """Nothing reached the server: retry. Otherwise a mutating call's outcome is unknown."""
+    timed_out = isinstance(exc, httpx2.TimeoutException)
+    never_sent = isinstance(exc, httpx2.ConnectError | httpx2.ConnectTimeout)
+    kind = "timed out" if timed_out else "connection failed"
+    if mutating and not never_sent:
+        return UnknownOutcome(f"{what}: {kind}; the call may or may not have taken effect")
+    return TransientError(f"{what}: {kind}")
+
+
+def parse_result(entry: dict[str, Any], fallback_key: str = "") -> ItemResult:
+    """One responses-file line or inline response as an ItemResult (fact sheet §4.6)."""
+    key = str(entry.get("key") or (entry.get("metadata") or {}).get("key") or fallback_key)
+    error = entry.get("error")
+    if isinstance(error, dict):
+        code = error.get("code")
+        status = str(error.get("status") or "")
+        retry = code in RETRY_ITEM_CODES or status in RETRY_ITEM_STATUSES
+        outcome: ItemOutcome = "retry" if retry else "failed"
+        item_error = ItemError(status or f"code_{code}", str(error.get("message") or ""), code)
+        return ItemResult(key, outcome, error=item_error, response=entry)
+    response = entry.get("response") if isinstance(entry.get("response"), dict) else {}
+    candidates = response.get("candidates") or []
+    if not candidates:
+        reason = str((response.get("promptFeedback") or {}).get("blockReason") or "no candidates")
+        item_error = ItemError("prompt_blocked", reason, reason)
+        return ItemResult(key, "failed", error=item_error, response=entry)
+    candidate = candidates[0]
+    parts = (candidate.get("content") or {}).get("parts") or []
+    usage = response.get("usageMetadata") or {}
+    output_tokens = _int(usage.get("candidatesTokenCount")) or 0
+    return ItemResult(
+        key,
+        "succeeded",
+        text="".join(p.get("text") or "" for p in parts if not p.get("thought")),
+        finish_reason=candidate.get("finishReason"),
+        usage=Usage(
+            input_tokens=_int(usage.get("promptTokenCount")) or 0,
+            output_tokens=output_tokens + (_int(usage.get("thoughtsTokenCount")) or 0),
+            cached_input_tokens=_int(usage.get("cachedContentTokenCount")) or 0,
+        ),
+        response=entry,
+    )

@@ -1,0 +1,343 @@
+"""OpenAI Batch API adapter: a JSONL file upload, a batch, and its output and error files.
+
+Wire facts (fact sheet §2): input lines ``{"custom_id", "method", "url", "body"}``; results come
+as lines of two files, the output file (``response.status_code`` 2xx) and the error file
+(non-2xx ``response.status_code``, or a top-level ``error`` such as ``batch_expired``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import tempfile
+from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Mapping
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import openai
+
+from .base import (
+    AdapterError,
+    AuthError,
+    BatchItem,
+    BatchState,
+    BatchStatus,
+    ItemError,
+    ItemOutcome,
+    ItemResult,
+    PermanentError,
+    ProviderLimits,
+    ProviderName,
+    ResultsGone,
+    Submitted,
+    TransientError,
+    UnknownOutcome,
+    Usage,
+)
+
+ENDPOINT = "/v1/chat/completions"
+TAG_KEY = "batchd_tag"
+FIND_SLACK_S = 300.0  # how far before ``since`` find() still looks (clock skew, slow create)
+RETRY_STATUSES = {408, 409, 429}  # and every 5xx
+STATES: dict[str, BatchState] = {
+    "validating": "running",
+    "in_progress": "running",
+    "finalizing": "running",
+    "cancelling": "running",
+    "completed": "ended",
+    "expired": "ended",
+    "cancelled": "ended",
+    "failed": "failed",
+}
+ITEM_CODES: dict[str, ItemOutcome] = {"batch_expired": "expired", "batch_cancelled": "canceled"}
+
+
+class OpenAIAdapter:
+    name: ProviderName = "openai"
+
+    def __init__(
+        self,
+        *,
+        base_url: str | None,
+        api_key: str,
+        timeout_s: float,
+        spool_dir: Path,
+        limits: ProviderLimits,
+    ) -> None:
+        self.limits = limits
+        self._spool_dir = spool_dir
+        self._key = api_key
+        self._client = openai.AsyncOpenAI(
+            api_key=api_key,
+            base_url=_v1_url(base_url),
+            timeout=timeout_s,
+            max_retries=0,
+        )
+
+    # -- submit ----------------------------------------------------------------------------
+    async def submit(self, tag: str, model: str, items: Iterable[BatchItem]) -> Submitted:
+        path = await asyncio.to_thread(_write_spool, self._spool_dir, items, self.limits)
+        try:
+            with self._mapped("files.create"), path.open("rb") as fh:
+                upload = await self._client.files.create(
+                    file=(f"{_safe_name(tag)}.jsonl", fh, "application/jsonl"), purpose="batch"
+                )
+        finally:
+            path.unlink(missing_ok=True)
+        try:
+            with self._mapped("batches.create", mutating=True):
+                batch = await self._client.batches.create(
+                    input_file_id=upload.id,
+                    endpoint=ENDPOINT,
+                    completion_window="24h",
+                    metadata={TAG_KEY: tag},
+                )
+        except UnknownOutcome:
+            raise  # the batch may exist and needs its input file: keep it
+        except AdapterError:
+            await self._delete_quietly(upload.id)
+            raise
+        return Submitted(provider_batch_id=batch.id, input_file_id=upload.id)
+
+    # -- find / poll -----------------------------------------------------------------------
+    async def find(
+        self, tag: str, model: str, n_items: int, since: float, exclude: Collection[str]
+    ) -> str | None:
+        with self._mapped("batches.list"):
+            async for batch in self._client.batches.list(limit=100):
+                if batch.created_at < since - FIND_SLACK_S:
+                    return None  # newest first: everything further is older still
+                if (batch.metadata or {}).get(TAG_KEY) == tag and batch.id not in exclude:
+                    return batch.id
+        return None
+
+    async def poll(self, provider_batch_id: str) -> BatchStatus:
+        with self._mapped("batches.retrieve"):
+            try:
+                batch = await self._client.batches.retrieve(provider_batch_id)
+            except openai.NotFoundError:
+                return BatchStatus(provider_batch_id, "gone", "not_found", error="batch not found")
+        counts = batch.request_counts
+        error = None
+        if batch.status == "failed":
+            errors = batch.errors.data if batch.errors and batch.errors.data else []
+            error = "; ".join(f"{e.code}: {e.message}" for e in errors) or "batch failed"
+        return BatchStatus(
+            provider_batch_id=batch.id,
+            state=STATES.get(batch.status, "running"),
+            provider_status=batch.status,
+            total=counts.total if counts else None,
+            done=counts.completed + counts.failed if counts else None,
+            failed=counts.failed if counts else None,
+            error=error,
+            expired=batch.status == "expired",
+            cancelled=batch.status == "cancelled",
+        )
+
+    # -- results ---------------------------------------------------------------------------
+    async def results(self, provider_batch_id: str) -> AsyncIterator[ItemResult]:
+        with self._mapped("batches.retrieve", results=True):
+            batch = await self._client.batches.retrieve(provider_batch_id)
+        if STATES.get(batch.status) == "running":
+            raise TransientError(f"openai batch {provider_batch_id} has not ended yet")
+        for file_id in (batch.output_file_id, batch.error_file_id):
+            if file_id:
+                async for line in self._file_lines(file_id):
+                    yield parse_result_line(line)
+
+    async def _file_lines(self, file_id: str) -> AsyncIterator[dict[str, Any]]:
+        """The JSON lines of a provider file, streamed (never the whole file in memory)."""
+        with self._mapped("files.content", results=True):
+            streamed = self._client.files.with_streaming_response.content(file_id)
+            async with streamed as response:
+                async for line in response.iter_lines():
+                    if line.strip():
+                        yield json.loads(line)
+
+    # -- cancel / cleanup / close ----------------------------------------------------------
+    async def cancel(self, provider_batch_id: str) -> None:
+        try:
+            with self._mapped("batches.cancel"):
+                await self._client.batches.cancel(provider_batch_id)
+        except (PermanentError, TransientError):
+            # Cancelling a batch that has already ended is refused; that is not a failure.
+            if (await self.poll(provider_batch_id)).state == "running":
+                raise
+
+    async def cleanup(self, provider_batch_id: str, input_file_id: str | None) -> None:
+        file_ids = [input_file_id]
+        with self._mapped("batches.retrieve"):
+            with contextlib.suppress(openai.NotFoundError):
+                batch = await self._client.batches.retrieve(provider_batch_id)
+                file_ids += [batch.input_file_id, batch.output_file_id, batch.error_file_id]
+        for file_id in dict.fromkeys(f for f in file_ids if f):
+            with self._mapped("files.delete"), contextlib.suppress(openai.NotFoundError):
+                await self._client.files.delete(file_id)
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    async def _delete_quietly(self, file_id: str) -> None:
+        with contextlib.suppress(AdapterError), self._mapped("files.delete"):
+            await self._client.files.delete(file_id)
+
+    # -- errors: the one place SDK exceptions become the daemon's taxonomy -----------------
+    @contextlib.contextmanager
+    def _mapped(
+        self, call: str, *, mutating: bool = False, results: bool = False
+    ) -> Iterator[None]:
+        """Map SDK exceptions; messages never carry the key, and no SDK object is chained."""
+        what = f"openai {call}"
+        try:
+            yield
+        except openai.APIStatusError as exc:
+            body = exc.body if isinstance(exc.body, Mapping) else {}
+            message = _redact(str(body.get("message") or exc.message), self._key)
+            raise status_error(
+                what, exc.status_code, exc.response.headers, message, results
+            ) from None
+        except (openai.APIConnectionError, httpx2.TransportError) as exc:
+            raise connection_error(what, exc, mutating) from None
+        except json.JSONDecodeError:
+            raise TransientError(f"{what}: a result line was cut short or is not JSON") from None
+
+
+# -- pure helpers ----------------------------------------------------------------------------
+
+
+def _v1_url(base_url: str | None) -> str | None:
+    """The SDK appends paths to its base URL, which must end in /v1; accept the root too."""
+    if base_url is None:
+        return None
+    base = base_url.rstrip("/")
+    return base if base.endswith("/v1") else base + "/v1"
+
+
+def _safe_name(tag: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", tag)[:100] or "batch"
+
+
+def _write_spool(spool_dir: Path, items: Iterable[BatchItem], limits: ProviderLimits) -> Path:
+    """Write the batch input JSONL under ``spool_dir``, enforcing the provider's hard caps."""
+    spool_dir.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix="openai-", suffix=".jsonl", dir=spool_dir)
+    path = Path(name)
+    count = size = 0
+    try:
+        with os.fdopen(fd, "wb") as out:
+            for item in items:
+                line = {"custom_id": item.key, "method": "POST", "url": ENDPOINT, "body": item.body}
+                data = json.dumps(line, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+                count, size = count + 1, size + len(data)
+                if count > limits.max_items or size > limits.max_bytes:
+                    raise PermanentError(
+                        f"openai batch exceeds {limits.max_items} items or {limits.max_bytes} bytes"
+                    )
+                out.write(data)
+        if count == 0:
+            raise PermanentError("openai batch has no items")
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _redact(text: str, secret: str) -> str:
+    return text.replace(secret, "***") if secret else text
+
+
+def retry_after_s(headers: Mapping[str, str] | None) -> float | None:
+    """Seconds from ``retry-after-ms`` or ``retry-after`` (seconds or an HTTP date)."""
+    if not headers:
+        return None
+    with contextlib.suppress(TypeError, ValueError):
+        if headers.get("retry-after-ms"):
+            return float(headers["retry-after-ms"]) / 1000
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    with contextlib.suppress(ValueError):
+        return max(0.0, float(value))
+    with contextlib.suppress(TypeError, ValueError, IndexError):
+        return max(0.0, (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds())
+    return None
+
+
+def status_error(
+    what: str, status: int, headers: Mapping[str, str] | None, message: str, results: bool
+) -> AdapterError:
+    """The taxonomy error for an HTTP error status."""
+    text = f"{what}: HTTP {status}: {message}"
+    if status in RETRY_STATUSES or status >= 500:
+        return TransientError(text, retry_after=retry_after_s(headers))
+    if status in (401, 403):
+        return AuthError(f"{what}: HTTP {status}: the API key was refused")
+    if status == 404 and results:
+        return ResultsGone(text)
+    return PermanentError(text)
+
+
+def connection_error(what: str, exc: BaseException, mutating: bool) -> AdapterError:
+    """Nothing reached the server: retry. Otherwise a mutating call's outcome is unknown."""
+    cause = exc.__cause__ if isinstance(exc, openai.APIConnectionError) else exc
+    kind = "timed out" if isinstance(exc, openai.APITimeoutError) else "connection failed"
+    never_sent = isinstance(cause, httpx2.ConnectError | httpx2.ConnectTimeout)
+    if mutating and not never_sent:
+        return UnknownOutcome(f"{what}: {kind}; the call may or may not have taken effect")
+    return TransientError(f"{what}: {kind}")
+
+
+def parse_result_line(line: dict[str, Any]) -> ItemResult:
+    """One output- or error-file line as an ItemResult (fact sheet §2.5)."""
+    key = str(line.get("custom_id"))
+    top_error = line.get("error")
+    response = line.get("response")
+    if isinstance(top_error, dict):
+        code = str(top_error.get("code") or "error")
+        return ItemResult(
+            key,
+            ITEM_CODES.get(code, "failed"),
+            error=ItemError(code, str(top_error.get("message") or ""), code),
+            response=line,
+        )
+    if not isinstance(response, dict):
+        error = ItemError("malformed_result", "result line has neither response nor error")
+        return ItemResult(key, "failed", error=error, response=line)
+    status = int(response.get("status_code") or 0)
+    body = response.get("body") if isinstance(response.get("body"), dict) else {}
+    if 200 <= status < 300:
+        return _succeeded(key, body, line)
+    err = body.get("error") if isinstance(body.get("error"), dict) else {}
+    outcome: ItemOutcome = "retry" if status in RETRY_STATUSES or status >= 500 else "failed"
+    error = ItemError(
+        str(err.get("type") or f"http_{status}"),
+        str(err.get("message") or ""),
+        err.get("code") or status,
+    )
+    return ItemResult(key, outcome, error=error, response=line)
+
+
+def _succeeded(key: str, body: dict[str, Any], line: dict[str, Any]) -> ItemResult:
+    choices = body.get("choices") or [{}]
+    choice = choices[0] if isinstance(choices[0], dict) else {}
+    message = choice.get("message") or {}
+    usage = body.get("usage") or {}
+    cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
+    return ItemResult(
+        key,
+        "succeeded",
+        text=message.get("content"),
+        finish_reason=choice.get("finish_reason"),
+        usage=Usage(
+            input_tokens=int(usage.get("prompt_tokens") or 0),
+            output_tokens=int(usage.get("completion_tokens") or 0),
+            cached_input_tokens=int(cached),
+        ),
+        response=line,
+    )

@@ -1,0 +1,86 @@
+"""Which adapters exist, their hard limits, and how to build one.
+
+Each provider's module is imported only when that provider is asked for (as saq loads its
+backends), so a missing or broken SDK for one provider cannot stop the daemon from serving the
+others.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from .base import AuthError, ProviderAdapter, ProviderLimits
+
+MB = 1_000_000
+
+# Hard caps per batch, from the providers' documentation (fact sheet §2.7, §3.8, §4.7).
+# Gemini states no item count: 100,000 keeps one batch's results (and the daemon's bookkeeping
+# for it) the same order of size as Anthropic's cap, and its 2 GB file cap is still the limit
+# that bites first for large prompts. Inline Gemini batches are further capped by the
+# "inline_max_bytes" option (below the API's 20 MB request limit).
+PROVIDER_LIMITS: dict[str, ProviderLimits] = {
+    "openai": ProviderLimits(max_items=50_000, max_bytes=200 * MB),
+    "anthropic": ProviderLimits(max_items=100_000, max_bytes=256 * MB),
+    "gemini": ProviderLimits(max_items=100_000, max_bytes=2_000 * MB),
+}
+
+PROVIDERS = tuple(PROVIDER_LIMITS)
+
+
+def make_adapter(
+    provider: str,
+    *,
+    base_url: str | None,
+    api_key: str | None,
+    timeout_s: float,
+    spool_dir: Path,
+    options: Mapping[str, Any],
+) -> ProviderAdapter:
+    """Build the adapter for ``provider``, importing only that provider's SDK.
+
+    ``options`` are provider-specific: anthropic ``api_version``; gemini ``inline_max_bytes``
+    and ``api_version``. Unknown option names are refused (a typo must not be a silent no-op).
+    Raises AuthError when no API key is given: keys come only from the caller, never from the
+    SDKs' environment variables.
+    """
+    if provider not in PROVIDER_LIMITS:
+        raise ValueError(f"unknown provider {provider!r}; one of {', '.join(PROVIDERS)}")
+    if not api_key:
+        raise AuthError(f"{provider}: no API key configured")
+    limits = PROVIDER_LIMITS[provider]
+    common: dict[str, Any] = {
+        "base_url": base_url,
+        "api_key": api_key,
+        "timeout_s": timeout_s,
+        "spool_dir": Path(spool_dir),
+        "limits": limits,
+    }
+    if provider == "openai":
+        _check_options(provider, options, set())
+        from .openai_batch import OpenAIAdapter
+
+        return OpenAIAdapter(**common)
+    if provider == "anthropic":
+        _check_options(provider, options, {"api_version"})
+        from .anthropic_batch import DEFAULT_API_VERSION, AnthropicAdapter
+
+        version = str(options.get("api_version", DEFAULT_API_VERSION))
+        return AnthropicAdapter(**common, api_version=version)
+    _check_options(provider, options, {"api_version", "inline_max_bytes"})
+    from .gemini_batch import DEFAULT_API_VERSION as GEMINI_VERSION
+    from .gemini_batch import DEFAULT_INLINE_MAX_BYTES, GeminiAdapter
+
+    return GeminiAdapter(
+        **common,
+        api_version=str(options.get("api_version", GEMINI_VERSION)),
+        inline_max_bytes=int(options.get("inline_max_bytes", DEFAULT_INLINE_MAX_BYTES)),
+    )
+
+
+def _check_options(provider: str, options: Mapping[str, Any], known: set[str]) -> None:
+    unknown = set(options) - known
+    if unknown:
+        allowed = ", ".join(sorted(known)) or "none"
+        raise ValueError(f"unknown {provider} option(s) {sorted(unknown)}; allowed: {allowed}")
