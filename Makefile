@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint demo emulator clean
+.PHONY: install test lint demo emulator bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -22,6 +22,19 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check daemon adapters tests bench
+
+# The demo: the example inbox through the daemon and the in-process emulator, no API keys.
+demo: $(STAMP)
+	rm -rf demo && mkdir -p demo/inbox
+	cp inbox_example/*.jsonl demo/inbox/
+	$(BIN)/batchd run --emulate --root demo --once
+	@echo
+	@echo "Results are in demo/outbox/:"
+	@ls -1 demo/outbox/
+	@echo "Inputs were archived to demo/processed/. Try: $(BIN)/batchd status --root demo"
+
+bench: $(STAMP)
+	$(BIN)/python bench/throughput.py 10000
 
 emulator: $(STAMP)
 	$(BIN)/batchd emulator --host 127.0.0.1 --port 8089 --time-scale 0

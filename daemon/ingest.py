@@ -134,7 +134,7 @@ async def ingest(cfg: Config, store: Store, file_id: int) -> None:
         for item in chunk:
             if isinstance(item, Invalid):
                 invalid += 1
-                log.warning("line rejected: {} line {}: {}", row["name"], item.line, item.reason)
+                log.warning("line rejected: {}: {}", row["name"], item.reason)
             else:
                 models[item.model] = models.get(item.model, 0) + 1
         await store.add_requests(file_id, rows)

@@ -259,7 +259,8 @@ class Store:
 
     async def file_batches(self, file_id: int) -> list[dict[str, Any]]:
         rows = await self._all(
-            "SELECT b.provider, b.model, b.provider_batch_id AS id, b.status, b.provider_status,"
+            "SELECT b.provider, b.model, b.provider_batch_id AS id,"
+            " COALESCE(b.provider_status, b.status) AS status, b.status AS local_status,"
             " b.counts FROM batches b WHERE b.provider_batch_id IN ("
             " SELECT DISTINCT j.value FROM requests r, json_each(r.batch_ids) j"
             " WHERE r.file_id = ?) ORDER BY b.id",
