@@ -10,8 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Mapping
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +17,6 @@ import anthropic
 import httpx2
 
 from .base import (
-    AdapterError,
-    AuthError,
     BatchItem,
     BatchStatus,
     ItemError,
@@ -31,15 +27,14 @@ from .base import (
     ResultsGone,
     Submitted,
     TransientError,
-    UnknownOutcome,
     Usage,
 )
+from .http_errors import connection_error, redact, retry_after_s, status_error
 
 # SDK 2.x sends 2026-10-21, which refuses temperature/top_p/top_k even at their defaults;
 # 2023-06-01 keeps them (fact sheet §3.6). The daemon's request adaptation assumes this one.
 DEFAULT_API_VERSION = "2023-06-01"
 FIND_SLACK_S = 60.0
-RETRY_STATUSES = {408, 409, 429}  # and every 5xx, 529 (overloaded) included
 RETRY_ERROR_TYPES = {"rate_limit_error", "overloaded_error", "api_error", "timeout_error"}
 
 
@@ -175,64 +170,25 @@ class AnthropicAdapter:
         except anthropic.APIStatusError as exc:
             body = exc.body if isinstance(exc.body, Mapping) else {}
             inner = body.get("error") if isinstance(body.get("error"), Mapping) else {}
-            message = _redact(str(inner.get("message") or exc.message), self._key)
-            headers = exc.response.headers
-            raise status_error(what, exc.status_code, headers, message, results) from None
+            message = redact(str(inner.get("message") or exc.message), self._key)
+            retry_after = retry_after_s(exc.response.headers)
+            raise status_error(what, exc.status_code, retry_after, message, results) from None
         except (anthropic.APIConnectionError, httpx2.TransportError) as exc:
-            raise connection_error(what, exc, mutating) from None
+            cause = exc.__cause__ if isinstance(exc, anthropic.APIConnectionError) else exc
+            raise connection_error(
+                what,
+                timed_out=isinstance(exc, anthropic.APITimeoutError | httpx2.TimeoutException),
+                never_sent=isinstance(cause, httpx2.ConnectError | httpx2.ConnectTimeout),
+                mutating=mutating,
+            ) from None
         except json.JSONDecodeError:
             raise TransientError(f"{what}: a result line was cut short or is not JSON") from None
         except anthropic.AnthropicError as exc:  # e.g. "No results_url for the given batch"
-            message = _redact(str(exc), self._key)
+            message = redact(str(exc), self._key)
             raise (ResultsGone if results else PermanentError)(f"{what}: {message}") from None
 
 
 # -- pure helpers ----------------------------------------------------------------------------
-
-
-def _redact(text: str, secret: str) -> str:
-    return text.replace(secret, "***") if secret else text
-
-
-def retry_after_s(headers: Mapping[str, str] | None) -> float | None:
-    """Seconds from ``retry-after-ms`` or ``retry-after`` (seconds or an HTTP date)."""
-    if not headers:
-        return None
-    with contextlib.suppress(TypeError, ValueError):
-        if headers.get("retry-after-ms"):
-            return float(headers["retry-after-ms"]) / 1000
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    with contextlib.suppress(ValueError):
-        return max(0.0, float(value))
-    with contextlib.suppress(TypeError, ValueError, IndexError):
-        return max(0.0, (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds())
-    return None
-
-
-def status_error(
-    what: str, status: int, headers: Mapping[str, str] | None, message: str, results: bool
-) -> AdapterError:
-    """The taxonomy error for an HTTP error status."""
-    text = f"{what}: HTTP {status}: {message}"
-    if status in RETRY_STATUSES or status >= 500:
-        return TransientError(text, retry_after=retry_after_s(headers))
-    if status in (401, 403):
-        return AuthError(f"{what}: HTTP {status}: the API key was refused")
-    if status == 404 and results:
-        return ResultsGone(text)
-    return PermanentError(text)
-
-
-def connection_error(what: str, exc: BaseException, mutating: bool) -> AdapterError:
-    """Nothing reached the server: retry. Otherwise a mutating call's outcome is unknown."""
-    cause = exc.__cause__ if isinstance(exc, anthropic.APIConnectionError) else exc
-    kind = "timed out" if isinstance(exc, anthropic.APITimeoutError) else "connection failed"
-    never_sent = isinstance(cause, httpx2.ConnectError | httpx2.ConnectTimeout)
-    if mutating and not never_sent:
-        return UnknownOutcome(f"{what}: {kind}; the call may or may not have taken effect")
-    return TransientError(f"{what}: {kind}")
 
 
 def parse_result(line: dict[str, Any]) -> ItemResult:

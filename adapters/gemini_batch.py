@@ -19,8 +19,6 @@ import json
 import os
 import tempfile
 from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Mapping
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +29,6 @@ from google.genai import types as genai_types
 
 from .base import (
     AdapterError,
-    AuthError,
     BatchItem,
     BatchState,
     BatchStatus,
@@ -47,6 +44,7 @@ from .base import (
     UnknownOutcome,
     Usage,
 )
+from .http_errors import connection_error, redact, retry_after_s, status_error
 
 # The REST reference and Google's batch guide document the batch endpoints under v1beta; the
 # SDK 3.x default (v1) is not confirmed to serve them on the real service (fact sheet §5.4).
@@ -56,7 +54,6 @@ DEFAULT_INLINE_MAX_BYTES = 10_000_000
 INLINE_HARD_MAX_BYTES = 20_000_000  # the API refuses inline create requests above this
 FIND_SLACK_S = 300.0
 MAX_FIND_SCAN = 5_000  # the list's order is not documented, so find() scans this many at most
-RETRY_STATUSES = {408, 409, 429}  # and every 5xx
 RETRY_ITEM_CODES = {429, 500, 503, 504, 4, 8, 13, 14}  # HTTP codes, or their gRPC equivalents
 RETRY_ITEM_STATUSES = {"RESOURCE_EXHAUSTED", "INTERNAL", "UNAVAILABLE", "DEADLINE_EXCEEDED"}
 STATES: dict[str, BatchState] = {
@@ -292,12 +289,17 @@ class GeminiAdapter:
         except (genai_errors.APIError, _HTTPStatus) as exc:
             headers = getattr(exc.response, "headers", None)
             retry_after = retry_after_s(headers) or retry_delay_s(exc.details)
-            message = _redact(str(exc.message or exc.status or ""), self._key)
+            message = redact(str(exc.message or exc.status or ""), self._key)
             # Gemini answers 403 PERMISSION_DENIED for a file that does not exist (any more).
             status = 404 if exc.code == 403 and call.startswith("files.") else exc.code
             raise status_error(what, status, retry_after, message, results) from None
         except httpx2.TransportError as exc:
-            raise connection_error(what, exc, mutating) from None
+            raise connection_error(
+                what,
+                timed_out=isinstance(exc, httpx2.TimeoutException),
+                never_sent=isinstance(exc, httpx2.ConnectError | httpx2.ConnectTimeout),
+                mutating=mutating,
+            ) from None
         except json.JSONDecodeError:
             raise TransientError(f"{what}: a result line was cut short or is not JSON") from None
 
@@ -367,22 +369,6 @@ def _int(value: Any) -> int | None:
         return None
 
 
-def _redact(text: str, secret: str) -> str:
-    return text.replace(secret, "***") if secret else text
-
-
-def retry_after_s(headers: Mapping[str, str] | None) -> float | None:
-    """Seconds from ``retry-after`` (seconds or an HTTP date), when the answer carries one."""
-    value = headers.get("retry-after") if headers else None
-    if not value:
-        return None
-    with contextlib.suppress(ValueError):
-        return max(0.0, float(value))
-    with contextlib.suppress(TypeError, ValueError, IndexError):
-        return max(0.0, (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds())
-    return None
-
-
 def retry_delay_s(details: Any) -> float | None:
     """The ``google.rpc.RetryInfo`` delay ("30s") of an error body, which Gemini's 429s carry."""
     error = details.get("error") if isinstance(details, dict) else None
@@ -391,30 +377,6 @@ def retry_delay_s(details: Any) -> float | None:
             with contextlib.suppress(TypeError, ValueError):
                 return max(0.0, float(str(detail.get("retryDelay")).removesuffix("s")))
     return None
-
-
-def status_error(
-    what: str, status: int, retry_after: float | None, message: str, results: bool
-) -> AdapterError:
-    """The taxonomy error for an HTTP error status."""
-    text = f"{what}: HTTP {status}: {message}"
-    if status in RETRY_STATUSES or status >= 500:
-        return TransientError(text, retry_after=retry_after)
-    if status in (401, 403):
-        return AuthError(f"{what}: HTTP {status}: the API key was refused")
-    if status == 404 and results:
-        return ResultsGone(text)
-    return PermanentError(text)
-
-
-def connection_error(what: str, exc: BaseException, mutating: bool) -> AdapterError:
-    """Nothing reached the server: retry. Otherwise a mutating call's outcome is unknown."""
-    timed_out = isinstance(exc, httpx2.TimeoutException)
-    never_sent = isinstance(exc, httpx2.ConnectError | httpx2.ConnectTimeout)
-    kind = "timed out" if timed_out else "connection failed"
-    if mutating and not never_sent:
-        return UnknownOutcome(f"{what}: {kind}; the call may or may not have taken effect")
-    return TransientError(f"{what}: {kind}")
 
 
 def parse_result(entry: dict[str, Any], fallback_key: str = "") -> ItemResult:

@@ -14,8 +14,6 @@ import os
 import re
 import tempfile
 from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Mapping
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +22,6 @@ import openai
 
 from .base import (
     AdapterError,
-    AuthError,
     BatchItem,
     BatchState,
     BatchStatus,
@@ -34,17 +31,16 @@ from .base import (
     PermanentError,
     ProviderLimits,
     ProviderName,
-    ResultsGone,
     Submitted,
     TransientError,
     UnknownOutcome,
     Usage,
 )
+from .http_errors import connection_error, is_retryable_status, redact, retry_after_s, status_error
 
 ENDPOINT = "/v1/chat/completions"
 TAG_KEY = "batchd_tag"
 FIND_SLACK_S = 300.0  # how far before ``since`` find() still looks (clock skew, slow create)
-RETRY_STATUSES = {408, 409, 429}  # and every 5xx
 STATES: dict[str, BatchState] = {
     "validating": "running",
     "in_progress": "running",
@@ -198,12 +194,17 @@ class OpenAIAdapter:
             yield
         except openai.APIStatusError as exc:
             body = exc.body if isinstance(exc.body, Mapping) else {}
-            message = _redact(str(body.get("message") or exc.message), self._key)
-            raise status_error(
-                what, exc.status_code, exc.response.headers, message, results
-            ) from None
+            message = redact(str(body.get("message") or exc.message), self._key)
+            retry_after = retry_after_s(exc.response.headers)
+            raise status_error(what, exc.status_code, retry_after, message, results) from None
         except (openai.APIConnectionError, httpx2.TransportError) as exc:
-            raise connection_error(what, exc, mutating) from None
+            cause = exc.__cause__ if isinstance(exc, openai.APIConnectionError) else exc
+            raise connection_error(
+                what,
+                timed_out=isinstance(exc, openai.APITimeoutError | httpx2.TimeoutException),
+                never_sent=isinstance(cause, httpx2.ConnectError | httpx2.ConnectTimeout),
+                mutating=mutating,
+            ) from None
         except json.JSONDecodeError:
             raise TransientError(f"{what}: a result line was cut short or is not JSON") from None
 
@@ -248,51 +249,6 @@ def _write_spool(spool_dir: Path, items: Iterable[BatchItem], limits: ProviderLi
     return path
 
 
-def _redact(text: str, secret: str) -> str:
-    return text.replace(secret, "***") if secret else text
-
-
-def retry_after_s(headers: Mapping[str, str] | None) -> float | None:
-    """Seconds from ``retry-after-ms`` or ``retry-after`` (seconds or an HTTP date)."""
-    if not headers:
-        return None
-    with contextlib.suppress(TypeError, ValueError):
-        if headers.get("retry-after-ms"):
-            return float(headers["retry-after-ms"]) / 1000
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    with contextlib.suppress(ValueError):
-        return max(0.0, float(value))
-    with contextlib.suppress(TypeError, ValueError, IndexError):
-        return max(0.0, (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds())
-    return None
-
-
-def status_error(
-    what: str, status: int, headers: Mapping[str, str] | None, message: str, results: bool
-) -> AdapterError:
-    """The taxonomy error for an HTTP error status."""
-    text = f"{what}: HTTP {status}: {message}"
-    if status in RETRY_STATUSES or status >= 500:
-        return TransientError(text, retry_after=retry_after_s(headers))
-    if status in (401, 403):
-        return AuthError(f"{what}: HTTP {status}: the API key was refused")
-    if status == 404 and results:
-        return ResultsGone(text)
-    return PermanentError(text)
-
-
-def connection_error(what: str, exc: BaseException, mutating: bool) -> AdapterError:
-    """Nothing reached the server: retry. Otherwise a mutating call's outcome is unknown."""
-    cause = exc.__cause__ if isinstance(exc, openai.APIConnectionError) else exc
-    kind = "timed out" if isinstance(exc, openai.APITimeoutError) else "connection failed"
-    never_sent = isinstance(cause, httpx2.ConnectError | httpx2.ConnectTimeout)
-    if mutating and not never_sent:
-        return UnknownOutcome(f"{what}: {kind}; the call may or may not have taken effect")
-    return TransientError(f"{what}: {kind}")
-
-
 def parse_result_line(line: dict[str, Any]) -> ItemResult:
     """One output- or error-file line as an ItemResult (fact sheet §2.5)."""
     key = str(line.get("custom_id"))
@@ -314,7 +270,7 @@ def parse_result_line(line: dict[str, Any]) -> ItemResult:
     if 200 <= status < 300:
         return _succeeded(key, body, line)
     err = body.get("error") if isinstance(body.get("error"), dict) else {}
-    outcome: ItemOutcome = "retry" if status in RETRY_STATUSES or status >= 500 else "failed"
+    outcome: ItemOutcome = "retry" if is_retryable_status(status) else "failed"
     error = ItemError(
         str(err.get("type") or f"http_{status}"),
         str(err.get("message") or ""),
