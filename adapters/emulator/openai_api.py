@@ -24,69 +24,38 @@ from typing import Any
 
 from aiohttp import BodyPartReader, web
 
-from .core import ApiError, Context, Handler, json_response, read_json
+from .core import ApiError, Context, Handler, json_response
 from .journal import FAILED, RETRYABLE, SUCCEEDED
 from .openai_items import (
     InputReader,
-    ItemError,
     Planned,
     ResultWriter,
     batch_error,
     cached_tokens,
     error_line,
     injected_error,
-    invalid_type,
-    invalid_value,
-    missing,
-    out_of_range,
     scan_input,
     success_line,
     unrun_line,
 )
+from .openai_params import (
+    DAY,
+    OpenAIError,
+    bad_value,
+    check_create,
+    check_upload,
+    int_query,
+    json_object,
+    translate,
+)
 
 FILE, BATCH, PREFIX = "openai.file", "openai.batch", "openai.prefix"
-UPLOAD_PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
 MAX_UPLOAD_BYTES = 512 * 1024**2
-MAX_JSON_BODY = 1024**2
-DAY = 86_400
 FILE_TTL = 30 * DAY  # batch input and output files expire after 30 days by default
-EXPIRY_RANGE = (3600, 2_592_000)
-ENDPOINTS = (
-    "/v1/responses",
-    "/v1/chat/completions",
-    "/v1/embeddings",
-    "/v1/completions",
-    "/v1/moderations",
-    "/v1/images/generations",
-    "/v1/images/edits",
-    "/v1/videos",
-)
 EMULATED_ENDPOINTS = ("/v1/chat/completions",)
-CREATE_PARAMS = ("input_file_id", "endpoint", "completion_window", "metadata")
 TERMINAL = ("completed", "failed", "expired", "cancelled")
 CHUNK = 500  # items per worker-thread step while a batch runs
 FOREIGN_HEADERS = ("x-goog-api-key", "anthropic-version", "x-api-key", "x-goog-upload-command")
-
-
-class OpenAIError(ApiError):
-    """An error answer in OpenAI's own terms (``type`` and ``code`` are separate fields)."""
-
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        *,
-        type: str = "invalid_request_error",
-        param: str | None = None,
-        code: str | None = None,
-    ) -> None:
-        super().__init__(status, code or type, message, param=param)
-        self.type = type
-        self.openai_code = code
-
-    @classmethod
-    def of(cls, err: ItemError) -> OpenAIError:
-        return cls(err.status, err.message, type=err.type, param=err.param, code=err.code)
 
 
 def is_openai_request(request: web.Request) -> bool:
@@ -153,7 +122,7 @@ class OpenAIProvider:
         if isinstance(err, OpenAIError):
             kind, code, message = err.type, err.openai_code, err.message
         else:
-            kind, code, message = _translate(err)
+            kind, code, message = translate(err)
         body = {"error": {"message": message, "type": kind, "param": err.param, "code": code}}
         return json_response(body, err.status)
 
@@ -191,7 +160,7 @@ class OpenAIProvider:
     async def create_file(self, request: web.Request) -> web.Response:
         fields, upload = await self._read_upload(request)
         try:
-            purpose, expires_after = _check_upload(fields, upload)
+            purpose, expires_after = check_upload(fields, upload)
         except ApiError:
             if upload is not None:
                 self.ctx.store.delete_blob(upload[0])
@@ -276,10 +245,10 @@ class OpenAIProvider:
 
     async def list_files(self, request: web.Request) -> web.Response:
         query = request.query
-        limit = _int_query(query, "limit", 10_000, 1, 10_000)
+        limit = int_query(query, "limit", 10_000, 1, 10_000)
         order = query.get("order", "desc")
         if order not in ("asc", "desc"):
-            raise OpenAIError(*_bad_value("order", order, ("asc", "desc")))
+            raise OpenAIError(*bad_value("order", order, ("asc", "desc")))
         purpose = query.get("purpose")
         items, more = self._page(
             FILE,
@@ -327,7 +296,7 @@ class OpenAIProvider:
 
     # -- batches: create, read, list, cancel ------------------------------------------------
     async def create_batch(self, request: web.Request) -> web.Response:
-        params = _check_create(await _json_object(request))
+        params = check_create(await json_object(request))
         source = self.ctx.store.get(FILE, params["input_file_id"])
         if source is None:
             raise OpenAIError(
@@ -407,7 +376,7 @@ class OpenAIProvider:
         return json_response(self._view(batch))
 
     async def list_batches(self, request: web.Request) -> web.Response:
-        limit = _int_query(request.query, "limit", 20, 1, 100)
+        limit = int_query(request.query, "limit", 20, 1, 100)
         items, more = self._page(
             BATCH, after=request.query.get("after"), limit=limit, newest_first=True
         )
@@ -694,175 +663,3 @@ def _link_or_copy(src: os.PathLike[str], dst: os.PathLike[str]) -> None:
         os.link(src, dst)
     except OSError:
         shutil.copyfile(src, dst)
-
-
-def _translate(err: ApiError) -> tuple[str, str | None, str]:
-    """(type, code, message) in OpenAI's words for an error raised by the shared core."""
-    if err.status == 401:
-        if "No API key" in err.message:
-            return (
-                "invalid_request_error",
-                None,
-                "You didn't provide an API key. You need to provide your API key in an "
-                "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
-            )
-        return (
-            "invalid_request_error",
-            "invalid_api_key",
-            "Incorrect API key provided. You can find your API key at "
-            "https://platform.openai.com/account/api-keys.",
-        )
-    if err.status == 429:
-        return (
-            "requests",
-            "rate_limit_exceeded",
-            "Rate limit reached for requests. Please try again later. Visit "
-            "https://platform.openai.com/account/rate-limits to learn more.",
-        )
-    if err.status == 503:
-        return "server_error", None, "The server is overloaded or not ready yet."
-    if err.status >= 500:
-        return (
-            "server_error",
-            None,
-            "The server had an error while processing your request. Sorry about that!",
-        )
-    return "invalid_request_error", None, err.message
-
-
-async def _json_object(request: web.Request) -> dict[str, Any]:
-    try:
-        body = await read_json(request, MAX_JSON_BODY)
-    except ApiError as err:
-        if err.status != 400:
-            raise
-        raise OpenAIError(
-            400,
-            "We could not parse the JSON body of your request. (HINT: This likely means you "
-            "aren't using your HTTP library correctly. The OpenAI API expects a JSON payload, "
-            "but what was sent was not valid JSON.)",
-        ) from None
-    if body is None:
-        return {}
-    if not isinstance(body, dict):
-        raise OpenAIError.of(invalid_type("body", "an object", body))
-    return body
-
-
-def _bad_value(param: str, value: Any, allowed: tuple[str, ...]) -> tuple[int, str]:
-    return 400, invalid_value(param, value, allowed).message
-
-
-def _int_query(query: Any, name: str, default: int, low: int, high: int) -> int:
-    raw = query.get(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise OpenAIError.of(invalid_type(name, "an integer", raw)) from None
-    if value < low or value > high:
-        bound = low if value < low else high
-        raise OpenAIError.of(out_of_range(name, value, bound, above=value > high, integer=True))
-    return value
-
-
-def _check_create(body: dict[str, Any]) -> dict[str, Any]:
-    """The batches.create parameters, checked in the API's order and words."""
-    for key in body:
-        if key not in (*CREATE_PARAMS, "output_expires_after"):
-            raise OpenAIError(400, f"Unrecognized request argument supplied: {key}")
-    for key in ("input_file_id", "endpoint", "completion_window"):
-        if body.get(key) is None:
-            raise OpenAIError.of(missing(key))
-        if not isinstance(body[key], str):
-            raise OpenAIError.of(invalid_type(key, "a string", body[key]))
-    if body["endpoint"] not in ENDPOINTS:
-        raise OpenAIError.of(invalid_value("endpoint", body["endpoint"], ENDPOINTS))
-    if body["completion_window"] != "24h":
-        raise OpenAIError.of(invalid_value("completion_window", body["completion_window"], ["24h"]))
-    params = {k: body[k] for k in CREATE_PARAMS if body.get(k) is not None}
-    if "metadata" in params:
-        _check_metadata(params["metadata"])
-    expiry = body.get("output_expires_after")
-    if expiry is not None:
-        params["output_ttl"] = _check_expiry("output_expires_after", expiry)
-    return params
-
-
-def _check_metadata(metadata: Any) -> None:
-    if not isinstance(metadata, dict):
-        raise OpenAIError.of(invalid_type("metadata", "an object", metadata))
-    if len(metadata) > 16:
-        raise OpenAIError(
-            400,
-            "Invalid 'metadata': too many properties. Expected an object with at most 16 "
-            f"properties, but got an object with {len(metadata)} properties instead.",
-            param="metadata",
-            code="object_above_max_properties",
-        )
-    for key, value in metadata.items():
-        if len(key) > 64:
-            raise _too_long("metadata", 64, len(key))
-        if not isinstance(value, str):
-            raise OpenAIError.of(invalid_type(f"metadata.{key}", "a string", value))
-        if len(value) > 512:
-            raise _too_long(f"metadata.{key}", 512, len(value))
-
-
-def _too_long(param: str, limit: int, got: int) -> OpenAIError:
-    return OpenAIError(
-        400,
-        f"Invalid '{param}': string too long. Expected a string with maximum length {limit}, "
-        f"but got a string with length {got} instead.",
-        param=param,
-        code="string_above_max_length",
-    )
-
-
-def _check_expiry(param: str, expiry: Any) -> int:
-    """An ``expires_after`` policy: anchor created_at, 1 hour to 30 days; its seconds."""
-    if not isinstance(expiry, dict):
-        raise OpenAIError.of(invalid_type(param, "an object", expiry))
-    anchor, seconds = expiry.get("anchor"), expiry.get("seconds")
-    if anchor is None:
-        raise OpenAIError.of(missing(f"{param}.anchor"))
-    if anchor != "created_at":
-        raise OpenAIError.of(invalid_value(f"{param}.anchor", anchor, ["created_at"]))
-    if seconds is None:
-        raise OpenAIError.of(missing(f"{param}.seconds"))
-    if isinstance(seconds, str) and seconds.strip().lstrip("-").isdigit():
-        seconds = int(seconds)  # multipart form fields arrive as text
-    if not isinstance(seconds, int) or isinstance(seconds, bool):
-        raise OpenAIError.of(invalid_type(f"{param}.seconds", "an integer", seconds))
-    low, high = EXPIRY_RANGE
-    if not low <= seconds <= high:
-        bound = low if seconds < low else high
-        err = out_of_range(f"{param}.seconds", seconds, bound, above=seconds > high, integer=True)
-        raise OpenAIError.of(err)
-    return seconds
-
-
-def _check_upload(
-    fields: dict[str, str], upload: tuple[str, str, int] | None
-) -> tuple[str, int | None]:
-    """The purpose and expiry (seconds) of an upload, checked as the Files API does."""
-    purpose = fields.get("purpose")
-    if purpose is None:
-        raise OpenAIError.of(missing("purpose"))
-    if purpose not in UPLOAD_PURPOSES:
-        raise OpenAIError(
-            400, f"'{purpose}' is not one of {list(UPLOAD_PURPOSES)} - 'purpose'", param="purpose"
-        )
-    if upload is None:
-        raise OpenAIError.of(missing("file"))
-    if purpose == "batch" and not upload[1].lower().endswith(".jsonl"):
-        raise OpenAIError(400, "Invalid file format for Batch API. Must be .jsonl")
-    expiry = None
-    if "expires_after[anchor]" in fields or "expires_after[seconds]" in fields:
-        policy = {
-            "anchor": fields.get("expires_after[anchor]"),
-            "seconds": fields.get("expires_after[seconds]"),
-        }
-        expiry = _check_expiry("expires_after", policy)
-    return purpose, expiry
