@@ -13,6 +13,9 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from .adapt import POLICIES, Policy
+from .registry import Registry, RegistryError
+
 PROVIDERS = ("openai", "anthropic", "gemini")
 
 KEY_ENV = {
@@ -77,6 +80,11 @@ class Config:
     keep_provider_files: bool = False
     on_external_cancel: str = "requeue"  # or "cancel"
     max_request_bytes: int = 10 * 1024 * 1024
+    # Model adaptation, prompt caching (issue #4).
+    on_unsupported: str = "adapt"  # or "reject": a line needing a removal/clamp is invalid
+    prompt_cache: str = "auto"  # or "off": cache_control on Claude system prompts shared in a batch
+    cache_priming: bool = False
+    models: Mapping[str, Any] = field(default_factory=dict)  # [models."name*"] registry overrides
     routes: Mapping[str, str] = field(default_factory=dict)
     providers: Mapping[str, ProviderConfig] = field(default_factory=_default_providers)
 
@@ -88,7 +96,8 @@ class Config:
         return None
 
 
-_SCALARS = {f.name: f for f in fields(Config) if f.name not in ("routes", "providers")}
+_TABLES = ("routes", "providers", "models")
+_SCALARS = {f.name: f for f in fields(Config) if f.name not in _TABLES}
 _PATHS = {"root", "inbox", "outbox", "processed", "state_dir"}
 
 
@@ -143,7 +152,7 @@ def _providers(raw: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, Prov
 def _file_values(raw: Mapping[str, Any], path: object) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for key, value in raw.items():
-        if key in ("routes", "providers"):
+        if key in _TABLES:
             continue
         if key not in _SCALARS:
             raise ConfigError(f"config file {path}: unknown key {key!r}")
@@ -180,7 +189,44 @@ def load_config(
         if provider not in PROVIDERS:
             raise ConfigError(f"config routes.{model}: unknown provider {provider!r}")
     cfg = Config(**values, routes=dict(routes), providers=_providers(raw.get("providers", {}), env))
-    return _lay_out(cfg)
+    return _with_policy(_lay_out(cfg), raw.get("models", {}))
+
+
+class Routes(dict[str, str]):
+    """The ``[routes]`` table, carrying the adaptation policy built from the same config.
+
+    Ingest hands ``cfg.routes`` to :func:`daemon.lines.iter_lines`, which finds the policy
+    here; so the config's ``[models]``, ``on_unsupported`` and Anthropic ``api_version`` reach
+    every line without another argument threaded through the ingest path.
+    """
+
+    policy: Policy | None = None
+
+
+def adapt_policy(cfg: Config) -> Policy:
+    """The policy :func:`load_config` built; a Config made directly gets the defaults."""
+    built = getattr(cfg.routes, "policy", None)
+    return built if built is not None else Policy(routes=dict(cfg.routes))
+
+
+def _with_policy(cfg: Config, models: Any) -> Config:
+    """Build the model registry (packaged + ``[models]``) and the policy, once, at load time:
+    a bad override stops the daemon here instead of mis-adapting requests later."""
+    if not isinstance(models, Mapping):
+        raise ConfigError('config models must be tables: [models."name-or-prefix*"]')
+    if cfg.on_unsupported not in POLICIES:
+        raise ConfigError(f"config on_unsupported must be one of {', '.join(POLICIES)}")
+    if cfg.prompt_cache not in ("auto", "off"):
+        raise ConfigError("config prompt_cache must be 'auto' or 'off'")
+    try:
+        registry = Registry.load(models)
+    except RegistryError as exc:
+        raise ConfigError(str(exc)) from None
+    version = cfg.providers["anthropic"].options.get("api_version", "2023-06-01")
+    policy = Policy(registry, dict(cfg.routes), cfg.on_unsupported, str(version))
+    routes = Routes(cfg.routes)
+    routes.policy = policy
+    return replace(cfg, routes=routes, models=dict(models))
 
 
 def _lay_out(cfg: Config) -> Config:

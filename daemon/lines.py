@@ -16,12 +16,10 @@ What counts as a line:
 Three forms are accepted (see ``_FORMS``): the unified form (``model`` + ``messages``), the
 native OpenAI batch line (``body``) and the native Anthropic batch line (``params``).
 
-Adaptations: a unified line is converted by one small function per provider. Each change of
-meaning or position the user did not ask for (a default added, a value clamped, messages moved
-or merged) is recorded as a short sentence in ``Request.adaptations``. Lossless renames into the
-provider's vocabulary (``stop`` → ``stop_sequences``, ``assistant`` → ``model``) are not listed.
-Model-specific rules (reasoning models, API versions) belong to the capability registry that a
-later change adds; this module only applies the per-provider basics.
+Adaptation: a valid line's body is handed to :mod:`daemon.adapt`, which applies the model's
+rules from the capability registry (:mod:`daemon.registry`) and records each change. Under
+``on_unsupported = "reject"`` a line whose adaptation would remove or clamp something becomes
+an Invalid naming what, instead of being sent changed.
 """
 
 from __future__ import annotations
@@ -33,7 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from daemon.routing import PROVIDERS, route
+from daemon.adapt import Note, Policy, adapt_native, adapt_unified
+from daemon.registry import EFFORTS, PROVIDERS
 
 # Per-line cap. 10 MiB: far above any sensible chat request, under Anthropic's 32 MB request
 # cap, and small enough that one oversized line cannot push a 20 MB Gemini inline batch over.
@@ -55,13 +54,15 @@ UNIFIED_KEYS = (
     "stop",
     "provider",
     "metadata",
+    "reasoning_effort",
+    "top_k",
+    "presence_penalty",
+    "frequency_penalty",
+    "logprobs",
 )
 OPENAI_NATIVE_KEYS = ("custom_id", "method", "url", "body", "metadata")
 ANTHROPIC_NATIVE_KEYS = ("custom_id", "params", "metadata")
 OPENAI_BATCH_URL = "/v1/chat/completions"
-
-ANTHROPIC_DEFAULT_MAX_TOKENS = 1024
-ANTHROPIC_MAX_TEMPERATURE = 1.0
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,7 @@ class Request:
     provider: str
     body: dict[str, Any]
     metadata: Any = None
-    adaptations: list[str] = field(default_factory=list)
+    adaptations: list[Note] = field(default_factory=list)
     size_bytes: int = 0
 
 
@@ -166,13 +167,20 @@ def iter_lines(
     *,
     overrides: Mapping[str, str] | None = None,
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+    policy: Policy | None = None,
 ) -> Iterator[Line]:
     """Yield a Request or an Invalid for every non-blank line of ``path``, in file order.
 
-    ``overrides`` are the config routes (see :func:`daemon.routing.route`). Raises OSError
-    only if the file itself cannot be read; call :func:`sniff` first to turn that into a reason.
+    ``policy`` carries the registry, the routes and the adaptation settings; without one, the
+    ``overrides`` routes are used with the packaged registry and the defaults. ``overrides``
+    may be the config's routes table, which carries the config's policy itself (see
+    :class:`daemon.config.Routes`), so callers that pass ``cfg.routes`` adapt by the config.
+    Raises OSError only if the file itself cannot be read; call :func:`sniff` first to turn
+    that into a reason.
     """
-    parser = _Parser(overrides or {})
+    if policy is None:
+        policy = getattr(overrides, "policy", None) or Policy(routes=dict(overrides or {}))
+    parser = _Parser(policy)
     with open(path, "rb", buffering=READ_BUFFER_BYTES) as f:
         for n, content, size in _physical_lines(f, max_request_bytes):
             if content is None:
@@ -268,8 +276,8 @@ _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 class _Parser:
     """Turns the bytes of one line into a Request or an Invalid; keeps the file-wide state."""
 
-    def __init__(self, overrides: Mapping[str, str]) -> None:
-        self.overrides = overrides
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
         self.seen = _SeenIds()
         self._routes: dict[tuple[str, str | None], str | None] = {}
 
@@ -315,8 +323,13 @@ class _Parser:
         if errors or model is None or provider is None or body is None:
             reason = f"line {n}: {'; '.join(errors)}"
             return Invalid(n, custom_id, reason, model, provider, metadata)
-        body, adaptations = _convert(provider, body) if form is _unified else (body, [])
-        return Request(n, custom_id, model, provider, body, metadata, adaptations, _size(body))
+        adapt = adapt_unified if form is _unified else adapt_native
+        body, notes = adapt(body, model, provider, self.policy)
+        lossy = [note for note in notes if note.lossy]
+        if lossy and self.policy.reject:
+            reason = f'line {n}: {"; ".join(lossy)} (on_unsupported = "reject")'
+            return Invalid(n, custom_id, reason, model, provider, metadata)
+        return Request(n, custom_id, model, provider, body, metadata, notes, _size(body))
 
     def route(self, model: str, line_provider: str | None) -> str | None:
         """``route`` memoised per file: a file usually names a handful of models."""
@@ -324,7 +337,8 @@ class _Parser:
         if key not in self._routes:
             if len(self._routes) > 4096:
                 self._routes.clear()
-            self._routes[key] = route(model, line_provider, self.overrides)
+            registry, routes = self.policy.registry, self.policy.routes
+            self._routes[key] = registry.route(model, line_provider, routes)
         return self._routes[key]
 
 
@@ -390,6 +404,27 @@ def _positive_int(name: str, value: Any) -> str | None:
     if isinstance(value, int) and not isinstance(value, bool) and value > 0:
         return None
     return f"'{name}' must be a positive integer, got {_describe(value)}"
+
+
+def _non_negative_int(name: str, value: Any) -> str | None:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return None
+    return f"'{name}' must be an integer of 0 or more, got {_describe(value)}"
+
+
+def _boolean(name: str, value: Any) -> str | None:
+    return (
+        None if isinstance(value, bool) else f"'{name}' must be true or false, got {_kind(value)}"
+    )
+
+
+def _one_of(allowed: tuple[str, ...]) -> _Check:
+    def check(name: str, value: Any) -> str | None:
+        if value in allowed:
+            return None
+        return f"'{name}' must be one of {', '.join(allowed)}, got {_show(value)}"
+
+    return check
 
 
 def _stop(name: str, value: Any) -> str | None:
@@ -484,6 +519,11 @@ UNIFIED_CHECKS: dict[str, _Check] = {
     "system": _string,
     "temperature": _number_between(0, 2),
     "top_p": _number_between(0, 1),
+    "top_k": _non_negative_int,
+    "presence_penalty": _number_between(-2, 2),
+    "frequency_penalty": _number_between(-2, 2),
+    "logprobs": _boolean,
+    "reasoning_effort": _one_of(EFFORTS),
     "max_tokens": _positive_int,
     "stop": _stop,
 }
@@ -499,8 +539,9 @@ def _unified(parser: _Parser, obj: dict[str, Any]) -> _Parsed:
         provider = parser.route(model, line_provider)
         if provider is None:
             errors.append(
-                f"no provider for model {model!r} "
-                "(add a 'provider' field or a route for it in the config)"
+                f"unknown model {model!r}: no provider is known for it; to use it, add it to "
+                f'the config as [models."{model}"] with provider = "openai", "anthropic" or '
+                "\"gemini\" (or give the line a 'provider' field)"
             )
     return model, provider, obj, errors
 
@@ -564,141 +605,3 @@ def _form_of(obj: dict[str, Any]) -> Callable[[_Parser, dict[str, Any]], _Parsed
         if key in obj:
             return form
     return _unified
-
-
-# ---------------------------------------------------------------------------------------------
-# Unified line → native body, one function per provider. Each returns (body, adaptations).
-
-
-def _text(content: str | list[dict[str, str]]) -> str:
-    return content if isinstance(content, str) else "\n\n".join(p["text"] for p in content)
-
-
-def _split_system(
-    obj: Mapping[str, Any], target: str
-) -> tuple[list[str], list[dict[str, Any]], list[str]]:
-    """(system texts, other messages, adaptations) for a provider whose system prompt lives
-    outside the messages, in ``target``."""
-    system = [obj["system"]] if "system" in obj else []
-    turns: list[dict[str, Any]] = []
-    roles: set[str] = set()
-    for message in obj["messages"]:
-        if message["role"] in SYSTEM_ROLES:
-            system.append(_text(message["content"]))
-            roles.add(message["role"])
-        else:
-            turns.append(message)
-    adaptations = []
-    if roles:
-        adaptations.append(f"system messages moved to {target}")
-    if "developer" in roles:
-        adaptations.append("developer messages treated as system messages")
-    return system, turns, adaptations
-
-
-def _to_openai(obj: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    messages = list(obj["messages"])
-    if "system" in obj:
-        messages.insert(0, {"role": "system", "content": obj["system"]})
-    body: dict[str, Any] = {"model": obj["model"], "messages": messages}
-    for key in ("temperature", "top_p", "max_tokens", "stop"):
-        if key in obj:
-            body[key] = obj[key]
-    return body, []
-
-
-def _blocks(content: str | list[dict[str, str]]) -> list[dict[str, str]]:
-    return [{"type": "text", "text": content}] if isinstance(content, str) else list(content)
-
-
-def _merge_turns(turns: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
-    """Claude wants user/assistant turns to alternate: join runs of the same role."""
-    merged: list[dict[str, Any]] = []
-    for turn in turns:
-        if merged and merged[-1]["role"] == turn["role"]:
-            last = merged[-1]["content"]
-            if isinstance(last, str) and isinstance(turn["content"], str):
-                merged[-1]["content"] = f"{last}\n\n{turn['content']}"
-            else:
-                merged[-1]["content"] = _blocks(last) + _blocks(turn["content"])
-        else:
-            merged.append({"role": turn["role"], "content": turn["content"]})
-    if len(merged) == len(turns):
-        return merged, []
-    note = f"consecutive same-role messages merged ({len(turns)} messages → {len(merged)} turns)"
-    return merged, [note]
-
-
-def _to_anthropic(obj: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    system, turns, adaptations = _split_system(obj, "top-level 'system'")
-    messages, notes = _merge_turns(turns)
-    adaptations += notes
-    max_tokens = obj.get("max_tokens")
-    if max_tokens is None:
-        max_tokens = ANTHROPIC_DEFAULT_MAX_TOKENS
-        adaptations.append(f"max_tokens set to {max_tokens} (Claude requires it)")
-    body: dict[str, Any] = {"model": obj["model"], "max_tokens": max_tokens}
-    if system:
-        body["system"] = "\n\n".join(system)
-    body["messages"] = messages
-    if "stop" in obj:
-        body["stop_sequences"] = _as_list(obj["stop"])
-    if "temperature" in obj:
-        body["temperature"] = _clamp_temperature(obj["temperature"], adaptations)
-    if "top_p" in obj:
-        body["top_p"] = obj["top_p"]
-    return body, adaptations
-
-
-def _clamp_temperature(value: float, adaptations: list[str]) -> float:
-    if value <= ANTHROPIC_MAX_TEMPERATURE:
-        return value
-    adaptations.append(
-        f"temperature {value} clamped to {ANTHROPIC_MAX_TEMPERATURE} (Claude range 0-1)"
-    )
-    return ANTHROPIC_MAX_TEMPERATURE
-
-
-def _as_list(stop: str | list[str]) -> list[str]:
-    return [stop] if isinstance(stop, str) else list(stop)
-
-
-GEMINI_GENERATION_CONFIG = (
-    ("max_tokens", "maxOutputTokens"),
-    ("temperature", "temperature"),
-    ("top_p", "topP"),
-    ("stop", "stopSequences"),
-)
-
-
-def _to_gemini(obj: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    system, turns, adaptations = _split_system(obj, "systemInstruction")
-    contents = [
-        {
-            "role": "model" if t["role"] == "assistant" else "user",
-            "parts": [{"text": b["text"]} for b in _blocks(t["content"])],
-        }
-        for t in turns
-    ]
-    body: dict[str, Any] = {"contents": contents}
-    if system:
-        body["systemInstruction"] = {"parts": [{"text": "\n\n".join(system)}]}
-    config = {
-        wire: _as_list(obj[key]) if key == "stop" else obj[key]
-        for key, wire in GEMINI_GENERATION_CONFIG
-        if key in obj
-    }
-    if config:
-        body["generationConfig"] = config
-    return body, adaptations
-
-
-CONVERTERS: dict[str, Callable[[Mapping[str, Any]], tuple[dict[str, Any], list[str]]]] = {
-    "openai": _to_openai,
-    "anthropic": _to_anthropic,
-    "gemini": _to_gemini,
-}
-
-
-def _convert(provider: str, obj: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    return CONVERTERS[provider](obj)

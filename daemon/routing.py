@@ -1,30 +1,21 @@
-"""Which provider serves a model: a small table of name prefixes, overridable from config.
+"""Which provider serves a model: a thin wrapper over the capability registry.
 
-The table is data, not code, so the later model capability registry can grow it (or replace
-``DEFAULT_ROUTES``) without touching the lookup. Precedence, strongest first:
+Routing comes from the registry (:mod:`daemon.registry`), so adding a model family there (or in
+the config's ``[models]``) routes it too. Precedence, strongest first:
 
 1. the line's own ``provider`` field (the user said so explicitly);
-2. an exact model name from the config overrides;
-3. the longest matching ``prefix*`` from the config overrides;
-4. the longest matching built-in prefix.
+2. an exact model name from the config ``[routes]``;
+3. the longest matching ``prefix*`` from the config ``[routes]``;
+4. the registry: the model's family (exact name, then longest prefix).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-PROVIDERS: tuple[str, ...] = ("openai", "anthropic", "gemini")
+from daemon.registry import PROVIDERS, default_registry
 
-# Built-in prefixes. "o1"/"o3"/"o4" have no dash on purpose: "o1", "o1-mini", "o3-pro"...
-DEFAULT_ROUTES: Mapping[str, str] = {
-    "gpt-": "openai",
-    "chatgpt-": "openai",
-    "o1": "openai",
-    "o3": "openai",
-    "o4": "openai",
-    "claude-": "anthropic",
-    "gemini-": "gemini",
-}
+__all__ = ["PROVIDERS", "check_overrides", "route"]
 
 
 def check_overrides(overrides: Mapping[str, str]) -> dict[str, str]:
@@ -46,28 +37,12 @@ def check_overrides(overrides: Mapping[str, str]) -> dict[str, str]:
     return checked
 
 
-def _longest_prefix(model: str, prefixes: Mapping[str, str]) -> str | None:
-    best: str | None = None
-    best_len = -1
-    for prefix, provider in prefixes.items():
-        if len(prefix) > best_len and model.startswith(prefix):
-            best, best_len = provider, len(prefix)
-    return best
-
-
 def route(
     model: str, line_provider: str | None = None, overrides: Mapping[str, str] | None = None
 ) -> str | None:
-    """The provider for ``model``, or None when nothing routes it.
+    """The provider for ``model`` under the packaged registry, or None when nothing routes it.
 
-    An unknown ``line_provider`` gives None rather than falling back to the table: the user
+    An unknown ``line_provider`` gives None rather than falling back to the registry: the user
     asked for a specific provider, and guessing another one would send their data elsewhere.
     """
-    if line_provider is not None:
-        return line_provider if line_provider in PROVIDERS else None
-    overrides = overrides or {}
-    exact = overrides.get(model)
-    if exact is not None:
-        return exact
-    prefixes = {p[:-1]: prov for p, prov in overrides.items() if p.endswith("*")}
-    return _longest_prefix(model, prefixes) or _longest_prefix(model, DEFAULT_ROUTES)
+    return default_registry().route(model, line_provider, overrides)

@@ -20,7 +20,7 @@ from daemon.lines import (
     iter_lines,
     sniff,
 )
-from daemon.routing import DEFAULT_ROUTES, check_overrides, route
+from daemon.routing import PROVIDERS, check_overrides, route
 
 USER_HI = [{"role": "user", "content": "hi"}]
 
@@ -99,7 +99,7 @@ def test_check_overrides_rejects_unknown_providers_and_bare_star() -> None:
         check_overrides({"gpt-4o": "azure"})
     with pytest.raises(ValueError, match="expected a model name"):
         check_overrides({"*": "openai"})
-    assert set(DEFAULT_ROUTES.values()) == {"openai", "anthropic", "gemini"}
+    assert PROVIDERS == ("openai", "anthropic", "gemini")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -190,10 +190,19 @@ def test_unreadable_lines(tmp_path: Path, line: str, expected: str) -> None:
         ({"stop": 5}, "'stop' must be a string or a list of strings, got number"),
         ({"stop": ["a", 1]}, "'stop' must be a string or a list of strings, got list"),
         ({"provider": "azure"}, "'provider' must be one of openai, anthropic, gemini, got 'azure'"),
+        ({"top_k": -1}, "'top_k' must be an integer of 0 or more, got -1"),
+        ({"presence_penalty": 3}, "'presence_penalty' must be between -2 and 2, got 3"),
+        ({"logprobs": 1}, "'logprobs' must be true or false, got number"),
+        (
+            {"reasoning_effort": "extreme"},
+            "'reasoning_effort' must be one of none, minimal, low, medium, high, xhigh, max, got "
+            "'extreme'",
+        ),
         (
             {"model": "llama-3"},
-            "no provider for model 'llama-3' (add a 'provider' field or a route for it in the "
-            "config)",
+            "unknown model 'llama-3': no provider is known for it; to use it, add it to the config "
+            'as [models."llama-3"] with provider = "openai", "anthropic" or "gemini" (or give the '
+            "line a 'provider' field)",
         ),
         ({"temp": 1, "n": 2}, "unknown key(s) 'n', 'temp'"),
         ({"custom_id": 7}, "'custom_id' must be a non-empty string, got number"),
@@ -399,7 +408,7 @@ def test_anthropic_conversion(tmp_path: Path) -> None:
         "top_p": 0.5,
     }
     assert result.adaptations == [
-        "system messages moved to top-level 'system'",
+        "3 system messages joined into the top-level system field",
         "developer messages treated as system messages",
         "consecutive same-role messages merged (5 messages → 3 turns)",
         "max_tokens set to 1024 (Claude requires it)",
@@ -455,7 +464,7 @@ def test_gemini_conversion(tmp_path: Path) -> None:
             "stopSequences": ["END"],
         },
     }
-    assert result.adaptations == ["system messages moved to systemInstruction"]
+    assert result.adaptations == ["2 system messages joined into systemInstruction"]
 
 
 def test_gemini_minimal_body_has_no_empty_sections(tmp_path: Path) -> None:
