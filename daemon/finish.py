@@ -16,13 +16,24 @@ from typing import Any
 from loguru import logger
 
 from . import outbox
-from .config import Config
+from .caching import cache_note
+from .config import Config, adapt_policy
+from .cost import cost_of
+from .registry import Registry
 from .store import Store, iter_file_rows
 
 
-def _rows(db_path: Path, file_id: int) -> Iterator[dict[str, Any]]:
+def _rows(db_path: Path, file_id: int, registry: Registry) -> Iterator[dict[str, Any]]:
     for r in iter_file_rows(db_path, file_id):
         result = r.get("result") or {}
+        usage = result.get("usage")
+        model, provider = r["model"], r["provider"]
+        info = registry.info(model, provider) if model and provider else None
+        cost = cost_of(usage, info)
+        adaptations = list(r.get("adaptations") or [])
+        note = cache_note(provider, r.get("body"), usage)
+        if note is not None:
+            adaptations.append(note)
         yield {
             "custom_id": r["custom_id"],
             "line": r["line"],
@@ -31,11 +42,13 @@ def _rows(db_path: Path, file_id: int) -> Iterator[dict[str, Any]]:
             "status": r["status"],
             "text": result.get("text") if r["status"] == "succeeded" else None,
             "finish_reason": result.get("finish_reason"),
-            "usage": result.get("usage"),
+            "usage": usage,
+            "cost_usd": cost.batch_usd,
+            "cost_usd_live": cost.live_usd,
             "error": r.get("error"),
             "attempts": r["attempts"],
             "batch_ids": r.get("batch_ids") or [],
-            "adaptations": r.get("adaptations") or [],
+            "adaptations": adaptations,
             "response": result.get("response"),
             "metadata": r.get("metadata"),
         }
@@ -69,7 +82,7 @@ async def finish_file(cfg: Config, store: Store, row: dict[str, Any]) -> None:
             cfg.outbox,
             _stem(name),
             file_id,
-            _rows(store.path, file_id),
+            _rows(store.path, file_id, adapt_policy(cfg).registry),
             summary_meta=meta,
             targets=targets,
         )

@@ -26,11 +26,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from daemon.cost import Cost, CostTotals
 from daemon.crashpoints import crash_point
 from daemon.lines import Invalid
 
 STATUSES = ("succeeded", "failed", "expired", "canceled", "invalid")
-TOKEN_FIELDS = ("input_tokens", "output_tokens", "cached_input_tokens")
+TOKEN_FIELDS = (
+    "input_tokens",
+    "output_tokens",
+    "cached_input_tokens",
+    "cache_creation_input_tokens",
+)
 FILE_MODE = 0o640
 INVALID_ERROR_TYPE = "invalid_line"
 
@@ -85,6 +91,7 @@ def result_line(row: Mapping[str, Any]) -> dict[str, Any]:
         "text": row.get("text") if status == "succeeded" else None,
         "finish_reason": row.get("finish_reason"),
         "usage": _usage(row.get("usage")),
+        "cost_usd": row.get("cost_usd"),
         "error": _error(row.get("error")),
         "attempts": int(row.get("attempts") or 0),
         "batch_ids": list(row.get("batch_ids") or ()),
@@ -129,14 +136,21 @@ class SummaryBuilder:
         self.lines = 0
         self.counts: Counter[str] = Counter()
         self.tokens: Counter[str] = Counter()
+        self.costs = CostTotals()
         self._errors: dict[str, dict[str, Any]] = {}
 
-    def add(self, result: Mapping[str, Any]) -> None:
-        """Count one result line (as built by :func:`result_line`)."""
+    def add(self, result: Mapping[str, Any], cost_live: float | None = None) -> None:
+        """Count one result line (as built by :func:`result_line`); ``cost_live`` is what its
+        tokens would have cost without batching (the line itself shows only the batch cost)."""
         self.lines += 1
         self.counts[result["status"]] += 1
         for key in TOKEN_FIELDS:
             self.tokens[key] += result["usage"][key]
+        batch = result.get("cost_usd")
+        if batch is not None and cost_live is not None:
+            self.costs.add(Cost(batch, cost_live))
+        elif result["usage"]["input_tokens"] or result["usage"]["output_tokens"]:
+            self.costs.unpriced += 1
         error = result.get("error")
         if error:
             self._add_error(error, result.get("line"))
@@ -173,6 +187,7 @@ class SummaryBuilder:
             "lines": self.lines,
             "counts": {status: self.counts[status] for status in STATUSES},
             "tokens": {key: self.tokens[key] for key in TOKEN_FIELDS},
+            **self.costs.as_dict(),
             "batches": [_batch(b) for b in batches],
             "errors": [dict(e) for e in errors],
             "file_error": error,
@@ -201,7 +216,7 @@ def _write_results(tmp: Path, rows: Iterable[Mapping[str, Any]], summary: Summar
     with open(_create(tmp), "w", encoding="utf-8", newline="\n") as f:
         for n, row in enumerate(rows):
             result = result_line(row)
-            summary.add(result)
+            summary.add(result, row.get("cost_usd_live"))
             f.write(json.dumps(result, ensure_ascii=False))
             f.write("\n")
             if n == 0:

@@ -35,6 +35,7 @@ FIELDS = [
     "text",
     "finish_reason",
     "usage",
+    "cost_usd",
     "error",
     "attempts",
     "batch_ids",
@@ -84,7 +85,12 @@ def test_result_line_field_order_and_values() -> None:
     result = result_line(ok(1, metadata={"k": [1]}, adaptations=("a",)))
     assert list(result) == FIELDS
     assert result["text"] == "answer 1 — é"
-    assert result["usage"] == {"input_tokens": 10, "output_tokens": 5, "cached_input_tokens": 2}
+    assert result["usage"] == {
+        "input_tokens": 10,
+        "output_tokens": 5,
+        "cached_input_tokens": 2,
+        "cache_creation_input_tokens": 0,
+    }
     assert (result["error"], result["adaptations"], result["metadata"]) == (None, ["a"], {"k": [1]})
 
 
@@ -97,7 +103,13 @@ def test_result_line_defaults_and_text_only_when_succeeded() -> None:
         "status": "failed",
         "text": None,
         "finish_reason": None,
-        "usage": {"input_tokens": 0, "output_tokens": 0, "cached_input_tokens": 0},
+        "usage": {
+            "input_tokens": 0,
+            "output_tokens": 0,
+            "cached_input_tokens": 0,
+            "cache_creation_input_tokens": 0,
+        },
+        "cost_usd": None,
         "error": {"type": "invalid_request_error", "message": "bad", "code": 400},
         "attempts": 0,
         "batch_ids": [],
@@ -110,7 +122,12 @@ def test_result_line_defaults_and_text_only_when_succeeded() -> None:
 def test_result_line_accepts_adapter_dataclasses() -> None:
     row = ok(1, usage=Usage(3, 4, 1, 9), error=ItemError("overloaded", "busy"))
     result = result_line(row)
-    assert result["usage"] == {"input_tokens": 3, "output_tokens": 4, "cached_input_tokens": 1}
+    assert result["usage"] == {
+        "input_tokens": 3,
+        "output_tokens": 4,
+        "cached_input_tokens": 1,
+        "cache_creation_input_tokens": 9,
+    }
     assert result["error"] == {"type": "overloaded", "message": "busy", "code": None}
 
 
@@ -155,7 +172,7 @@ def test_summary_counts_tokens_errors_and_batches() -> None:
         {"custom_id": "c6", "line": 6, "status": "expired"},
     ]
     for row in rows:
-        builder.add(result_line(row))
+        builder.add(result_line(row), row.get("cost_usd_live"))
     batch = {"provider": "openai", "model": "gpt-4o", "id": "batch_1", "status": "completed"}
     summary = builder.build(
         file="in.jsonl",
@@ -171,7 +188,16 @@ def test_summary_counts_tokens_errors_and_batches() -> None:
         "ended_at": "2026-01-02T03:04:05.250Z",
         "lines": 6,
         "counts": {"succeeded": 2, "failed": 3, "expired": 1, "canceled": 0, "invalid": 0},
-        "tokens": {"input_tokens": 20, "output_tokens": 10, "cached_input_tokens": 4},
+        "tokens": {
+            "input_tokens": 20,
+            "output_tokens": 10,
+            "cached_input_tokens": 4,
+            "cache_creation_input_tokens": 0,
+        },
+        "cost_usd": 0.0,
+        "cost_usd_live": 0.0,
+        "savings_usd": 0.0,
+        "unpriced_requests": 2,
         "batches": [batch | {"counts": {"completed": 2}}],
         "errors": [
             {

@@ -1,0 +1,92 @@
+"""What a request cost, from its usage and the registry's prices: at batch price and live.
+
+Usage is the adapters' normalised form: ``input_tokens`` counts every prompt token, cached or
+not; ``cached_input_tokens`` are cache reads; ``cache_creation_input_tokens`` are cache writes
+(Anthropic). So the uncached part is input minus reads minus writes, and each part is priced
+at its own rate. The batch discount applies to every part (Anthropic's batch and caching
+discounts stack; OpenAI's and Gemini's batch price is half of each list price).
+
+A missing price gives ``None``, never a guess: a model the registry has no price for, or a
+cache read or write where the registry knows no cache price. Zero tokens cost zero, priced or
+not (an invalid line was never sent, so it was never billed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .registry import ModelInfo
+
+PER = 1_000_000
+DIGITS = 8  # round away float noise; a millionth of a cent is far below any bill's precision
+
+
+@dataclass(frozen=True)
+class Cost:
+    batch_usd: float | None  # what the batch is billed
+    live_usd: float | None  # what the same tokens would cost without batching
+
+
+NO_COST = Cost(0.0, 0.0)
+UNKNOWN = Cost(None, None)
+
+
+def _tokens(usage: Mapping[str, Any] | None, key: str) -> int:
+    return int((usage or {}).get(key) or 0)
+
+
+def cost_of(usage: Mapping[str, Any] | None, info: ModelInfo | None) -> Cost:
+    """The cost of one request's ``usage`` under ``info``'s prices."""
+    total_in = _tokens(usage, "input_tokens")
+    output = _tokens(usage, "output_tokens")
+    read = _tokens(usage, "cached_input_tokens")
+    written = _tokens(usage, "cache_creation_input_tokens")
+    if total_in == 0 and output == 0:
+        return NO_COST
+    if info is None:
+        return UNKNOWN
+    p = info.prices
+    parts = [
+        (max(0, total_in - read - written), p.input),
+        (output, p.output),
+        (read, p.cached_input),
+        (written, p.cache_write),
+    ]
+    if any(tokens and price is None for tokens, price in parts):
+        return UNKNOWN
+    live = sum(tokens * (price or 0.0) for tokens, price in parts) / PER
+    return Cost(round(live * info.batch_discount, DIGITS), round(live, DIGITS))
+
+
+def estimate(input_tokens: int, info: ModelInfo | None) -> Cost:
+    """The input-side cost of prompts of ``input_tokens`` (``batchd check``: no answers yet)."""
+    return cost_of({"input_tokens": input_tokens}, info)
+
+
+class CostTotals:
+    """Sums of costs over results; counts the ones that had tokens but no price."""
+
+    def __init__(self) -> None:
+        self.batch = 0.0
+        self.live = 0.0
+        self.unpriced = 0
+
+    def add(self, cost: Cost) -> None:
+        """Add one result's cost; an unknown one (tokens without a price) is only counted."""
+        if cost.batch_usd is None or cost.live_usd is None:
+            self.unpriced += 1
+            return
+        self.batch += cost.batch_usd
+        self.live += cost.live_usd
+
+    def as_dict(self) -> dict[str, Any]:
+        """Summary fields. Totals cover the priced results only; ``unpriced_requests`` says
+        how many used tokens without a known price (then the totals are a lower bound)."""
+        return {
+            "cost_usd": round(self.batch, DIGITS),
+            "cost_usd_live": round(self.live, DIGITS),
+            "savings_usd": round(self.live - self.batch, DIGITS),
+            "unpriced_requests": self.unpriced,
+        }
