@@ -63,6 +63,20 @@ def build_parser() -> argparse.ArgumentParser:
     _common_paths(status)
     status.add_argument("--json", action="store_true", help="machine-readable output")
 
+    check = sub.add_parser(
+        "check", help="dry run: what a file becomes (models, batches, adaptations, cost)"
+    )
+    check.add_argument("--config", help="TOML config file (or BATCHD_CONFIG)")
+    check.add_argument("file", type=Path)
+    check.add_argument("--json", action="store_true", help="machine-readable output")
+    check.add_argument(
+        "--max-invalid",
+        dest="max_invalid",
+        type=int,
+        default=20,
+        help="invalid lines listed before only counting them (default 20)",
+    )
+
     emu = sub.add_parser("emulator", help="run the provider emulator (OpenAI, Anthropic, Gemini)")
     emu.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
     emu.add_argument("--port", type=int, default=8089, help="port (0 picks a free one)")
@@ -175,6 +189,18 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_check(args: argparse.Namespace) -> int:
+    """Exit 0 when every line is valid, 1 when some are not, 2 when the file is unreadable."""
+    from .check import check_file, render
+
+    report = check_file(args.file, _config(args), max_invalid=max(0, args.max_invalid))
+    text = json.dumps(report, indent=2, ensure_ascii=False) + "\n" if args.json else render(report)
+    sys.stdout.write(text)
+    if report["file_error"] is not None:
+        return 2
+    return 0 if report["ok"] else 1
+
+
 def _cmd_emulator(args: argparse.Namespace) -> int:
     from adapters.emulator import serve
     from adapters.emulator.faults import FaultConfigError
@@ -199,6 +225,7 @@ COMMANDS = {
     "run": _cmd_run,
     "submit": _cmd_submit,
     "status": _cmd_status,
+    "check": _cmd_check,
     "emulator": _cmd_emulator,
 }
 

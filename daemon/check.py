@@ -1,0 +1,204 @@
+"""``batchd check FILE``: what a file would become, without sending anything.
+
+The product spec's "test with a small batch first", at no cost: the file is parsed, validated
+and adapted exactly as ingest would (same registry, routes and policy), and per model the
+report gives the provider, the request count, how many batches it becomes, the adaptations by
+kind, estimated input tokens and their cost at batch and live price. Invalid lines are listed
+with their reasons. Nothing touches the network or the state database.
+
+Token estimates are characters / 4 over the prompt text (what the emulator also assumes);
+the cost estimate covers input tokens only, since the answers' length is not known yet.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from adapters.registry import PROVIDER_LIMITS
+
+from .config import Config, adapt_policy
+from .cost import DIGITS, estimate
+from .lines import Invalid, Request, iter_lines, sniff
+
+DEFAULT_MAX_INVALID = 20
+CHARS_PER_TOKEN = 4
+_TEXT_KEYS = frozenset({"content", "text", "system"})
+
+
+def prompt_chars(value: Any, key: str | None = None) -> int:
+    """Characters of prompt text in a provider body (message contents, parts, system)."""
+    if isinstance(value, str):
+        return len(value) if key in _TEXT_KEYS else 0
+    if isinstance(value, Mapping):
+        return sum(prompt_chars(v, k) for k, v in value.items())
+    if isinstance(value, list):
+        return sum(prompt_chars(v, key) for v in value)
+    return 0
+
+
+@dataclass
+class _Batches:
+    """Greedy packing in line order, as the scheduler claims: a batch closes when the next
+    request would exceed the batch size or the provider's byte cap."""
+
+    size: int
+    max_bytes: int
+    count: int = 0
+    _n: int = 0
+    _bytes: int = 0
+
+    def add(self, size_bytes: int) -> None:
+        if self.count == 0 or self._n >= self.size or self._bytes + size_bytes > self.max_bytes:
+            self.count += 1
+            self._n = self._bytes = 0
+        self._n += 1
+        self._bytes += size_bytes
+
+
+@dataclass
+class _Model:
+    model: str
+    provider: str
+    batches: _Batches
+    requests: int = 0
+    chars: int = 0
+    adaptations: Counter[str] = field(default_factory=Counter)
+
+
+def _batch_size(cfg: Config, provider: str) -> int:
+    return min(cfg.providers[provider].batch_size, PROVIDER_LIMITS[provider].max_items)
+
+
+def check_file(
+    path: Path | str, cfg: Config, *, max_invalid: int = DEFAULT_MAX_INVALID
+) -> dict[str, Any]:
+    """The check report for one file (see the module docstring); ``ok`` is False when any
+    line is invalid or the file cannot be read."""
+    path = Path(path)
+    report: dict[str, Any] = {"file": str(path), "file_error": sniff(path)}
+    if report["file_error"] is not None:
+        return report | {"ok": False, "lines": 0, "requests": 0, "invalid": 0, "models": []}
+    models: dict[tuple[str, str], _Model] = {}
+    invalid: list[dict[str, Any]] = []
+    n_invalid = 0
+    policy = adapt_policy(cfg)
+    lines = iter_lines(path, max_request_bytes=cfg.max_request_bytes, policy=policy)
+    for item in lines:
+        if isinstance(item, Invalid):
+            n_invalid += 1
+            if len(invalid) < max_invalid:
+                invalid.append(
+                    {"line": item.line, "custom_id": item.custom_id, "reason": item.reason}
+                )
+            continue
+        _count(models, item, cfg)
+    rows = [_model_report(m, policy.registry) for m in models.values()]
+    requests = sum(m.requests for m in models.values())
+    return report | {
+        "ok": n_invalid == 0,
+        "lines": requests + n_invalid,
+        "requests": requests,
+        "invalid": n_invalid,
+        "models": rows,
+        "invalid_lines": invalid,
+        "invalid_not_shown": n_invalid - len(invalid),
+        "totals": _totals(rows),
+    }
+
+
+def _count(models: dict[tuple[str, str], _Model], item: Request, cfg: Config) -> None:
+    key = (item.model, item.provider)
+    entry = models.get(key)
+    if entry is None:
+        limits = PROVIDER_LIMITS[item.provider]
+        batches = _Batches(_batch_size(cfg, item.provider), limits.max_bytes)
+        entry = models[key] = _Model(item.model, item.provider, batches)
+    entry.requests += 1
+    entry.chars += prompt_chars(item.body)
+    entry.batches.add(item.size_bytes)
+    entry.adaptations.update(getattr(note, "kind", str(note)) for note in item.adaptations)
+
+
+def _model_report(entry: _Model, registry: Any) -> dict[str, Any]:
+    info = registry.info(entry.model, entry.provider)
+    tokens = math.ceil(entry.chars / CHARS_PER_TOKEN)
+    cost = estimate(tokens, info)
+    return {
+        "model": entry.model,
+        "provider": entry.provider,
+        "family": info.pattern if info.known else None,
+        "requests": entry.requests,
+        "batches": entry.batches.count,
+        "batch_size": entry.batches.size,
+        "adaptations": dict(entry.adaptations.most_common()),
+        "input_tokens_est": tokens,
+        "cost_usd_est": cost.batch_usd,
+        "cost_usd_live_est": cost.live_usd,
+        "prices_date": info.prices.date,
+    }
+
+
+def _totals(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    rows = list(rows)
+    priced = [r for r in rows if r["cost_usd_est"] is not None]
+    return {
+        "requests": sum(r["requests"] for r in rows),
+        "batches": sum(r["batches"] for r in rows),
+        "input_tokens_est": sum(r["input_tokens_est"] for r in rows),
+        "cost_usd_est": round(sum(r["cost_usd_est"] for r in priced), DIGITS),
+        "cost_usd_live_est": round(sum(r["cost_usd_live_est"] for r in priced), DIGITS),
+        "unpriced_models": [r["model"] for r in rows if r["cost_usd_est"] is None],
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Human output
+
+
+def _usd(value: float | None) -> str:
+    return "-" if value is None else f"${value:,.6f}"
+
+
+def render(report: Mapping[str, Any]) -> str:
+    """The report as text for a terminal."""
+    head = f"batchd check {report['file']}"
+    if report.get("file_error"):
+        return f"{head}: cannot be read: {report['file_error']}\n"
+    out = [
+        f"{head}: {report['lines']} lines, {report['requests']} requests, "
+        f"{report['invalid']} invalid",
+        "",
+        f"{'MODEL':<28} {'PROVIDER':<10} {'REQUESTS':>8} {'BATCHES':>7} {'INPUT TOK~':>11} "
+        f"{'BATCH $~':>13} {'LIVE $~':>13}",
+    ]
+    for m in report["models"]:
+        out.append(
+            f"{m['model']:<28} {m['provider']:<10} {m['requests']:>8} {m['batches']:>7} "
+            f"{m['input_tokens_est']:>11,} {_usd(m['cost_usd_est']):>13} "
+            f"{_usd(m['cost_usd_live_est']):>13}"
+        )
+        if m["adaptations"]:
+            kinds = ", ".join(f"{kind} ×{n}" for kind, n in m["adaptations"].items())
+            out.append(f"    adaptations: {kinds}")
+        if m["family"] is None:
+            out.append("    not in the registry: the provider's standard format, no prices")
+    t = report["totals"]
+    out.append(
+        f"{'TOTAL':<28} {'':<10} {t['requests']:>8} {t['batches']:>7} "
+        f"{t['input_tokens_est']:>11,} {_usd(t['cost_usd_est']):>13} "
+        f"{_usd(t['cost_usd_live_est']):>13}"
+    )
+    if t["unpriced_models"]:
+        out.append(f"    no prices for: {', '.join(t['unpriced_models'])} (not in the totals)")
+    out.append("    (~ estimates: input tokens are characters / 4; cost covers input only)")
+    if report["invalid_lines"]:
+        out += ["", "INVALID LINES"]
+        out += [f"  {x['reason']}" for x in report["invalid_lines"]]
+        if report["invalid_not_shown"]:
+            out.append(f"  ... and {report['invalid_not_shown']} more invalid lines")
+    return "\n".join(out) + "\n"
