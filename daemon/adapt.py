@@ -385,7 +385,8 @@ def _merge_turns(turns: list[dict[str, Any]], ctx: _Ctx) -> list[dict[str, Any]]
             merged.append({"role": turn["role"], "content": turn["content"]})
     if len(merged) != len(turns):
         ctx.note(
-            f"consecutive same-role messages merged ({len(turns)} messages → {len(merged)} turns)",
+            f"consecutive same-role messages merged ({len(turns)} messages → {len(merged)} "
+            f"turn{'s' if len(merged) > 1 else ''})",
             "messages merged",
         )
     return merged
