@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import json
 import os
 import signal
+import sqlite3
 import sys
 import time
+import tomllib
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,11 +47,51 @@ class Run:
     stderr: str
 
 
+def merge_config(extra: str) -> str:
+    """FAST_CONFIG with ``extra`` appended; a top-level key set in ``extra`` replaces the fast
+    value (TOML refuses a key given twice). Top-level keys in ``extra`` come before its tables."""
+    head = extra.split("\n[", 1)[0]
+    overridden = set(tomllib.loads(head)) if head.strip() else set()
+    kept = [
+        line for line in FAST_CONFIG.splitlines() if line.split("=", 1)[0].strip() not in overridden
+    ]
+    return "\n".join(kept) + "\n" + extra
+
+
 def write_config(root: Path, extra: str = "") -> Path:
     root.mkdir(parents=True, exist_ok=True)
     path = root / "batchd.toml"
-    path.write_text(FAST_CONFIG + extra)
+    path.write_text(merge_config(extra))
     return path
+
+
+# Linux capabilities that let root ignore file modes (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH).
+_DAC_CAPS = (1, 2)
+_PR_CAPBSET_DROP = 24
+
+
+def _drop_dac_caps() -> None:
+    """In the child before exec: drop root's licence to ignore file modes, so a test can make a
+    file unreadable or a folder unwritable with chmod, as for the unprivileged systemd user."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    for cap in _DAC_CAPS:
+        if libc.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP) failed")
+
+
+def permissions_enforceable() -> bool:
+    """Whether chmod can stop the daemon (non-root, or root able to drop its DAC capabilities)."""
+    if os.geteuid() != 0:
+        return True
+    import subprocess
+
+    try:
+        probe = subprocess.run(
+            [sys.executable, "-c", "pass"], preexec_fn=_drop_dac_caps, timeout=30, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return probe.returncode == 0
 
 
 def daemon_env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -65,32 +109,31 @@ def daemon_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 async def start_daemon(
     root: Path,
-    emulator_url: str,
+    emulator_url: str | None,
     *,
     once: bool = True,
     config_extra: str = "",
     env: dict[str, str] | None = None,
+    enforce_permissions: bool = False,
 ) -> asyncio.subprocess.Process:
+    """Start ``batchd run``; ``emulator_url=None`` leaves the base URLs to the config, and
+    ``enforce_permissions`` makes a root daemon honour file modes (see _drop_dac_caps)."""
     cfg = write_config(root, config_extra)
     log_size = (root / "daemon.log").stat().st_size if (root / "daemon.log").exists() else 0
-    args = [
-        sys.executable,
-        "-m",
-        "daemon.cli",
-        "run",
-        "--root",
-        str(root),
-        "--config",
-        str(cfg),
-        "--emulator-url",
-        emulator_url,
-    ]
+    args = [sys.executable, "-m", "daemon.cli", "run", "--root", str(root), "--config", str(cfg)]
+    if emulator_url is not None:
+        args += ["--emulator-url", emulator_url]
     if once:
         args.append("--once")
+    drop = enforce_permissions and os.geteuid() == 0
     log = (root / "daemon.log").open("ab")  # stderr to a file: readable even after a kill
     try:
         proc = await asyncio.create_subprocess_exec(
-            *args, env=daemon_env(env), stdout=asyncio.subprocess.DEVNULL, stderr=log
+            *args,
+            env=daemon_env(env),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=log,
+            preexec_fn=_drop_dac_caps if drop else None,
         )
     finally:
         log.close()
@@ -134,6 +177,48 @@ async def wait_for(
             return
         await asyncio.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def log_of(proc: asyncio.subprocess.Process) -> str:
+    """What this run of the daemon has logged so far (it may still be running)."""
+    return _log(proc)
+
+
+async def wait_for_log(
+    proc: asyncio.subprocess.Process, text: str, count: int = 1, timeout: float = 30
+) -> str:
+    """Wait until ``text`` appears ``count`` times in this run's log (or the daemon exits)."""
+
+    async def seen() -> bool:
+        if proc.returncode is not None:
+            raise AssertionError(f"batchd exited ({proc.returncode}) waiting for {text!r}")
+        return _log(proc).count(text) >= count
+
+    await wait_for(seen, timeout, what=f"{count} x {text!r} in the daemon log")
+    return _log(proc)
+
+
+def _query(root: Path, sql: str) -> list[tuple[Any, ...]]:
+    """Read the daemon's database (read-only; WAL lets it read while the daemon writes)."""
+    path = root / "state" / "batchd.sqlite3"
+    if not path.exists():
+        return []
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return db.execute(sql).fetchall()
+    finally:
+        db.close()
+
+
+def request_states(root: Path) -> Counter[str]:
+    """How many requests are in each state."""
+    return Counter(dict(_query(root, "SELECT status, COUNT(*) FROM requests GROUP BY status")))
+
+
+def provider_batch_ids(root: Path) -> list[str]:
+    """The provider batch ids the daemon has recorded, oldest first."""
+    sql = "SELECT provider_batch_id FROM batches WHERE provider_batch_id IS NOT NULL ORDER BY id"
+    return [r[0] for r in _query(root, sql)]
 
 
 async def journal(url: str) -> dict[str, Any]:
