@@ -135,12 +135,20 @@ class FaultSet:
         return True
 
     def request_faults(self, provider: str, route: str) -> list[Fault]:
-        """The request faults that fire on this call (a slow one may combine with another)."""
-        return [
-            f
-            for f in self.faults
-            if f.kind in REQUEST_KINDS and f.matches(provider, route) and self._fire(f)
-        ]
+        """The request faults that fire on this call (a slow one may combine with another).
+
+        At most one ``http`` fault fires: the call answers with that error and never reaches
+        the later ones, which therefore neither count it as seen nor as fired.
+        """
+        fired: list[Fault] = []
+        for f in self.faults:
+            if f.kind not in REQUEST_KINDS or not f.matches(provider, route):
+                continue
+            if f.kind == "http" and any(x.kind == "http" for x in fired):
+                continue
+            if self._fire(f):
+                fired.append(f)
+        return fired
 
     def arm_batch(self, provider: str, model: str) -> dict[str, Any]:
         """Batch faults decided at creation time, stored on the batch as its ``fate``."""
