@@ -117,7 +117,7 @@ class Scheduler:
             state.last_auth_log = now
             logger.bind(provider=provider).error(
                 "provider paused: authentication failed ({}); requests stay pending. Fix the API "
-                "key in the environment and restart batchd; retrying in {:.0f}s",
+                "key in the environment and restart batchd; retrying in {:.1f}s",
                 err,
                 self.cfg.auth_pause_s,
             )
@@ -236,6 +236,16 @@ class Scheduler:
         self.wake.set()
 
     async def _submit_failed(self, provider: str, batch_id: int, err: AdapterError, n: int) -> None:
+        """Record a refused create; then wake the planner, whose last plan ran before the
+        refusal and so does not know when the retry (or the pause) is due."""
+        try:
+            await self._record_submit_failure(provider, batch_id, err, n)
+        finally:
+            self.wake.set()
+
+    async def _record_submit_failure(
+        self, provider: str, batch_id: int, err: AdapterError, n: int
+    ) -> None:
         state = self.providers[provider]
         log = logger.bind(provider=provider, batch=batch_id)
         if isinstance(err, AuthError):
@@ -329,7 +339,9 @@ class Scheduler:
             self._pause(provider, err)
             return
         except AdapterError as err:
-            await self._poll_later(row, None, str(row["provider_status"]), progressed=False)
+            await self._poll_later(
+                row, None, str(row["provider_status"]), progressed=False, retry_after=_after(err)
+            )
             log.warning("poll failed ({}); will poll again", err)
             return
         if status.state == "running":
@@ -351,7 +363,9 @@ class Scheduler:
         provider_status: str,
         *,
         progressed: bool,
+        retry_after: float | None = None,
     ) -> None:
+        """Schedule the next poll by the batch's backoff; a provider's Retry-After is a floor."""
         interval = next_poll_interval_s(
             row["poll_interval_s"] or self.cfg.poll_initial_s,
             progressed=progressed,
@@ -363,7 +377,7 @@ class Scheduler:
             row["id"],
             provider_status=provider_status,
             counts=counts,
-            next_poll_at=time.time() + interval,
+            next_poll_at=time.time() + max(interval, retry_after or 0.0),
             poll_interval_s=interval,
         )
 
@@ -398,37 +412,23 @@ class Scheduler:
         pid = row["provider_batch_id"]
         log = logger.bind(provider=provider, model=row["model"], batch=pid)
         outstanding = dict(await self.store.batch_requests(row["id"]))
-        chunk: list[dict[str, Any]] = []
-        counts: dict[str, int] = {}
         try:
-            async for item in adapter.results(pid):
-                rid = _request_id(item.key)
-                if rid not in outstanding:
-                    continue
-                update = self._update_for(rid, outstanding.pop(rid), item)
-                counts[item.outcome] = counts.get(item.outcome, 0) + 1
-                chunk.append(update)
-                if len(chunk) >= RESULT_CHUNK:
-                    await asyncio.shield(self.store.record_results(row["id"], chunk))
-                    chunk = []
-        except ResultsGone as err:
-            log.error(
-                "results of batch {} are gone ({}); {} requests re-queued",
-                pid,
-                err,
-                len(outstanding),
-            )
+            counts, gone = await self._store_results(row, outstanding, log)
         except AdapterError as err:
-            if chunk:
-                await asyncio.shield(self.store.record_results(row["id"], chunk))
             log.warning("fetching results failed ({}); will try again", err)
-            await self._poll_later(row, None, status.provider_status, progressed=False)
+            await self._poll_later(
+                row, None, status.provider_status, progressed=False, retry_after=_after(err)
+            )
             return
-        if chunk:
-            await asyncio.shield(self.store.record_results(row["id"], chunk))
         missing = [self._missing_update(rid, att, status) for rid, att in outstanding.items()]
         if missing:
             await asyncio.shield(self.store.record_results(row["id"], missing))
+            if not (gone or status.expired or status.cancelled):
+                log.error(
+                    "results of batch {} are missing for {} requests; they are re-queued",
+                    pid,
+                    len(missing),
+                )
         await asyncio.shield(self.store.mark_collected(row["id"], status.provider_status, counts))
         crash_point("after_results_stored")
         retries = counts.get("retry", 0) + counts.get("expired", 0) + len(missing)
@@ -445,6 +445,40 @@ class Scheduler:
             except AdapterError as err:
                 log.warning("cleanup of provider files failed: {}", err)
         self.wake.set()
+
+    async def _store_results(
+        self, row: dict[str, Any], outstanding: dict[int, int], log: Any
+    ) -> tuple[dict[str, int], bool]:
+        """Stream a batch's results into the store, chunk by chunk, taking each answered request
+        out of ``outstanding``. Returns the outcome counts and whether the results were gone.
+        A failure mid-stream keeps what was stored (storing is idempotent) and re-raises."""
+        adapter = self.providers[row["provider"]].adapter
+        pid = row["provider_batch_id"]
+        chunk: list[dict[str, Any]] = []
+        counts: dict[str, int] = {}
+        gone = False
+        try:
+            async for item in adapter.results(pid):
+                rid = _request_id(item.key)
+                if rid not in outstanding:
+                    continue
+                chunk.append(self._update_for(rid, outstanding.pop(rid), item))
+                counts[item.outcome] = counts.get(item.outcome, 0) + 1
+                if len(chunk) >= RESULT_CHUNK:
+                    await asyncio.shield(self.store.record_results(row["id"], chunk))
+                    chunk = []
+        except ResultsGone as err:
+            gone = True
+            log.error(
+                "results of batch {} are gone ({}); {} requests re-queued",
+                pid,
+                err,
+                len(outstanding),
+            )
+        finally:
+            if chunk:
+                await asyncio.shield(self.store.record_results(row["id"], chunk))
+        return counts, gone
 
     def _update_for(self, rid: int, attempts: int, item: ItemResult) -> dict[str, Any]:
         result = {
@@ -538,6 +572,11 @@ class Scheduler:
             kind, final = "result_missing", "failed"
         error = {"type": kind, "message": f"no result for this request ({kind})", "code": None}
         return self._retry_or_final(rid, attempts, final, error, None)
+
+
+def _after(err: AdapterError) -> float | None:
+    """The provider's Retry-After, when the error carries one."""
+    return getattr(err, "retry_after", None)
 
 
 def _request_id(key: str) -> int:
