@@ -60,6 +60,24 @@ def cost_of(usage: Mapping[str, Any] | None, info: ModelInfo | None) -> Cost:
     return Cost(round(live * info.batch_discount, DIGITS), round(live, DIGITS))
 
 
+def cache_savings(usage: Mapping[str, Any] | None, info: ModelInfo | None) -> float | None:
+    """What prompt caching saved on this request at batch price: cache reads at the cached
+    price instead of the input price, minus cache writes' surcharge over the input price.
+    Negative when the writes cost more than the reads saved; None without the prices."""
+    read = _tokens(usage, "cached_input_tokens")
+    written = _tokens(usage, "cache_creation_input_tokens")
+    if not (read or written):
+        return 0.0
+    if info is None or info.prices.input is None:
+        return None
+    p = info.prices
+    if (read and p.cached_input is None) or (written and p.cache_write is None):
+        return None
+    saved = read * (p.input - (p.cached_input or 0.0))
+    surcharge = written * ((p.cache_write or 0.0) - p.input)
+    return round((saved - surcharge) / PER * info.batch_discount, DIGITS)
+
+
 def estimate(input_tokens: int, info: ModelInfo | None) -> Cost:
     """The input-side cost of prompts of ``input_tokens`` (``batchd check``: no answers yet)."""
     return cost_of({"input_tokens": input_tokens}, info)

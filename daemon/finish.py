@@ -18,7 +18,7 @@ from loguru import logger
 from . import outbox
 from .caching import cache_note
 from .config import Config, adapt_policy
-from .cost import cost_of
+from .cost import cache_savings, cost_of
 from .registry import Registry
 from .store import Store, iter_file_rows
 
@@ -45,6 +45,7 @@ def _rows(db_path: Path, file_id: int, registry: Registry) -> Iterator[dict[str,
             "usage": usage,
             "cost_usd": cost.batch_usd,
             "cost_usd_live": cost.live_usd,
+            "cache_savings_usd": cache_savings(usage, info),
             "error": r.get("error"),
             "attempts": r["attempts"],
             "batch_ids": r.get("batch_ids") or [],

@@ -137,11 +137,19 @@ class SummaryBuilder:
         self.counts: Counter[str] = Counter()
         self.tokens: Counter[str] = Counter()
         self.costs = CostTotals()
+        self.cache_savings = 0.0
+        self.cache_unpriced = 0
         self._errors: dict[str, dict[str, Any]] = {}
 
-    def add(self, result: Mapping[str, Any], cost_live: float | None = None) -> None:
+    def add(
+        self,
+        result: Mapping[str, Any],
+        cost_live: float | None = None,
+        cache_savings: float | None = None,
+    ) -> None:
         """Count one result line (as built by :func:`result_line`); ``cost_live`` is what its
-        tokens would have cost without batching (the line itself shows only the batch cost)."""
+        tokens would have cost without batching (the line itself shows only the batch cost),
+        ``cache_savings`` what prompt caching saved on it (:func:`daemon.cost.cache_savings`)."""
         self.lines += 1
         self.counts[result["status"]] += 1
         for key in TOKEN_FIELDS:
@@ -151,6 +159,12 @@ class SummaryBuilder:
             self.costs.add(Cost(batch, cost_live))
         elif result["usage"]["input_tokens"] or result["usage"]["output_tokens"]:
             self.costs.unpriced += 1
+        if cache_savings is not None:
+            self.cache_savings += cache_savings
+        elif (
+            result["usage"]["cached_input_tokens"] or result["usage"]["cache_creation_input_tokens"]
+        ):
+            self.cache_unpriced += 1
         error = result.get("error")
         if error:
             self._add_error(error, result.get("line"))
@@ -188,9 +202,24 @@ class SummaryBuilder:
             "counts": {status: self.counts[status] for status in STATUSES},
             "tokens": {key: self.tokens[key] for key in TOKEN_FIELDS},
             **self.costs.as_dict(),
+            "prompt_cache": self._prompt_cache(),
             "batches": [_batch(b) for b in batches],
             "errors": [dict(e) for e in errors],
             "file_error": error,
+        }
+
+    def _prompt_cache(self) -> dict[str, Any]:
+        """Whether prompt caching paid off for this file: the net saving of cache reads over
+        cache-write surcharges (null when nothing was cached or a price is missing)."""
+        written = self.tokens["cache_creation_input_tokens"]
+        read = self.tokens["cached_input_tokens"]
+        known = (written or read) and not self.cache_unpriced
+        net = round(self.cache_savings, 8) if known else None
+        return {
+            "tokens_written": written,
+            "tokens_read": read,
+            "net_savings_usd": net,
+            "paid_off": None if net is None else net > 0,
         }
 
 
@@ -216,7 +245,7 @@ def _write_results(tmp: Path, rows: Iterable[Mapping[str, Any]], summary: Summar
     with open(_create(tmp), "w", encoding="utf-8", newline="\n") as f:
         for n, row in enumerate(rows):
             result = result_line(row)
-            summary.add(result, row.get("cost_usd_live"))
+            summary.add(result, row.get("cost_usd_live"), row.get("cache_savings_usd"))
             f.write(json.dumps(result, ensure_ascii=False))
             f.write("\n")
             if n == 0:

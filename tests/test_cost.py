@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.cost import NO_COST, UNKNOWN, Cost, CostTotals, cost_of, estimate
+from daemon.cost import NO_COST, UNKNOWN, Cost, CostTotals, cache_savings, cost_of, estimate
 from daemon.outbox import SummaryBuilder, result_line, write_outputs
 from daemon.registry import ModelInfo, Registry, default_registry
 
@@ -117,6 +117,28 @@ def test_result_lines_and_summary_carry_costs_and_cache_counters(tmp_path: Path)
     }
     assert (data["cost_usd"], data["cost_usd_live"], data["savings_usd"]) == (0.5, 1.0, 0.5)
     assert data["unpriced_requests"] == 1
+
+
+def test_cache_savings_reads_minus_write_surcharge() -> None:
+    sonnet = info("claude-sonnet-4-5")  # input 3, read 0.30, 1h write 6
+    one_write = {"input_tokens": 1000, "cache_creation_input_tokens": 1000}
+    three_reads = {"input_tokens": 3000, "cached_input_tokens": 3000}
+    assert cache_savings(one_write, sonnet) == round(-1000 * 3 / 1e6 / 2, 8)
+    assert cache_savings(three_reads, sonnet) == round(3000 * 2.7 / 1e6 / 2, 8)
+    assert cache_savings({"input_tokens": 5}, sonnet) == 0.0
+    assert cache_savings(three_reads, info("gemini-2.5-flash")) is None  # no cache price
+    builder = SummaryBuilder()
+    for usage, saved in ((one_write, -0.0015), (three_reads, 0.00405)):
+        builder.add(
+            result_line({"custom_id": "x", "status": "succeeded", "usage": usage}), 0, saved
+        )
+    cache = builder.build(file="f", job_id=1, started_at=None, ended_at=None)["prompt_cache"]
+    assert cache == {
+        "tokens_written": 1000,
+        "tokens_read": 3000,
+        "net_savings_usd": 0.00255,
+        "paid_off": True,
+    }
 
 
 @pytest.mark.parametrize("status", ["failed", "expired"])

@@ -260,3 +260,6 @@ async def test_claude_shared_system_prompt_is_cached(tmp_path: Path, emulator: E
     assert summary["tokens"]["cached_input_tokens"] == sum(read)
     assert summary["cost_usd"] < summary["cost_usd_live"]
     assert summary["savings_usd"] == pytest.approx(summary["cost_usd_live"] - summary["cost_usd"])
+    cache = summary["prompt_cache"]
+    assert (cache["tokens_written"], cache["tokens_read"]) == (sum(written), sum(read))
+    assert cache["paid_off"] is True and cache["net_savings_usd"] > 0  # 3 reads beat 1 write

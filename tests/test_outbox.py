@@ -198,6 +198,12 @@ def test_summary_counts_tokens_errors_and_batches() -> None:
         "cost_usd_live": 0.0,
         "savings_usd": 0.0,
         "unpriced_requests": 2,
+        "prompt_cache": {
+            "tokens_written": 0,
+            "tokens_read": 4,
+            "net_savings_usd": None,
+            "paid_off": None,
+        },
         "batches": [batch | {"counts": {"completed": 2}}],
         "errors": [
             {
