@@ -84,6 +84,7 @@ class Config:
     on_unsupported: str = "adapt"  # or "reject": a line needing a removal/clamp is invalid
     prompt_cache: str = "auto"  # or "off": cache_control on Claude system prompts shared in a batch
     cache_priming: bool = False
+    cache_priming_max_wait_s: float = 900.0  # how long a batch waits for its primer
     models: Mapping[str, Any] = field(default_factory=dict)  # [models."name*"] registry overrides
     routes: Mapping[str, str] = field(default_factory=dict)
     providers: Mapping[str, ProviderConfig] = field(default_factory=_default_providers)

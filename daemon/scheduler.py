@@ -33,7 +33,7 @@ from adapters.base import (
     UnknownOutcome,
 )
 
-from .caching import mark_shared_system_prompts
+from .caching import prepare_items
 from .config import Config
 from .crashpoints import crash_point
 from .retry import backoff_s, next_poll_interval_s
@@ -207,7 +207,7 @@ class Scheduler:
         state = self.providers[provider]
         log = logger.bind(provider=provider, model=model, batch=tag)
         items = [BatchItem(key=f"r{rid}", body=body) for rid, body in rows]
-        items = mark_shared_system_prompts(provider, items, self.cfg.prompt_cache)
+        items = await prepare_items(provider, model, items, self.cfg, state.adapter)
         try:
             submitted = await self._call(
                 lambda: state.adapter.submit(tag, model, items), mutating=True

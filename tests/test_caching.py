@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from adapters.base import BatchItem
-from daemon.caching import CACHE_CONTROL, cache_note, mark_shared_system_prompts
+from dataclasses import replace
+
+from adapters.base import BatchItem, TransientError
+from daemon.caching import CACHE_CONTROL, cache_note, mark_shared_system_prompts, prepare_items
+from daemon.config import Config
 
 
 def item(key: str, system: object = None, **extra: object) -> BatchItem:
@@ -51,3 +54,28 @@ def test_cache_note_comes_from_the_provider_counters() -> None:
     assert cache_note("anthropic", body, {"input_tokens": 9}) is None
     assert cache_note("openai", body, read) is None  # OpenAI caches on its own
     assert cache_note("anthropic", {**body, "cache_control": {}}, read) is None  # the user's own
+
+
+class _FailingAdapter:
+    """An adapter whose create call always fails: priming must not stop the batch."""
+
+    name = "anthropic"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def submit(self, tag: str, model: str, items: list[BatchItem]) -> None:
+        self.calls += 1
+        raise TransientError("overloaded")
+
+
+async def test_a_failed_primer_leaves_the_batch_marked_and_unprimed() -> None:
+    cfg = replace(Config(), cache_priming=True, request_timeout_s=1.0)
+    adapter = _FailingAdapter()
+    items = [item("a", "S"), item("b", "S")]
+    out = await prepare_items("anthropic", "claude-haiku-4-5", items, cfg, adapter)  # type: ignore[arg-type]
+    assert adapter.calls == 1
+    assert out == mark_shared_system_prompts("anthropic", items)
+    off = replace(cfg, cache_priming=False)
+    await prepare_items("anthropic", "claude-haiku-4-5", items, off, adapter)  # type: ignore[arg-type]
+    assert adapter.calls == 1  # priming off: no primer

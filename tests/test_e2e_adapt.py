@@ -263,3 +263,24 @@ async def test_claude_shared_system_prompt_is_cached(tmp_path: Path, emulator: E
     cache = summary["prompt_cache"]
     assert (cache["tokens_written"], cache["tokens_read"]) == (sum(written), sum(read))
     assert cache["paid_off"] is True and cache["net_savings_usd"] > 0  # 3 reads beat 1 write
+
+
+async def test_cache_priming_warms_the_cache_before_the_batch(tmp_path: Path, emulator: Emulator):
+    system = "You are a careful summariser of legal text. " * 150
+    lines = [line(f"p{i}", "claude-haiku-4-5", system=system, max_tokens=30) for i in range(4)]
+    write_jsonl(tmp_path / "inbox" / "prime.jsonl", lines)
+    run = await run_once(tmp_path, emulator.url, config_extra="cache_priming = true\n")
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "cache primed" in run.stderr
+    results = read_results(tmp_path / "outbox" / "prime.results.jsonl")
+    assert [r["custom_id"] for r in results] == [f"p{i}" for i in range(4)]  # no primer line
+    assert all(r["status"] == "succeeded" for r in results), results
+    # The primer wrote the cache, so every request of the batch reads it.
+    assert all(r["usage"]["cached_input_tokens"] > 0 for r in results)
+    assert all(r["usage"]["cache_creation_input_tokens"] == 0 for r in results)
+    assert all(r["adaptations"][0].endswith("tokens read from the cache") for r in results)
+    summary = json.loads((tmp_path / "outbox" / "prime.summary.json").read_text())
+    assert summary["prompt_cache"]["paid_off"] is True
+    anthropic = (await journal(emulator.url))["providers"]["anthropic"]
+    assert anthropic["batches_created"] == 2  # the primer, then the batch
+    assert anthropic["duplicate_items"] == 0
