@@ -9,11 +9,12 @@ large file never sits in memory and never stalls the event loop.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import secrets
 import shutil
 import time
-from itertools import islice
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,39 @@ from .crashpoints import crash_point
 from .lines import Invalid, Request, iter_lines, sniff
 from .store import Store
 
-CHUNK = 2000
+CHUNK = 2000  # lines per store write...
+CHUNK_BYTES = 4 * 1024 * 1024  # ...or fewer, when the lines are big: memory stays flat
+
+
+def _weight(item: Request | Invalid) -> int:
+    """Roughly what one line costs in memory: its body and its metadata (echoed back, so
+    possibly the bulk of a line), plus a fixed share for the rest."""
+    size = 256 + (item.size_bytes if isinstance(item, Request) else 0)
+    if item.metadata is not None:
+        size += len(json.dumps(item.metadata, separators=(",", ":"), ensure_ascii=False))
+    return size
+
+
+def _next_chunk(lines: Iterator[Request | Invalid]) -> list[Request | Invalid]:
+    """Up to CHUNK lines, or fewer once they weigh CHUNK_BYTES (2,000 lines of a megabyte
+    each would be 2 GB in memory at once). Runs in a worker thread."""
+    chunk: list[Request | Invalid] = []
+    size = 0
+    for item in lines:
+        chunk.append(item)
+        size += _weight(item)
+        if len(chunk) >= CHUNK or size >= CHUNK_BYTES:
+            break
+    return chunk
+
+
+def _no_requests(path: Path) -> str:
+    """Why a readable file gave no request at all."""
+    try:
+        empty = path.stat().st_size == 0
+    except OSError:
+        empty = False
+    return "no requests: the file is empty" if empty else "no requests: only blank lines"
 
 
 def _move(src: Path, dst: Path) -> None:
@@ -116,7 +149,7 @@ async def ingest(cfg: Config, store: Store, file_id: int) -> None:
     models: dict[str, int] = {}
     while True:
         try:
-            chunk = await asyncio.to_thread(lambda: list(islice(lines, CHUNK)))
+            chunk = await asyncio.to_thread(_next_chunk, lines)
         except OSError as exc:
             log.error("file {}: read failed after {} lines: {}", row["name"], total, exc)
             await store.set_file_status(
@@ -139,8 +172,12 @@ async def ingest(cfg: Config, store: Store, file_id: int) -> None:
                 models[item.model] = models.get(item.model, 0) + 1
         await store.add_requests(file_id, rows)
         total += len(chunk)
+    error = None
+    if total == 0:
+        error = _no_requests(path)
+        log.warning("file {} has {}", row["name"], error)
     await store.set_file_status(
-        file_id, "active", lines=total, invalid=invalid, ingested_at=time.time()
+        file_id, "active", lines=total, invalid=invalid, error=error, ingested_at=time.time()
     )
     crash_point("after_ingest_commit")
     log.info(

@@ -556,14 +556,18 @@ def iter_file_rows(path: Path, file_id: int, chunk: int = 2000) -> Iterator[dict
     try:
         last = -1
         while True:
-            rows = db.execute(
+            # Pages bound how long one read lasts; rows are stepped one at a time (never a
+            # whole page in memory: a page of big requests would be hundreds of megabytes).
+            cursor = db.execute(
                 "SELECT * FROM requests WHERE file_id = ? AND line > ? ORDER BY line LIMIT ?",
                 (file_id, last, chunk),
-            ).fetchall()
-            for r in rows:
+            )
+            count = 0
+            for r in cursor:
+                count += 1
+                last = r["line"]
                 yield _decode_request(r)
-            if len(rows) < chunk:
+            if count < chunk:
                 return
-            last = rows[-1]["line"]
     finally:
         db.close()
