@@ -9,6 +9,8 @@ loop ends the process non-zero, so systemd restarts it; nothing is swallowed and
 from __future__ import annotations
 
 import asyncio
+import random
+import shutil
 import signal
 import time
 from collections.abc import Awaitable, Callable
@@ -22,6 +24,7 @@ from adapters.base import ProviderAdapter
 
 from . import finish, ingest
 from .config import PROVIDERS, Config
+from .retry import backoff_s
 from .scheduler import Scheduler, account_of
 from .store import Store
 from .watcher import Inbox, watch
@@ -97,6 +100,24 @@ async def _make_adapters(cfg: Config) -> tuple[dict[str, ProviderAdapter], dict[
     return adapters, accounts
 
 
+def low_disk(cfg: Config) -> str | None:
+    """Why no new file should be taken now: the state or outbox disk is below
+    ``min_free_disk_mb`` (ingest copies each file into SQLite, and results need room too)."""
+    if cfg.min_free_disk_mb <= 0:
+        return None
+    for folder in dict.fromkeys((cfg.state_dir, cfg.outbox)):
+        try:
+            free = shutil.disk_usage(folder).free
+        except OSError:
+            continue
+        if free < cfg.min_free_disk_mb * 1024 * 1024:
+            return (
+                f"{free // (1024 * 1024)} MiB free on the disk of {folder}, "
+                f"below min_free_disk_mb = {cfg.min_free_disk_mb}"
+            )
+    return None
+
+
 def _point_at_emulator(cfg: Config, url: str) -> Config:
     providers = dict(cfg.providers)
     providers["openai"] = replace(providers["openai"], base_url=url.rstrip("/") + "/v1")
@@ -114,6 +135,10 @@ class App:
         self.inbox = Inbox(cfg.inbox, cfg.settle_s)
         self.scheduler: Scheduler | None = None
         self._settling = 0
+        self._recovered = False  # crash-interrupted ingests resumed (first inbox step)
+        self._low_disk: str | None = None
+        self._finish_failures = 0
+        self._rng = random.Random()
 
     # -- loops -----------------------------------------------------------------------------
     async def _loop(self, name: str, step: Callable[[], Awaitable[float | None]]) -> None:
@@ -122,7 +147,12 @@ class App:
             await self.nudges.wait(name, self.stop, _until(deadline))
 
     async def _inbox_step(self) -> float | None:
+        if not self._recovered:
+            await ingest.recover(self.cfg, self.store)
+            self._recovered = True
         ready, self._settling = self.inbox.scan()
+        if ready and self._disk_low():
+            return time.time() + self.cfg.scan_interval_s
         for path in ready:
             if self.stop.is_set():
                 break
@@ -132,6 +162,17 @@ class App:
         if self._settling:
             return time.time() + min(self.cfg.settle_s, 1.0) / 2
         return time.time() + self.cfg.scan_interval_s
+
+    def _disk_low(self) -> bool:
+        """Below the free-disk threshold new files wait in the inbox; the work in hand goes on.
+        Said once when it starts and once when it ends."""
+        reason = low_disk(self.cfg)
+        if reason is not None and self._low_disk is None:
+            logger.error("low disk space: {}; new files wait in the inbox", reason)
+        elif reason is None and self._low_disk is not None:
+            logger.info("disk space is above min_free_disk_mb again; taking new files")
+        self._low_disk = reason
+        return reason is not None
 
     async def _plan_step(self) -> float | None:
         assert self.scheduler is not None
@@ -145,14 +186,32 @@ class App:
         return step
 
     async def _finish_step(self) -> float | None:
-        for row in await self.store.files_in("writing") + await self.store.finished_files():
+        """Write the outbox files of every finished file (and of those a crash or a failed
+        write left in ``writing``). A file that could not be written (outbox not writable, disk
+        full) is tried again after a backoff; nothing else wakes this loop for it."""
+        unfinished = 0
+        rows = await self.store.files_in("writing") + await self.store.finished_files()
+        if rows:
+            _ensure_folders(self.cfg)
+        for row in rows:
             if self.stop.is_set():
                 break
             await finish.finish_file(self.cfg, self.store, row)
+            now = await self.store.file(row["id"])
+            unfinished += now is None or now["status"] != "done"
         if self.cfg.once and await self._drained():
             logger.info("all work done (--once); stopping")
             self.stop.set()
-        return None
+        if not unfinished:
+            self._finish_failures = 0
+            return None
+        self._finish_failures += 1
+        return time.time() + backoff_s(
+            self._finish_failures,
+            base_s=self.cfg.retry_base_s,
+            cap_s=self.cfg.retry_max_s,
+            rng=self._rng,
+        )
 
     async def _drained(self) -> bool:
         open_files = await self.store.files_in("claimed", "ingesting", "active", "writing")
@@ -180,16 +239,18 @@ class App:
             for adapter in adapters.values():
                 stack.push_async_callback(adapter.close)
             self.scheduler = Scheduler(cfg, self.store, adapters, accounts, _WakeAll(self.nudges))
-            await self._start_up()
             self._install_signals()
+            self._start_up()
             await self._supervise()
         return 0
 
-    async def _start_up(self) -> None:
+    def _start_up(self) -> None:
+        """Recovery runs inside the supervised loops, so a SIGTERM during a long recovery is
+        handled like any other (grace, then cancel): batches stuck in ``submitting`` are looked
+        up in the background, crash-interrupted ingests resume in the first inbox step, and
+        files left in ``writing`` are written again by the first finish step."""
         assert self.scheduler is not None
-        await ingest.recover(self.cfg, self.store)
-        await self.scheduler.reconcile_all()
-        await finish.recover(self.cfg, self.store)
+        self.scheduler.reconcile_in_background()
         logger.info("batchd started: inbox {} outbox {}", self.cfg.inbox, self.cfg.outbox)
 
     def _install_signals(self) -> None:
@@ -219,12 +280,23 @@ class App:
             group.create_task(self._grace(tasks), name="grace")
 
     async def _grace(self, tasks: list[asyncio.Task[Any]]) -> None:
+        """After stop: one grace period in all (create calls in flight, then the loops'
+        current steps), then whatever is still running is cancelled."""
         await self.stop.wait()
         assert self.scheduler is not None
+        deadline = time.monotonic() + self.cfg.grace_s
         await self.scheduler.shutdown(self.cfg.grace_s)
-        _, pending = await asyncio.wait(tasks, timeout=self.cfg.grace_s)
+        _, pending = await asyncio.wait(tasks, timeout=max(0.0, deadline - time.monotonic()))
         for task in pending:
             task.cancel()
+
+
+def _ensure_folders(cfg: Config) -> None:
+    """Recreate an outbox or processed folder removed while batchd runs (a path that is not a
+    folder is left alone: the write fails, is logged and retried)."""
+    for folder in (cfg.outbox, cfg.processed):
+        with suppress(OSError):
+            folder.mkdir(parents=True, exist_ok=True)
 
 
 def run(cfg: Config) -> int:

@@ -80,6 +80,7 @@ class Config:
     keep_provider_files: bool = False
     on_external_cancel: str = "requeue"  # or "cancel"
     max_request_bytes: int = 10 * 1024 * 1024
+    min_free_disk_mb: int = 500  # below this (state or outbox disk) no new file is taken
     # Model adaptation, prompt caching (issue #4).
     on_unsupported: str = "adapt"  # or "reject": a line needing a removal/clamp is invalid
     prompt_cache: str = "auto"  # or "off": cache_control on Claude system prompts shared in a batch

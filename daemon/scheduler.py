@@ -83,6 +83,7 @@ class Scheduler:
             for name, adapter in adapters.items()
         }
         self._background: set[asyncio.Task[Any]] = set()
+        self._failure: BaseException | None = None  # a background task died: re-raised by plan()
         self.stopping = False
 
     # -- helpers ---------------------------------------------------------------------------
@@ -107,7 +108,15 @@ class Scheduler:
     def _spawn(self, coro: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(coro)
         self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        task.add_done_callback(self._background_done)
+
+    def _background_done(self, task: asyncio.Task[Any]) -> None:
+        """A background task that died of an unexpected error is not swallowed: plan() raises
+        it in the supervised plan loop, which ends the process (systemd restarts it)."""
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None and self._failure is None:
+            self._failure = task.exception()
+            self.wake.set()
 
     def _pause(self, provider: str, err: AuthError) -> None:
         state = self.providers[provider]
@@ -129,8 +138,10 @@ class Scheduler:
         """Let create calls in flight finish (their outcome gets recorded), up to ``grace_s``;
         a batch cut off mid-call stays ``submitting`` and is reconciled at the next start."""
         self.stopping = True
-        for task in self._background:
+        background = list(self._background)
+        for task in background:
             task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)  # before the store closes
         submits = [t for s in self.providers.values() for t in s.tasks.values() if not t.done()]
         if submits:
             _, pending = await asyncio.wait(submits, timeout=grace_s)
@@ -142,6 +153,8 @@ class Scheduler:
     async def plan(self) -> float | None:
         """Start a submit coroutine for every model with due requests; returns when to look
         again (a linger deadline), if sooner than the next wake-up."""
+        if self._failure is not None:
+            raise self._failure
         now = time.time()
         wake_at: float | None = None
         for provider, model, n, oldest in await self.store.due_models(now):
@@ -268,11 +281,20 @@ class Scheduler:
         )
 
     # -- reconciliation --------------------------------------------------------------------
-    async def reconcile_all(self) -> None:
+    async def reconcile_all(self, provider: str | None = None) -> None:
         """At start-up: rows stuck in ``submitting`` are looked up, never blindly resubmitted."""
         for row in await self.store.batches_in("submitting"):
+            if provider not in (None, row["provider"]) or self.stopping:
+                continue
             if row["provider"] in self.providers:
                 await self._reconcile(row)
+
+    def reconcile_in_background(self) -> None:
+        """reconcile_all() per provider, without holding up start-up: a provider that is slow
+        or down must not keep the daemon from serving the others (a lookup may take a timeout).
+        One provider's rows are looked up one after the other, oldest first."""
+        for provider in self.providers:
+            self._spawn(self.reconcile_all(provider))
 
     async def _reconcile_later(self, batch_id: int) -> None:
         await asyncio.sleep(self.cfg.reconcile_after_s)

@@ -551,7 +551,10 @@ def iter_file_rows(path: Path, file_id: int, chunk: int = 2000) -> Iterator[dict
     It opens its own read-only connection (WAL lets it read while the daemon writes), so the
     outbox writer can stream rows without holding them all or blocking the event loop.
     """
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    # A writer that fails mid-file (outbox full) drops the generator unfinished; it is then
+    # closed wherever it is collected, so the connection must allow another thread's close()
+    # (it is only ever used by one thread at a time). Otherwise each failed write leaked one.
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
     db.row_factory = sqlite3.Row
     try:
         last = -1

@@ -265,11 +265,11 @@ async def _cancel(url: str, provider: str, batch_id: str) -> None:
 async def test_batch_cancelled_outside_batchd(
     tmp_path: Path, emulator: Emulator, provider: str, mode: str
 ):
-    """At time scale 0 a batch ends at its first poll, so the daemon polls late (0.5 s) and the
+    """At time scale 0 a batch ends at its first poll, so the daemon polls late (1.5 s) and the
     test cancels the batch before that, the way an operator would in the provider's console."""
     lines = _lines(provider, {0: 4})
     write_jsonl(tmp_path / "inbox" / "f.jsonl", lines)
-    extra = f'poll_initial_s = 0.5\non_external_cancel = "{mode}"\n'
+    extra = f'poll_initial_s = 1.5\non_external_cancel = "{mode}"\n'
     proc = await start_daemon(tmp_path, emulator.url, config_extra=extra)
 
     async def recorded() -> bool:
