@@ -84,9 +84,40 @@ class AnthropicAdapter:
 
     # -- find / poll -----------------------------------------------------------------------
     async def find(
-        self, tag: str, model: str, n_items: int, since: float, exclude: Collection[str]
+        self,
+        tag: str,
+        model: str,
+        n_items: int,
+        since: float,
+        exclude: Collection[str],
+        keys: Collection[str] = (),
     ) -> str | None:
-        """The one batch created at/after ``since`` - 60 s with ``n_items`` requests, if unique."""
+        """The batch created at/after ``since`` - 60 s with ``n_items`` requests.
+
+        Anthropic keeps no label, so candidates are batches of that size in that window. With
+        ``keys`` (the daemon's item ids, unique to it) a candidate that has ended is ours when
+        its results carry one of them; while a candidate is still running nobody can tell, so
+        TransientError says "look again later". Without ``keys``: the candidate, if unique.
+        """
+        candidates = await self._candidates(n_items, since, exclude)
+        if not keys:
+            return candidates[0].id if len(candidates) == 1 else None
+        running = []
+        for batch in candidates:
+            if batch.processing_status != "ended":
+                running.append(batch.id)
+            elif batch.archived_at is None and await self._first_key(batch.id) in keys:
+                return batch.id
+        if running:
+            raise TransientError(
+                f"anthropic: {len(running)} batch(es) of {n_items} requests created since the "
+                "create call are still running; whose they are is known once they end"
+            )
+        return None
+
+    async def _candidates(
+        self, n_items: int, since: float, exclude: Collection[str]
+    ) -> list[anthropic.types.messages.MessageBatch]:
         candidates = []
         with self._mapped("batches.list"):
             async for batch in self._client.messages.batches.list(limit=100):
@@ -101,8 +132,23 @@ class AnthropicAdapter:
                     + counts.expired
                 )
                 if total == n_items and batch.id not in exclude:
-                    candidates.append(batch.id)
-        return candidates[0] if len(candidates) == 1 else None
+                    candidates.append(batch)
+        return candidates
+
+    async def _first_key(self, batch_id: str) -> str | None:
+        """The custom_id of the first result line of an ended batch (None: no results, or
+        they are gone - then nobody can tell whose the batch was)."""
+        try:
+            with self._mapped("batches.results", results=True):
+                decoder = await self._client.messages.batches.results(batch_id)
+                try:
+                    async for line in decoder:
+                        return line.custom_id
+                finally:
+                    await decoder.close()
+        except ResultsGone:
+            return None
+        return None
 
     async def poll(self, provider_batch_id: str) -> BatchStatus:
         with self._mapped("batches.retrieve"):

@@ -131,12 +131,21 @@ class ProviderAdapter(Protocol):
         ...
 
     async def find(
-        self, tag: str, model: str, n_items: int, since: float, exclude: Collection[str]
+        self,
+        tag: str,
+        model: str,
+        n_items: int,
+        since: float,
+        exclude: Collection[str],
+        keys: Collection[str] = (),
     ) -> str | None:
         """The provider batch id created for ``tag`` (at or after unix time ``since``), if any.
 
         Where the provider keeps no label (Anthropic) the adapter matches on creation time and
-        item count, skipping the batch ids in ``exclude`` (those the daemon already knows).
+        item count, skipping the batch ids in ``exclude`` (those the daemon already knows);
+        given the batch's item ``keys`` it tells same-sized candidates apart by the keys in
+        their results, and raises TransientError while a candidate has not ended (cannot tell
+        yet) rather than answer None ("never created", which leads to a resubmission).
         """
         ...
 

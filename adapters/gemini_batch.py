@@ -153,7 +153,13 @@ class GeminiAdapter:
 
     # -- find / poll -----------------------------------------------------------------------
     async def find(
-        self, tag: str, model: str, n_items: int, since: float, exclude: Collection[str]
+        self,
+        tag: str,
+        model: str,
+        n_items: int,
+        since: float,
+        exclude: Collection[str],
+        keys: Collection[str] = (),
     ) -> str | None:
         with self._mapped("batches.list"):
             pager = await self._client.batches.list(config={"page_size": 100})

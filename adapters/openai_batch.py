@@ -103,7 +103,13 @@ class OpenAIAdapter:
 
     # -- find / poll -----------------------------------------------------------------------
     async def find(
-        self, tag: str, model: str, n_items: int, since: float, exclude: Collection[str]
+        self,
+        tag: str,
+        model: str,
+        n_items: int,
+        since: float,
+        exclude: Collection[str],
+        keys: Collection[str] = (),
     ) -> str | None:
         with self._mapped("batches.list"):
             async for batch in self._client.batches.list(limit=100):

@@ -84,6 +84,7 @@ class Scheduler:
         }
         self._background: set[asyncio.Task[Any]] = set()
         self._failure: BaseException | None = None  # a background task died: re-raised by plan()
+        self._lookups: dict[int, int] = {}  # batch row -> reconcile lookups that failed so far
         self.stopping = False
 
     # -- helpers ---------------------------------------------------------------------------
@@ -296,8 +297,8 @@ class Scheduler:
         for provider in self.providers:
             self._spawn(self.reconcile_all(provider))
 
-    async def _reconcile_later(self, batch_id: int) -> None:
-        await asyncio.sleep(self.cfg.reconcile_after_s)
+    async def _reconcile_later(self, batch_id: int, delay_s: float | None = None) -> None:
+        await asyncio.sleep(self.cfg.reconcile_after_s if delay_s is None else delay_s)
         rows = [r for r in await self.store.batches_in("submitting") if r["id"] == batch_id]
         if rows:
             await self._reconcile(rows[0])
@@ -307,16 +308,22 @@ class Scheduler:
         state = self.providers[provider]
         log = logger.bind(provider=provider, model=row["model"], batch=row["tag"])
         known = await self.store.known_provider_ids(provider)
+        keys = [f"r{rid}" for rid, _ in await self.store.batch_requests(row["id"])]
         try:
             found = await self._call(
                 lambda: state.adapter.find(
-                    row["tag"], row["model"], row["n_items"], row["created_at"], known
+                    row["tag"], row["model"], row["n_items"], row["created_at"], known, keys
                 )
             )
         except AdapterError as err:
-            log.warning("reconcile: lookup failed ({}); will try again", err)
-            self._spawn(self._reconcile_later(row["id"]))
+            # Not an answer: the provider failed, or cannot tell yet (an unlabelled candidate
+            # still running). Look again, backing off: that can take as long as a batch runs.
+            failures = self._lookups[row["id"]] = self._lookups.get(row["id"], 0) + 1
+            delay = max(self.cfg.reconcile_after_s, self._backoff(failures, _after(err)))
+            log.warning("reconcile: no answer yet ({}); looking again in {:.1f}s", err, delay)
+            self._spawn(self._reconcile_later(row["id"], delay))
             return
+        self._lookups.pop(row["id"], None)
         if found is not None:
             await asyncio.shield(
                 self.store.mark_submitted(

@@ -378,3 +378,26 @@ async def test_provider_down_at_start_up_is_retried_others_served(
 
 async def _exists(path: Path) -> bool:
     return path.exists()
+
+
+@pytest.mark.parametrize("time_scale", [0.0, 0.3])
+async def test_anthropic_same_size_unknown_creates_are_told_apart(
+    tmp_path: Path, time_scale: float
+):
+    """Anthropic batches carry no label: two creates of the same size whose answers are lost
+    leave two indistinguishable candidates. batchd tells them apart by the item keys in their
+    results (waiting while they still run, at time scale 0.3), and sends nothing twice."""
+    async with Emulator(time_scale=time_scale, state_dir=tmp_path / "emu") as emu:
+        _set_faults(
+            emu,
+            {"kind": "drop", "provider": "anthropic", "route": "batches.create", "times": 2},
+        )
+        lines = _lines("anthropic", {0: 3, 1: 3})
+        results = await _drain(tmp_path, emu, lines)
+        _assert_succeeded(results, lines)
+        log = (tmp_path / "daemon.log").read_text()
+        assert log.count("found at the provider") == 2, log
+        if time_scale:
+            assert "still running" in log  # it waited rather than guessed
+        stats = (await journal(emu.url))["providers"]["anthropic"]
+        assert stats["batches_created"] == 2 and stats["duplicate_items"] == 0
