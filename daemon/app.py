@@ -148,8 +148,9 @@ class App:
 
     async def _inbox_step(self) -> float | None:
         if not self._recovered:
-            await ingest.recover(self.cfg, self.store)
+            await ingest.recover(self.cfg, self.store, self.stop)
             self._recovered = True
+            self.nudges.all()  # resumed files have requests to plan, or are ready to finish
         ready, self._settling = self.inbox.scan()
         if ready and self._disk_low():
             return time.time() + self.cfg.scan_interval_s
@@ -157,7 +158,7 @@ class App:
             if self.stop.is_set():
                 break
             self.inbox.taken(path)
-            await ingest.claim(self.cfg, self.store, path)
+            await ingest.claim(self.cfg, self.store, path, self.stop)
             self.nudges.all()
         if self._settling:
             return time.time() + min(self.cfg.settle_s, 1.0) / 2
@@ -235,6 +236,7 @@ class App:
                 cfg = self.cfg = _point_at_emulator(cfg, cfg.emulator_url)
             await self.store.open()
             stack.push_async_callback(self.store.close)
+            _clear_spool(cfg)
             adapters, accounts = await _make_adapters(cfg)
             for adapter in adapters.values():
                 stack.push_async_callback(adapter.close)
@@ -289,6 +291,14 @@ class App:
         _, pending = await asyncio.wait(tasks, timeout=max(0.0, deadline - time.monotonic()))
         for task in pending:
             task.cancel()
+
+
+def _clear_spool(cfg: Config) -> None:
+    """Spool files are the request files of one create call, deleted once uploaded; any left
+    at start-up belong to a process that died mid-create (one daemon per state folder)."""
+    for path in (cfg.state_dir / "spool").glob("*.jsonl"):
+        with suppress(FileNotFoundError):
+            path.unlink()
 
 
 def _ensure_folders(cfg: Config) -> None:

@@ -15,6 +15,7 @@ import secrets
 import shutil
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from .crashpoints import crash_point
 from .lines import Invalid, Request, iter_lines, sniff
 from .store import Store
 
+MAX_REJECT_LOGS = 100  # "line rejected" log lines per file
 CHUNK = 2000  # lines per store write...
 CHUNK_BYTES = 4 * 1024 * 1024  # ...or fewer, when the lines are big: memory stays flat
 
@@ -68,7 +70,9 @@ def _move(src: Path, dst: Path) -> None:
         shutil.move(str(src), str(dst))  # another filesystem: copy, then remove
 
 
-async def claim(cfg: Config, store: Store, path: Path) -> int | None:
+async def claim(
+    cfg: Config, store: Store, path: Path, stop: asyncio.Event | None = None
+) -> int | None:
     """Take ``path`` out of the inbox and ingest it; returns the job (file) id."""
     try:
         size = path.stat().st_size
@@ -88,13 +92,15 @@ async def claim(cfg: Config, store: Store, path: Path) -> int | None:
             ingested_at=time.time(),
         )
         return file_id
-    await ingest(cfg, store, file_id)
+    await ingest(cfg, store, file_id, stop)
     return file_id
 
 
-async def recover(cfg: Config, store: Store) -> None:
-    """Finish claims and ingests that a crash interrupted."""
+async def recover(cfg: Config, store: Store, stop: asyncio.Event | None = None) -> None:
+    """Finish claims and ingests that a crash (or a shutdown) interrupted."""
     for row in await store.files_in("claimed", "ingesting"):
+        if stop is not None and stop.is_set():
+            return
         work, inbox = Path(row["work_path"]), Path(row["inbox_path"])
         if row["status"] == "claimed" and not work.exists():
             if not inbox.exists():
@@ -105,7 +111,7 @@ async def recover(cfg: Config, store: Store) -> None:
             await asyncio.to_thread(_move, inbox, work)
         await store.forget_requests(row["id"])
         logger.bind(file=row["name"]).info("resuming ingest of {}", row["name"])
-        await ingest(cfg, store, row["id"])
+        await ingest(cfg, store, row["id"], stop)
 
 
 def _row(item: Request | Invalid) -> dict[str, Any]:
@@ -133,7 +139,42 @@ def _row(item: Request | Invalid) -> dict[str, Any]:
     }
 
 
-async def ingest(cfg: Config, store: Store, file_id: int) -> None:
+@dataclass
+class _Tally:
+    """Counts of an ingest, and its "line rejected" log lines: the first MAX_REJECT_LOGS of a
+    file, then one line saying how many more (all reasons are in the results file anyway; a
+    million bad lines must not become a million log lines)."""
+
+    name: str
+    log: Any
+    total: int = 0
+    invalid: int = 0
+    models: dict[str, int] = field(default_factory=dict)
+
+    def add(self, chunk: list[Request | Invalid]) -> None:
+        for item in chunk:
+            if isinstance(item, Request):
+                self.models[item.model] = self.models.get(item.model, 0) + 1
+                continue
+            self.invalid += 1
+            if self.invalid <= MAX_REJECT_LOGS:
+                self.log.warning("line rejected: {}: {}", self.name, item.reason)
+        self.total += len(chunk)
+
+    def close(self) -> None:
+        if self.invalid > MAX_REJECT_LOGS:
+            self.log.warning(
+                "{} more lines rejected in {}; every reason is in its results file",
+                self.invalid - MAX_REJECT_LOGS,
+                self.name,
+            )
+
+
+async def ingest(
+    cfg: Config, store: Store, file_id: int, stop: asyncio.Event | None = None
+) -> None:
+    """Stream a claimed file into the store. Stopped by shutdown between two chunks, it stays
+    ``ingesting`` and starts over at the next start (its stored lines are forgotten first)."""
     row = await store.file(file_id)
     assert row is not None
     path = Path(row["work_path"])
@@ -145,41 +186,45 @@ async def ingest(cfg: Config, store: Store, file_id: int) -> None:
         await store.set_file_status(file_id, "active", error=reason, ingested_at=time.time())
         return
     lines = iter_lines(path, overrides=cfg.routes, max_request_bytes=cfg.max_request_bytes)
-    total = invalid = 0
-    models: dict[str, int] = {}
-    while True:
-        try:
-            chunk = await asyncio.to_thread(_next_chunk, lines)
-        except OSError as exc:
-            log.error("file {}: read failed after {} lines: {}", row["name"], total, exc)
-            await store.set_file_status(
-                file_id,
-                "active",
-                error=f"read failed: {exc}",
-                lines=total,
-                invalid=invalid,
-                ingested_at=time.time(),
-            )
-            return
-        if not chunk:
-            break
-        rows = [_row(item) for item in chunk]
-        for item in chunk:
-            if isinstance(item, Invalid):
-                invalid += 1
-                log.warning("line rejected: {}: {}", row["name"], item.reason)
-            else:
-                models[item.model] = models.get(item.model, 0) + 1
-        await store.add_requests(file_id, rows)
-        total += len(chunk)
+    tally = _Tally(row["name"], log)
+    try:
+        while chunk := await asyncio.to_thread(_next_chunk, lines):
+            if stop is not None and stop.is_set():
+                log.info(
+                    "ingest of {} stopped by shutdown; it resumes at the next start", row["name"]
+                )
+                return
+            tally.add(chunk)
+            await store.add_requests(file_id, [_row(item) for item in chunk])
+    except OSError as exc:
+        log.error("file {}: read failed after {} lines: {}", row["name"], tally.total, exc)
+        await store.set_file_status(
+            file_id,
+            "active",
+            error=f"read failed: {exc}",
+            lines=tally.total,
+            invalid=tally.invalid,
+            ingested_at=time.time(),
+        )
+        return
+    tally.close()
     error = None
-    if total == 0:
+    if tally.total == 0:
         error = _no_requests(path)
         log.warning("file {} has {}", row["name"], error)
     await store.set_file_status(
-        file_id, "active", lines=total, invalid=invalid, error=error, ingested_at=time.time()
+        file_id,
+        "active",
+        lines=tally.total,
+        invalid=tally.invalid,
+        error=error,
+        ingested_at=time.time(),
     )
     crash_point("after_ingest_commit")
     log.info(
-        "file ingested: {} ({} lines, {} invalid, models {})", row["name"], total, invalid, models
+        "file ingested: {} ({} lines, {} invalid, models {})",
+        row["name"],
+        tally.total,
+        tally.invalid,
+        tally.models,
     )

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import json
 import os
 import shutil
@@ -342,6 +343,22 @@ def _replace_pair(tmp_results: Path, tmp_summary: Path, targets: tuple[Path, Pat
     os.replace(tmp_summary, targets[1])
 
 
+def _remove_stale_temps(outbox: Path, stem: str) -> None:
+    """Remove this stem's temporary files left by a writer that died (a crash mid-write): a
+    temp name ends in its writer's pid, and a pid that is not running is not coming back."""
+    for tmp in outbox.glob(f".{glob.escape(stem)}.*.tmp-*"):
+        writer = tmp.name.rsplit("-", 1)[-1]
+        if not writer.isdigit() or int(writer) == os.getpid():
+            continue
+        try:
+            os.kill(int(writer), 0)
+        except ProcessLookupError:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        except OSError:
+            continue  # alive, under another user
+
+
 def write_outputs(
     outbox: Path,
     stem: str,
@@ -363,6 +380,7 @@ def write_outputs(
     pid = os.getpid()
     tmp_results = outbox / f".{stem}.results.jsonl.tmp-{pid}"
     tmp_summary = outbox / f".{stem}.summary.json.tmp-{pid}"
+    _remove_stale_temps(outbox, stem)
     try:
         builder = SummaryBuilder()
         _write_results(tmp_results, rows, builder)

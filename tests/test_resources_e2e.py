@@ -133,3 +133,18 @@ async def test_low_disk_stops_new_files_and_finishes_the_work_in_hand(
 
 async def _exists(path: Path) -> bool:
     return path.exists()
+
+
+async def test_crash_mid_outbox_write_is_redone_and_leaves_no_temp_file(
+    tmp_path: Path, emulator: Emulator
+):
+    outbox = tmp_path / "outbox"
+    write_jsonl(tmp_path / "inbox" / "f.jsonl", LINES)
+    crashed = await run_once(tmp_path, emulator.url, env={"BATCHD_CRASH_AT": "mid_outbox_write"})
+    assert crashed.returncode == 137, crashed.stderr[-4000:]
+    [left] = [p.name for p in outbox.iterdir()]  # half a results file, under its temp name
+    assert left.startswith(".f.results.jsonl.tmp-")
+    run = await run_once(tmp_path, emulator.url)
+    assert run.returncode == 0, run.stderr[-4000:]
+    _assert_answered(outbox / "f.results.jsonl")
+    assert sorted(p.name for p in outbox.iterdir()) == ["f.results.jsonl", "f.summary.json"]
