@@ -95,18 +95,20 @@ class AnthropicAdapter:
         """The batch created at/after ``since`` - 60 s with ``n_items`` requests.
 
         Anthropic keeps no label, so candidates are batches of that size in that window. With
-        ``keys`` (the daemon's item ids, unique to it) a candidate that has ended is ours when
-        its results carry one of them; while a candidate is still running nobody can tell, so
-        TransientError says "look again later". Without ``keys``: the candidate, if unique.
+        ``keys`` (the daemon's item ids) a candidate that has ended is ours when every
+        custom_id in its results is one of them; while a candidate is still running nobody can
+        tell, so TransientError says "look again later". Without ``keys``: the candidate, if
+        unique.
         """
         candidates = await self._candidates(n_items, since, exclude)
         if not keys:
             return candidates[0].id if len(candidates) == 1 else None
+        ours = set(keys)
         running = []
         for batch in candidates:
             if batch.processing_status != "ended":
                 running.append(batch.id)
-            elif batch.archived_at is None and await self._first_key(batch.id) in keys:
+            elif batch.archived_at is None and await self._carries_only(batch.id, ours):
                 return batch.id
         if running:
             raise TransientError(
@@ -135,20 +137,24 @@ class AnthropicAdapter:
                     candidates.append(batch)
         return candidates
 
-    async def _first_key(self, batch_id: str) -> str | None:
-        """The custom_id of the first result line of an ended batch (None: no results, or
-        they are gone - then nobody can tell whose the batch was)."""
+    async def _carries_only(self, batch_id: str, keys: set[str]) -> bool:
+        """Whether the results of an ended batch answer only ``keys`` (streamed, stopping at
+        the first stranger). Every key, not just one: another client of the same account (a
+        second batchd) may use ids like ours. No results, or results gone: nobody can tell."""
+        seen = False
         try:
             with self._mapped("batches.results", results=True):
                 decoder = await self._client.messages.batches.results(batch_id)
                 try:
                     async for line in decoder:
-                        return line.custom_id
+                        if line.custom_id not in keys:
+                            return False
+                        seen = True
                 finally:
                     await decoder.close()
         except ResultsGone:
-            return None
-        return None
+            return False
+        return seen
 
     async def poll(self, provider_batch_id: str) -> BatchStatus:
         with self._mapped("batches.retrieve"):
