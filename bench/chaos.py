@@ -89,6 +89,16 @@ FAULTS: dict[str, Any] = {
     ],
 }  # fmt: skip
 
+
+def harsh(faults: dict[str, Any]) -> dict[str, Any]:
+    """--harsh: four times the request faults, and creates answered after the client timeout
+    (unknown outcomes, on top of the dropped ones)."""
+    out = [{**f, "probability": min(1.0, 4 * f["probability"])} if "probability" in f else f
+           for f in faults["faults"]]  # fmt: skip
+    out.append({"kind": "slow", "route": "batches.create", "delay_s": 6, "probability": 0.05})
+    return {**faults, "faults": out}
+
+
 # Bad lines mixed into the input files: (kind, line text, a piece of the reason batchd gives).
 BAD_LINES: tuple[tuple[str, str, str], ...] = (
     ("invalid JSON", '{"custom_id": "cut", "model": ', "invalid JSON"),
@@ -133,6 +143,7 @@ class Plan:
     time_scale: float
     kill_timeout_s: float
     final_timeout_s: float
+    harsh: bool
     ingest_lines: int  # the big all-invalid file of the ingest and outbox SIGTERM phases
 
     @classmethod
@@ -145,9 +156,10 @@ class Plan:
             files=args.files or kills + 2,
             seed=args.seed,
             time_scale=args.time_scale,
-            kill_timeout_s=8.0 if short else 20.0,
+            kill_timeout_s=15.0 if short else 20.0,
             final_timeout_s=240.0 if short else 900.0,
             ingest_lines=40_000 if short else 100_000,
+            harsh=args.harsh,
         )
 
 
@@ -734,7 +746,7 @@ def run_campaign(plan: Plan, work: Path) -> dict[str, Any]:
     (work / "root" / "inbox").mkdir(parents=True, exist_ok=True)
     emulator = EmulatorProcess(work / "emulator", plan.time_scale, work / "emulator.log")
     try:
-        emulator.set_faults(FAULTS)
+        emulator.set_faults(harsh(FAULTS) if plan.harsh else FAULTS)
         daemon = Daemon(work / "root", emulator.url)
         inputs = make_inputs(plan, work / "inputs")
         c = Campaign(plan, work, emulator, daemon, inputs, rng=random.Random(plan.seed))
@@ -758,6 +770,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--files", type=int, help="request files (default: kills + 2)")
     ap.add_argument("--seed", type=int, default=1, help="randomness of the campaign")
     ap.add_argument("--time-scale", type=float, default=0.05, help="emulator time scale")
+    ap.add_argument("--harsh", action="store_true", help="4x the faults, and slow creates")
     ap.add_argument("--workdir", type=Path, help="where to run (default: a temp dir)")
     ap.add_argument("--keep", action="store_true", help="keep the work dir")
     ap.add_argument("--json", action="store_true", help="print the figures as one JSON object")

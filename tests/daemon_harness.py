@@ -206,6 +206,8 @@ def _query(root: Path, sql: str) -> list[tuple[Any, ...]]:
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         return db.execute(sql).fetchall()
+    except sqlite3.OperationalError:  # created, not migrated yet
+        return []
     finally:
         db.close()
 

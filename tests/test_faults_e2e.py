@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import socket
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -237,27 +238,24 @@ async def test_batch_fates_failed_expired_results_gone(
 # -- 10: a batch cancelled outside batchd --------------------------------------------------------
 
 
-async def _cancel(url: str, provider: str, batch_id: str) -> None:
+def _canceller(url: str, provider: str) -> Callable[[str], Awaitable[Any]]:
     """Cancel a batch at the emulator with the official SDK, as an operator's console would.
-
-    Not found by listing: at time scale 0 a look at a batch (a list too) ends it."""
+    The client is built before the race starts. (The batch is not found by listing: at time
+    scale 0 any look at a batch, a list too, ends it.)"""
     if provider == "openai":
         import openai
 
         client = openai.AsyncOpenAI(base_url=url + "/v1", api_key=TEST_KEY, max_retries=0)
-        await client.batches.cancel(batch_id)
-        await client.close()
-    elif provider == "anthropic":
+        return client.batches.cancel
+    if provider == "anthropic":
         import anthropic
 
         claude = anthropic.AsyncAnthropic(base_url=url, api_key=TEST_KEY, max_retries=0)
-        await claude.messages.batches.cancel(batch_id)
-        await claude.close()
-    else:
-        from google import genai
+        return claude.messages.batches.cancel
+    from google import genai
 
-        gemini = genai.Client(api_key=TEST_KEY, http_options={"base_url": url})
-        await gemini.aio.batches.cancel(name=batch_id)
+    gemini = genai.Client(api_key=TEST_KEY, http_options={"base_url": url})
+    return lambda name: gemini.aio.batches.cancel(name=name)
 
 
 @pytest.mark.parametrize("mode", ["requeue", "cancel"])
@@ -265,18 +263,19 @@ async def _cancel(url: str, provider: str, batch_id: str) -> None:
 async def test_batch_cancelled_outside_batchd(
     tmp_path: Path, emulator: Emulator, provider: str, mode: str
 ):
-    """At time scale 0 a batch ends at its first poll, so the daemon polls late (1.5 s) and the
+    """At time scale 0 a batch ends at its first poll, so the daemon polls late (0.8 s) and the
     test cancels the batch before that, the way an operator would in the provider's console."""
     lines = _lines(provider, {0: 4})
     write_jsonl(tmp_path / "inbox" / "f.jsonl", lines)
-    extra = f'poll_initial_s = 1.5\non_external_cancel = "{mode}"\n'
+    cancel = _canceller(emulator.url, provider)
+    extra = f'poll_initial_s = 0.8\non_external_cancel = "{mode}"\n'
     proc = await start_daemon(tmp_path, emulator.url, config_extra=extra)
 
     async def recorded() -> bool:
         return bool(provider_batch_ids(tmp_path))
 
     await wait_for(recorded, what="the batch to be created")
-    await _cancel(emulator.url, provider, provider_batch_ids(tmp_path)[0])
+    await cancel(provider_batch_ids(tmp_path)[0])
     run = await finish(proc)  # --once: it ends by itself
     assert run.returncode == 0, run.stderr[-4000:]
     results = read_results(tmp_path / "outbox" / "f.results.jsonl")
