@@ -444,6 +444,8 @@ class Scheduler:
         try:
             counts, gone = await self._store_results(row, outstanding, log)
         except AdapterError as err:
+            if isinstance(err, AuthError):  # as for a poll: the provider pauses, loudly
+                self._pause(provider, err)
             log.warning("fetching results failed ({}); will try again", err)
             await self._poll_later(
                 row, None, status.provider_status, progressed=False, retry_after=_after(err)

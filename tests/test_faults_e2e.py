@@ -295,39 +295,44 @@ async def test_batch_cancelled_outside_batchd(
 async def test_wrong_key_pauses_the_provider_until_fixed(
     tmp_path: Path, emulator: Emulator, provider: str
 ):
-    """401: the provider is paused (its requests stay pending, a loud error line every
-    auth_pause_s), the others are served; after the key is fixed and batchd restarted, the
-    paused requests go through."""
-    _set_faults(emulator, auth={provider: "the-right-key"})
+    """401: the provider is paused, its requests are not failed: a loud error line every
+    auth_pause_s, the others are served; after the key is fixed and batchd restarted, the
+    paused requests go through. The key goes wrong while a batch is running (its polls get
+    401) and stays wrong for the next file (its create gets 401)."""
+    write_jsonl(tmp_path / "inbox" / "running.jsonl", _lines(provider, {0: 3}, tag="run"))
+    extra = "auth_pause_s = 0.4\npoll_initial_s = 0.8\n"  # at time scale 0 a poll ends it
+    proc = await start_daemon(tmp_path, emulator.url, once=False, config_extra=extra)
+    await wait_for(lambda: _recorded(tmp_path), what="the batch to be created")
+    _set_faults(emulator, auth={provider: "the-right-key"})  # our key is wrong from now on
+    write_jsonl(tmp_path / "inbox" / "new.jsonl", _lines(provider, {0: 3}, tag="new"))
     others = [p for p in PROVIDERS if p != provider]
-    write_jsonl(tmp_path / "inbox" / "paused.jsonl", _lines(provider, {0: 3}))
     for other in others:
         write_jsonl(tmp_path / "inbox" / f"{other}.jsonl", _lines(other, {0: 2}))
-    key_env = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
-    key_var = key_env.get(provider, "GEMINI_API_KEY")
-    proc = await start_daemon(
-        tmp_path,
-        emulator.url,
-        once=False,
-        config_extra="auth_pause_s = 0.4\n",
-        env={key_var: "a-wrong-key"},
-    )
-    await wait_for_log(proc, "provider paused: authentication failed", count=2)
+    await wait_for_log(proc, "provider paused: authentication failed", count=3)
     for other in others:  # the others are served meanwhile
         await wait_for(
             lambda o=other: _exists(tmp_path / "outbox" / f"{o}.results.jsonl"),
             what=f"{other} results",
         )
-    assert request_states(tmp_path)["pending"] == 3  # not failed: waiting for a good key
-    assert not (tmp_path / "outbox" / "paused.results.jsonl").exists()
+    # Not failed: the running batch's requests wait in it, the new file's are pending.
+    assert request_states(tmp_path) == {"batched": 3, "pending": 3, "succeeded": 4}
     run = await stop(proc)
     assert run.returncode == 0, run.stderr[-4000:]
-    assert "API key" in run.stderr and "a-wrong-key" not in run.stderr  # loud, never the key
+    assert "Fix the API key" in run.stderr and TEST_KEY not in run.stderr  # never the key
+    key_var = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}.get(
+        provider, "GEMINI_API_KEY"
+    )
     run = await run_once(tmp_path, emulator.url, env={key_var: "the-right-key"})
     assert run.returncode == 0, run.stderr[-4000:]
-    results = read_results(tmp_path / "outbox" / "paused.results.jsonl")
-    assert _by_status(results) == {"succeeded": 3}
-    assert (await journal(emulator.url))["providers"][provider]["faults_auth"] >= 2
+    for name in ("running", "new"):
+        results = read_results(tmp_path / "outbox" / f"{name}.results.jsonl")
+        assert _by_status(results) == {"succeeded": 3}
+    stats = (await journal(emulator.url))["providers"][provider]
+    assert stats["faults_auth"] >= 3 and stats["duplicate_items"] == 0
+
+
+async def _recorded(root: Path) -> bool:
+    return bool(provider_batch_ids(root))
 
 
 # -- 12: a provider down at start-up -------------------------------------------------------------
