@@ -39,6 +39,7 @@ max_attempts = 8
 
 
 _LOGS: dict[int, tuple[Path, int]] = {}  # pid -> (log file, offset where this run starts)
+_STARTED: list[asyncio.subprocess.Process] = []  # daemons of the current test, for reap_daemons
 
 
 @dataclass
@@ -138,7 +139,18 @@ async def start_daemon(
     finally:
         log.close()
     _LOGS[proc.pid] = (root / "daemon.log", log_size)
+    _STARTED.append(proc)
     return proc
+
+
+async def reap_daemons() -> None:
+    """Kill the daemons a test left running (it failed before stopping them): a --once daemon
+    whose emulator is gone would otherwise retry for ever. Call after each test."""
+    while _STARTED:
+        proc = _STARTED.pop()
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
 
 
 async def finish(proc: asyncio.subprocess.Process, timeout: float = 60) -> Run:
