@@ -88,6 +88,8 @@ class Config:
     cache_priming_max_wait_s: float = 900.0  # how long a batch waits for its primer
     models: Mapping[str, Any] = field(default_factory=dict)  # [models."name*"] registry overrides
     routes: Mapping[str, str] = field(default_factory=dict)
+    # The registry + routes + adaptation settings, built once by load_config (see adapt_policy).
+    policy: Policy | None = field(default=None, compare=False, repr=False)
     providers: Mapping[str, ProviderConfig] = field(default_factory=_default_providers)
 
     def api_key(self, provider: str, env: Mapping[str, str] | None = None) -> str | None:
@@ -99,7 +101,7 @@ class Config:
 
 
 _TABLES = ("routes", "providers", "models")
-_SCALARS = {f.name: f for f in fields(Config) if f.name not in _TABLES}
+_SCALARS = {f.name: f for f in fields(Config) if f.name not in (*_TABLES, "policy")}
 _PATHS = {"root", "inbox", "outbox", "processed", "state_dir"}
 
 
@@ -194,21 +196,9 @@ def load_config(
     return _with_policy(_lay_out(cfg), raw.get("models", {}))
 
 
-class Routes(dict[str, str]):
-    """The ``[routes]`` table, carrying the adaptation policy built from the same config.
-
-    Ingest hands ``cfg.routes`` to :func:`daemon.lines.iter_lines`, which finds the policy
-    here; so the config's ``[models]``, ``on_unsupported`` and Anthropic ``api_version`` reach
-    every line without another argument threaded through the ingest path.
-    """
-
-    policy: Policy | None = None
-
-
 def adapt_policy(cfg: Config) -> Policy:
     """The policy :func:`load_config` built; a Config made directly gets the defaults."""
-    built = getattr(cfg.routes, "policy", None)
-    return built if built is not None else Policy(routes=dict(cfg.routes))
+    return cfg.policy if cfg.policy is not None else Policy(routes=dict(cfg.routes))
 
 
 def _with_policy(cfg: Config, models: Any) -> Config:
@@ -226,9 +216,7 @@ def _with_policy(cfg: Config, models: Any) -> Config:
         raise ConfigError(str(exc)) from None
     version = cfg.providers["anthropic"].options.get("api_version", "2023-06-01")
     policy = Policy(registry, dict(cfg.routes), cfg.on_unsupported, str(version))
-    routes = Routes(cfg.routes)
-    routes.policy = policy
-    return replace(cfg, routes=routes, models=dict(models))
+    return replace(cfg, policy=policy, models=dict(models))
 
 
 def _lay_out(cfg: Config) -> Config:

@@ -109,9 +109,3 @@ async def _archive(cfg: Config, store: Store, row: dict[str, Any]) -> None:
             return
     await store.set_file_status(row["id"], "done", archived_path=archived, finished_at=time.time())
     logger.bind(file=row["name"]).info("input archived: {}", archived)
-
-
-async def recover(cfg: Config, store: Store) -> None:
-    """Files whose outbox write a crash interrupted: write the reserved names again."""
-    for row in await store.files_in("writing"):
-        await finish_file(cfg, store, row)

@@ -21,7 +21,7 @@ from typing import Any
 
 from loguru import logger
 
-from .config import Config
+from .config import Config, adapt_policy
 from .crashpoints import crash_point
 from .lines import Invalid, Request, iter_lines, sniff
 from .store import Store
@@ -185,7 +185,7 @@ async def ingest(
         log.error("file {} cannot be read: {}", row["name"], reason)
         await store.set_file_status(file_id, "active", error=reason, ingested_at=time.time())
         return
-    lines = iter_lines(path, overrides=cfg.routes, max_request_bytes=cfg.max_request_bytes)
+    lines = iter_lines(path, max_request_bytes=cfg.max_request_bytes, policy=adapt_policy(cfg))
     tally = _Tally(row["name"], log)
     try:
         while chunk := await asyncio.to_thread(_next_chunk, lines):

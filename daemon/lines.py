@@ -171,15 +171,14 @@ def iter_lines(
 ) -> Iterator[Line]:
     """Yield a Request or an Invalid for every non-blank line of ``path``, in file order.
 
-    ``policy`` carries the registry, the routes and the adaptation settings; without one, the
-    ``overrides`` routes are used with the packaged registry and the defaults. ``overrides``
-    may be the config's routes table, which carries the config's policy itself (see
-    :class:`daemon.config.Routes`), so callers that pass ``cfg.routes`` adapt by the config.
+    ``policy`` carries the registry, the routes and the adaptation settings (the daemon passes
+    :func:`daemon.config.adapt_policy`); without one, the ``overrides`` routes are used with
+    the packaged registry and the defaults.
     Raises OSError only if the file itself cannot be read; call :func:`sniff` first to turn
     that into a reason.
     """
     if policy is None:
-        policy = getattr(overrides, "policy", None) or Policy(routes=dict(overrides or {}))
+        policy = Policy(routes=dict(overrides or {}))
     parser = _Parser(policy)
     with open(path, "rb", buffering=READ_BUFFER_BYTES) as f:
         for n, content, size in _physical_lines(f, max_request_bytes):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.config import ConfigError, load_config
+from daemon.config import ConfigError, adapt_policy, load_config
 from daemon.registry import Registry, RegistryError, default_registry
 
 REQUIRED = [
@@ -186,7 +186,8 @@ def test_config_models_tables_build_the_policy(tmp_path: Path) -> None:
         '"x-*" = "gemini"\n'
     )
     cfg = load_config(path, env={})
-    policy = cfg.routes.policy  # type: ignore[attr-defined]
+    policy = adapt_policy(cfg)
+    assert policy is cfg.policy
     assert policy.reject and policy.anthropic_api_version == "2026-10-21"
     assert policy.registry.route("acme-9") == "openai"
     assert policy.routes == {"x-*": "gemini"} and dict(cfg.routes) == {"x-*": "gemini"}
