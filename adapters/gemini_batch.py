@@ -16,8 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
-import tempfile
 from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -45,6 +43,7 @@ from .base import (
     Usage,
 )
 from .http_errors import connection_error, redact, retry_after_s, status_error
+from .spool import write_spool
 
 # The REST reference and Google's batch guide document the batch endpoints under v1beta; the
 # SDK 3.x default (v1) is not confirmed to serve them on the real service (fact sheet §5.4).
@@ -103,7 +102,9 @@ class GeminiAdapter:
 
     # -- submit ----------------------------------------------------------------------------
     async def submit(self, tag: str, model: str, items: Iterable[BatchItem]) -> Submitted:
-        path, size = await asyncio.to_thread(_write_spool, self._spool_dir, items, self.limits)
+        path, size = await asyncio.to_thread(
+            write_spool, self._spool_dir, "gemini", items, self.limits, _line
+        )
         try:
             if size <= self._inline_max_bytes:
                 requests = await asyncio.to_thread(_inline_requests, path)
@@ -330,31 +331,8 @@ class _Headers:
 # -- pure helpers ----------------------------------------------------------------------------
 
 
-def _write_spool(
-    spool_dir: Path, items: Iterable[BatchItem], limits: ProviderLimits
-) -> tuple[Path, int]:
-    """Write ``{"key", "request"}`` lines under ``spool_dir``; returns the file and its size."""
-    spool_dir.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix="gemini-", suffix=".jsonl", dir=spool_dir)
-    path = Path(name)
-    count = size = 0
-    try:
-        with os.fdopen(fd, "wb") as out:
-            for item in items:
-                line = {"key": item.key, "request": item.body}
-                data = json.dumps(line, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
-                count, size = count + 1, size + len(data)
-                if count > limits.max_items or size > limits.max_bytes:
-                    raise PermanentError(
-                        f"gemini batch exceeds {limits.max_items} items or {limits.max_bytes} bytes"
-                    )
-                out.write(data)
-        if count == 0:
-            raise PermanentError("gemini batch has no items")
-    except BaseException:
-        path.unlink(missing_ok=True)
-        raise
-    return path, size
+def _line(item: BatchItem) -> dict[str, Any]:
+    return {"key": item.key, "request": item.body}
 
 
 def _inline_requests(path: Path) -> list[dict[str, Any]]:

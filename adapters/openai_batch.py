@@ -10,9 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import re
-import tempfile
 from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -37,6 +35,7 @@ from .base import (
     Usage,
 )
 from .http_errors import connection_error, is_retryable_status, redact, retry_after_s, status_error
+from .spool import write_spool
 
 ENDPOINT = "/v1/chat/completions"
 TAG_KEY = "batchd_tag"
@@ -78,7 +77,9 @@ class OpenAIAdapter:
 
     # -- submit ----------------------------------------------------------------------------
     async def submit(self, tag: str, model: str, items: Iterable[BatchItem]) -> Submitted:
-        path = await asyncio.to_thread(_write_spool, self._spool_dir, items, self.limits)
+        path, _ = await asyncio.to_thread(
+            write_spool, self._spool_dir, "openai", items, self.limits, _line
+        )
         try:
             with self._mapped("files.create"), path.open("rb") as fh:
                 upload = await self._client.files.create(
@@ -230,29 +231,8 @@ def _safe_name(tag: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", tag)[:100] or "batch"
 
 
-def _write_spool(spool_dir: Path, items: Iterable[BatchItem], limits: ProviderLimits) -> Path:
-    """Write the batch input JSONL under ``spool_dir``, enforcing the provider's hard caps."""
-    spool_dir.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix="openai-", suffix=".jsonl", dir=spool_dir)
-    path = Path(name)
-    count = size = 0
-    try:
-        with os.fdopen(fd, "wb") as out:
-            for item in items:
-                line = {"custom_id": item.key, "method": "POST", "url": ENDPOINT, "body": item.body}
-                data = json.dumps(line, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
-                count, size = count + 1, size + len(data)
-                if count > limits.max_items or size > limits.max_bytes:
-                    raise PermanentError(
-                        f"openai batch exceeds {limits.max_items} items or {limits.max_bytes} bytes"
-                    )
-                out.write(data)
-        if count == 0:
-            raise PermanentError("openai batch has no items")
-    except BaseException:
-        path.unlink(missing_ok=True)
-        raise
-    return path
+def _line(item: BatchItem) -> dict[str, Any]:
+    return {"custom_id": item.key, "method": "POST", "url": ENDPOINT, "body": item.body}
 
 
 def parse_result_line(line: dict[str, Any]) -> ItemResult:

@@ -9,6 +9,8 @@ import pytest
 
 from adapters.emulator import Emulator
 
+from .daemon_harness import reap_daemons
+
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 SPECS = SHARED / "specs"
 
@@ -41,3 +43,10 @@ def genai_client(emulator: Emulator):
     from google import genai
 
     return genai.Client(api_key=TEST_KEY, http_options={"base_url": emulator.url})
+
+
+@pytest.fixture(autouse=True)
+async def _reap() -> AsyncIterator[None]:
+    """No daemon started by a test outlives it, even one that failed before stopping it."""
+    yield
+    await reap_daemons()

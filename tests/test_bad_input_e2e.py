@@ -18,7 +18,7 @@ import asyncio
 import json
 import os
 import shutil
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,6 @@ from .daemon_harness import (
     journal,
     permissions_enforceable,
     read_results,
-    reap_daemons,
     run_once,
     start_daemon,
     stop,
@@ -40,14 +39,6 @@ from .daemon_harness import (
     wait_for_log,
     write_jsonl,
 )
-
-
-@pytest.fixture(autouse=True)
-async def _reap() -> AsyncIterator[None]:
-    """No daemon outlives a test here, even one that failed before stopping it."""
-    yield
-    await reap_daemons()
-
 
 MODEL = "gpt-4o-mini"
 MAX_REQUEST_BYTES = 4096

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import socket
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,6 @@ from .daemon_harness import (
     log_of,
     provider_batch_ids,
     read_results,
-    reap_daemons,
     request_states,
     run_once,
     start_daemon,
@@ -35,14 +34,6 @@ from .daemon_harness import (
     wait_for_log,
     write_jsonl,
 )
-
-
-@pytest.fixture(autouse=True)
-async def _reap() -> AsyncIterator[None]:
-    """No daemon outlives a test here, even one that failed before stopping it."""
-    yield
-    await reap_daemons()
-
 
 PROVIDERS = ("openai", "anthropic", "gemini")
 MODELS = {

@@ -12,7 +12,7 @@ import errno
 import json
 import os
 import subprocess
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,7 +23,6 @@ from .daemon_harness import (
     finish,
     permissions_enforceable,
     read_results,
-    reap_daemons,
     run_once,
     start_daemon,
     stop,
@@ -32,14 +31,6 @@ from .daemon_harness import (
     wait_for_log,
     write_jsonl,
 )
-
-
-@pytest.fixture(autouse=True)
-async def _reap() -> AsyncIterator[None]:
-    """No daemon outlives a test here, even one that failed before stopping it."""
-    yield
-    await reap_daemons()
-
 
 LINES = [unified(f"r{i}", "gpt-4o-mini", f"resource {i}") for i in range(5)]
 

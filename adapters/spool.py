@@ -1,0 +1,49 @@
+"""Spool files: a batch's input written as JSONL on local disk before it is uploaded.
+
+Written in a worker thread, line by line, with the provider's hard caps enforced on the way,
+so an oversized batch is refused before anything leaves the machine. A failure removes the
+half-written file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from .base import BatchItem, PermanentError, ProviderLimits
+
+
+def write_spool(
+    spool_dir: Path,
+    provider: str,
+    items: Iterable[BatchItem],
+    limits: ProviderLimits,
+    line_of: Callable[[BatchItem], dict[str, Any]],
+) -> tuple[Path, int]:
+    """Write one ``line_of(item)`` JSON line per item; returns the file and its size."""
+    spool_dir.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f"{provider}-", suffix=".jsonl", dir=spool_dir)
+    path = Path(name)
+    count = size = 0
+    try:
+        with os.fdopen(fd, "wb") as out:
+            for item in items:
+                line = line_of(item)
+                data = json.dumps(line, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+                count, size = count + 1, size + len(data)
+                if count > limits.max_items or size > limits.max_bytes:
+                    raise PermanentError(
+                        f"{provider} batch exceeds {limits.max_items} items"
+                        f" or {limits.max_bytes} bytes"
+                    )
+                out.write(data)
+        if count == 0:
+            raise PermanentError(f"{provider} batch has no items")
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return path, size
