@@ -29,7 +29,7 @@ from .base import (
     TransientError,
     Usage,
 )
-from .http_errors import connection_error, redact, retry_after_s, status_error
+from .http_errors import redact, retry_after_s, status_error, transport_error
 
 # SDK 2.x sends 2026-10-21, which refuses temperature/top_p/top_k even at their defaults;
 # 2023-06-01 keeps them (fact sheet §3.6). The daemon's request adaptation assumes this one.
@@ -226,12 +226,12 @@ class AnthropicAdapter:
             retry_after = retry_after_s(exc.response.headers)
             raise status_error(what, exc.status_code, retry_after, message, results) from None
         except (anthropic.APIConnectionError, httpx2.TransportError) as exc:
-            cause = exc.__cause__ if isinstance(exc, anthropic.APIConnectionError) else exc
-            raise connection_error(
+            raise transport_error(
                 what,
-                timed_out=isinstance(exc, anthropic.APITimeoutError | httpx2.TimeoutException),
-                never_sent=isinstance(cause, httpx2.ConnectError | httpx2.ConnectTimeout),
+                exc,
                 mutating=mutating,
+                wrapper=anthropic.APIConnectionError,
+                timeout=anthropic.APITimeoutError,
             ) from None
         except json.JSONDecodeError:
             raise TransientError(f"{what}: a result line was cut short or is not JSON") from None

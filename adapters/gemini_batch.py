@@ -42,7 +42,7 @@ from .base import (
     UnknownOutcome,
     Usage,
 )
-from .http_errors import connection_error, redact, retry_after_s, status_error
+from .http_errors import redact, retry_after_s, status_error, transport_error
 from .spool import write_spool
 
 # The REST reference and Google's batch guide document the batch endpoints under v1beta; the
@@ -301,12 +301,7 @@ class GeminiAdapter:
             status = 404 if exc.code == 403 and call.startswith("files.") else exc.code
             raise status_error(what, status, retry_after, message, results) from None
         except httpx2.TransportError as exc:
-            raise connection_error(
-                what,
-                timed_out=isinstance(exc, httpx2.TimeoutException),
-                never_sent=isinstance(exc, httpx2.ConnectError | httpx2.ConnectTimeout),
-                mutating=mutating,
-            ) from None
+            raise transport_error(what, exc, mutating=mutating) from None
         except json.JSONDecodeError:
             raise TransientError(f"{what}: a result line was cut short or is not JSON") from None
 

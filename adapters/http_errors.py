@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
+import httpx2
+
 from .base import (
     AdapterError,
     AuthError,
@@ -72,3 +74,25 @@ def connection_error(
     if mutating and not never_sent:
         return UnknownOutcome(f"{what}: {kind}; the call may or may not have taken effect")
     return TransientError(f"{what}: {kind}")
+
+
+def transport_error(
+    what: str,
+    exc: BaseException,
+    *,
+    mutating: bool,
+    wrapper: type[BaseException] | None = None,
+    timeout: type[BaseException] | None = None,
+) -> AdapterError:
+    """Classify a transport failure. ``wrapper`` is the SDK's connection-error class (its
+    ``__cause__`` is the httpx2 error underneath) and ``timeout`` its timeout subclass."""
+    cause = exc.__cause__ if wrapper is not None and isinstance(exc, wrapper) else exc
+    timed_out = isinstance(exc, httpx2.TimeoutException) or (
+        timeout is not None and isinstance(exc, timeout)
+    )
+    return connection_error(
+        what,
+        timed_out=timed_out,
+        never_sent=isinstance(cause, httpx2.ConnectError | httpx2.ConnectTimeout),
+        mutating=mutating,
+    )

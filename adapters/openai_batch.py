@@ -34,7 +34,7 @@ from .base import (
     UnknownOutcome,
     Usage,
 )
-from .http_errors import connection_error, is_retryable_status, redact, retry_after_s, status_error
+from .http_errors import is_retryable_status, redact, retry_after_s, status_error, transport_error
 from .spool import write_spool
 
 ENDPOINT = "/v1/chat/completions"
@@ -205,12 +205,12 @@ class OpenAIAdapter:
             retry_after = retry_after_s(exc.response.headers)
             raise status_error(what, exc.status_code, retry_after, message, results) from None
         except (openai.APIConnectionError, httpx2.TransportError) as exc:
-            cause = exc.__cause__ if isinstance(exc, openai.APIConnectionError) else exc
-            raise connection_error(
+            raise transport_error(
                 what,
-                timed_out=isinstance(exc, openai.APITimeoutError | httpx2.TimeoutException),
-                never_sent=isinstance(cause, httpx2.ConnectError | httpx2.ConnectTimeout),
+                exc,
                 mutating=mutating,
+                wrapper=openai.APIConnectionError,
+                timeout=openai.APITimeoutError,
             ) from None
         except json.JSONDecodeError:
             raise TransientError(f"{what}: a result line was cut short or is not JSON") from None
