@@ -11,22 +11,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .base import AuthError, ProviderAdapter, ProviderLimits
-
-MB = 1_000_000
-
-# Hard caps per batch, from the providers' documentation (fact sheet §2.7, §3.8, §4.7).
-# Gemini states no item count: 100,000 keeps one batch's results (and the daemon's bookkeeping
-# for it) the same order of size as Anthropic's cap, and its 2 GB file cap is still the limit
-# that bites first for large prompts. Inline Gemini batches are further capped by the
-# "inline_max_bytes" option (below the API's 20 MB request limit).
-PROVIDER_LIMITS: dict[str, ProviderLimits] = {
-    "openai": ProviderLimits(max_items=50_000, max_bytes=200 * MB),
-    "anthropic": ProviderLimits(max_items=100_000, max_bytes=256 * MB),
-    "gemini": ProviderLimits(max_items=100_000, max_bytes=2_000 * MB),
-}
-
-PROVIDERS = tuple(PROVIDER_LIMITS)
+from .base import AuthError, ProviderAdapter
+from .facts import PROVIDER_LIMITS, PROVIDERS
 
 
 def make_adapter(

@@ -20,11 +20,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from adapters.facts import ANTHROPIC_DEFAULT_API_VERSION
+
 from .registry import SAMPLING_PARAMS, ModelInfo, Registry, default_registry
 
 SYSTEM_ROLES = frozenset({"system", "developer"})
 POLICIES = ("adapt", "reject")
-DEFAULT_ANTHROPIC_VERSION = "2023-06-01"
 LABELS = {"openai": "OpenAI", "anthropic": "Claude", "gemini": "Gemini"}
 GEMINI_WIRE = {
     "temperature": "temperature",
@@ -57,7 +58,7 @@ class Policy:
     registry: Registry = field(default_factory=default_registry)
     routes: Mapping[str, str] = field(default_factory=dict)
     on_unsupported: str = "adapt"
-    anthropic_api_version: str = DEFAULT_ANTHROPIC_VERSION
+    anthropic_api_version: str = ANTHROPIC_DEFAULT_API_VERSION
 
     @property
     def reject(self) -> bool:

@@ -13,10 +13,10 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from adapters.facts import ANTHROPIC_DEFAULT_API_VERSION, PROVIDERS
+
 from .adapt import POLICIES, Policy
 from .registry import Registry, RegistryError
-
-PROVIDERS = ("openai", "anthropic", "gemini")
 
 KEY_ENV = {
     "openai": ("OPENAI_API_KEY",),
@@ -47,7 +47,9 @@ def _default_providers() -> dict[str, ProviderConfig]:
     return {
         # Batch sizes: the product spec's values (OpenAI 50, Anthropic 100, Gemini 250).
         "openai": ProviderConfig(batch_size=50, creates_per_hour=2000),
-        "anthropic": ProviderConfig(batch_size=100, options={"api_version": "2023-06-01"}),
+        "anthropic": ProviderConfig(
+            batch_size=100, options={"api_version": ANTHROPIC_DEFAULT_API_VERSION}
+        ),
         "gemini": ProviderConfig(batch_size=250),
     }
 
@@ -214,7 +216,7 @@ def _with_policy(cfg: Config, models: Any) -> Config:
         registry = Registry.load(models)
     except RegistryError as exc:
         raise ConfigError(str(exc)) from None
-    version = cfg.providers["anthropic"].options.get("api_version", "2023-06-01")
+    version = cfg.providers["anthropic"].options.get("api_version", ANTHROPIC_DEFAULT_API_VERSION)
     policy = Policy(registry, dict(cfg.routes), cfg.on_unsupported, str(version))
     return replace(cfg, policy=policy, models=dict(models))
 

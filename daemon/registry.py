@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
-PROVIDERS: tuple[str, ...] = ("openai", "anthropic", "gemini")
+from adapters.facts import PROVIDERS
+
 SYSTEM_MODES = ("system", "developer", "top-level", "fold-into-user", "systemInstruction")
 OUTPUT_FIELDS = ("max_tokens", "max_completion_tokens", "maxOutputTokens")
 SAMPLING_PARAMS = (

@@ -1,0 +1,49 @@
+"""How requests fill a batch: one rule, used by the scheduler's claim and by ``batchd check``.
+
+Greedy, in order: a batch takes requests until the next one would exceed the batch's item
+count or the provider's byte cap. Each request is charged its body's size plus a fixed
+per-item overhead (the provider's envelope around the body: ``custom_id``, ``method``, ``url``
+or ``key``/``request``, separators), so a batch of small bodies cannot creep over the cap.
+A single request larger than the cap still gets a batch of its own (the provider then says
+why it refuses it, for that request alone).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+ITEM_OVERHEAD_BYTES = 256
+
+
+def item_bytes(size_bytes: int) -> int:
+    """What one request counts against a batch's byte cap."""
+    return size_bytes + ITEM_OVERHEAD_BYTES
+
+
+@dataclass
+class BatchPacker:
+    """Feed request sizes in order; ``add`` says whether the request opens a new batch."""
+
+    max_items: int
+    max_bytes: int
+    batches: int = 0
+    _items: int = 0
+    _bytes: int = 0
+
+    def fits(self, size_bytes: int) -> bool:
+        """Whether a request of ``size_bytes`` still fits the current (non-empty) batch."""
+        return (
+            self._items > 0
+            and self._items < self.max_items
+            and self._bytes + item_bytes(size_bytes) <= self.max_bytes
+        )
+
+    def add(self, size_bytes: int) -> bool:
+        """Count one request; True when it starts a new batch."""
+        new = not self.fits(size_bytes)
+        if new:
+            self.batches += 1
+            self._items = self._bytes = 0
+        self._items += 1
+        self._bytes += item_bytes(size_bytes)
+        return new
