@@ -23,7 +23,8 @@ from adapters.registry import PROVIDER_LIMITS
 
 from .config import Config, adapt_policy
 from .cost import DIGITS, estimate
-from .lines import Invalid, Request, iter_lines, sniff
+from .reading import iter_lines, sniff
+from .validate import Invalid, Request
 
 DEFAULT_MAX_INVALID = 20
 CHARS_PER_TOKEN = 4

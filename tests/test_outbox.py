@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from daemon.lines import Invalid
 
 import daemon.outbox as outbox_mod
 from adapters.base import ItemError, Usage
-from daemon.lines import Invalid
 from daemon.outbox import (
     STATUSES,
     SummaryBuilder,
