@@ -1,9 +1,10 @@
 """``batchd check FILE``: what a file would become, without sending anything.
 
-The product spec's "test with a small batch first", at no cost: the file is parsed, validated
-and adapted exactly as ingest would (same registry, routes and policy), and per model the
-report gives the provider, the request count, how many batches it becomes, the adaptations by
-kind, estimated input tokens and their cost at batch and live price. Invalid lines are listed
+A way to try a file before spending anything on it: the file is parsed, validated and adapted
+exactly as ingest would (same registry, routes and policy), and per model the report gives the
+provider, the request count, how many batches it becomes (packed by :mod:`daemon.packing`, the
+rule the scheduler's claim follows, under the same provider limits), the adaptations by kind,
+estimated input tokens and their cost at batch and live price. Invalid lines are listed
 with their reasons. Nothing touches the network or the state database.
 
 Token estimates are characters / 4 over the prompt text (what the emulator also assumes);
@@ -19,11 +20,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from adapters.registry import PROVIDER_LIMITS
+from adapters.base import ProviderLimits
+from adapters.facts import PROVIDER_LIMITS
 
 from .config import Config, adapt_policy
 from .cost import DIGITS, estimate
-from .lines import Invalid, Request, iter_lines, sniff
+from .packing import BatchPacker
+from .reading import iter_lines, sniff
+from .registry import Registry
+from .validate import Invalid, Request
 
 DEFAULT_MAX_INVALID = 20
 CHARS_PER_TOKEN = 4
@@ -42,43 +47,24 @@ def prompt_chars(value: Any, key: str | None = None) -> int:
 
 
 @dataclass
-class _Batches:
-    """Greedy packing in line order, as the scheduler claims: a batch closes when the next
-    request would exceed the batch size or the provider's byte cap."""
-
-    size: int
-    max_bytes: int
-    count: int = 0
-    _n: int = 0
-    _bytes: int = 0
-
-    def add(self, size_bytes: int) -> None:
-        if self.count == 0 or self._n >= self.size or self._bytes + size_bytes > self.max_bytes:
-            self.count += 1
-            self._n = self._bytes = 0
-        self._n += 1
-        self._bytes += size_bytes
-
-
-@dataclass
 class _Model:
     model: str
     provider: str
-    batches: _Batches
+    batches: BatchPacker
     requests: int = 0
     chars: int = 0
     adaptations: Counter[str] = field(default_factory=Counter)
 
 
-def _batch_size(cfg: Config, provider: str) -> int:
-    return min(cfg.providers[provider].batch_size, PROVIDER_LIMITS[provider].max_items)
-
-
 def check_file(
-    path: Path | str, cfg: Config, *, max_invalid: int = DEFAULT_MAX_INVALID
+    path: Path | str,
+    cfg: Config,
+    *,
+    max_invalid: int = DEFAULT_MAX_INVALID,
+    limits: Mapping[str, ProviderLimits] = PROVIDER_LIMITS,
 ) -> dict[str, Any]:
     """The check report for one file (see the module docstring); ``ok`` is False when any
-    line is invalid or the file cannot be read."""
+    line is invalid or the file cannot be read. ``limits`` are the providers' batch caps."""
     path = Path(path)
     report: dict[str, Any] = {"file": str(path), "file_error": sniff(path)}
     if report["file_error"] is not None:
@@ -96,7 +82,7 @@ def check_file(
                     {"line": item.line, "custom_id": item.custom_id, "reason": item.reason}
                 )
             continue
-        _count(models, item, cfg)
+        _count(models, item, cfg, limits)
     rows = [_model_report(m, policy.registry) for m in models.values()]
     requests = sum(m.requests for m in models.values())
     return report | {
@@ -111,20 +97,26 @@ def check_file(
     }
 
 
-def _count(models: dict[tuple[str, str], _Model], item: Request, cfg: Config) -> None:
+def _count(
+    models: dict[tuple[str, str], _Model],
+    item: Request,
+    cfg: Config,
+    limits: Mapping[str, ProviderLimits],
+) -> None:
     key = (item.model, item.provider)
     entry = models.get(key)
     if entry is None:
-        limits = PROVIDER_LIMITS[item.provider]
-        batches = _Batches(_batch_size(cfg, item.provider), limits.max_bytes)
-        entry = models[key] = _Model(item.model, item.provider, batches)
+        # The scheduler's claim: at most the configured batch size, within the provider's caps.
+        cap = limits[item.provider]
+        size = min(cfg.providers[item.provider].batch_size, cap.max_items)
+        entry = models[key] = _Model(item.model, item.provider, BatchPacker(size, cap.max_bytes))
     entry.requests += 1
     entry.chars += prompt_chars(item.body)
     entry.batches.add(item.size_bytes)
-    entry.adaptations.update(getattr(note, "kind", str(note)) for note in item.adaptations)
+    entry.adaptations.update(note.kind for note in item.adaptations)
 
 
-def _model_report(entry: _Model, registry: Any) -> dict[str, Any]:
+def _model_report(entry: _Model, registry: Registry) -> dict[str, Any]:
     info = registry.info(entry.model, entry.provider)
     tokens = math.ceil(entry.chars / CHARS_PER_TOKEN)
     cost = estimate(tokens, info)
@@ -133,8 +125,8 @@ def _model_report(entry: _Model, registry: Any) -> dict[str, Any]:
         "provider": entry.provider,
         "family": info.pattern if info.known else None,
         "requests": entry.requests,
-        "batches": entry.batches.count,
-        "batch_size": entry.batches.size,
+        "batches": entry.batches.batches,
+        "batch_size": entry.batches.max_items,
         "adaptations": dict(entry.adaptations.most_common()),
         "input_tokens_est": tokens,
         "cost_usd_est": cost.batch_usd,

@@ -23,8 +23,9 @@ from loguru import logger
 
 from .config import Config, adapt_policy
 from .crashpoints import crash_point
-from .lines import Invalid, Request, iter_lines, sniff
+from .reading import iter_lines, sniff
 from .store import Store
+from .validate import Invalid, Request
 
 MAX_REJECT_LOGS = 100  # "line rejected" log lines per file
 CHUNK = 2000  # lines per store write...

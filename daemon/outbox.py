@@ -1,17 +1,23 @@
-"""Write one input file's results and summary into the outbox, atomically and without clobbering.
+"""Write one input file's results and summary into the outbox, atomically; archive the input.
 
 The contract with whoever reads the outbox:
 
 * ``{stem}.results.jsonl`` appears whole or not at all: it is written under a hidden temporary
-  name (``.{stem}.results.jsonl.tmp-<pid>``), fsynced, then given its final name.
+  name (``.{stem}.results.jsonl.tmp-<pid>``), fsynced, then renamed onto its final name.
 * ``{stem}.summary.json`` appears last, so its presence means the results file is complete.
-* An existing file is never overwritten: a taken name falls back to ``{stem}.{job_id}.*``, then
-  ``{stem}.{job_id}.{k}.*`` (k = 1, 2, ...). The two files of one job always share a name.
+* Another job's file is never overwritten. The writer first reserves its names with
+  :func:`reserve_names` (the first pair free for both files: ``{stem}``, then
+  ``{stem}.{job_id}``, then ``{stem}.{job_id}.{k}``, k = 1, 2, ...) and records them (the
+  daemon keeps them in the file's row), then :func:`write_outputs` renames onto exactly those
+  names, replacing only what an earlier, crashed attempt of the same job left there. The two
+  files of one job always share a name.
 * Files are created with mode 0o640 *filtered by the process umask* (``os.open(..., 0o640)``,
   no chmod): a stricter umask set by the administrator (e.g. 077 → 0600) is respected, and the
   result is never looser than 0640.
-"""
 
+:func:`archive_input` moves a finished input into the processed folder under the same naming
+sequence, with a hard link so that a name taken meanwhile is never replaced.
+"""
 from __future__ import annotations
 
 import contextlib
@@ -29,7 +35,6 @@ from typing import Any
 
 from daemon.cost import Cost, CostTotals
 from daemon.crashpoints import crash_point
-from daemon.lines import Invalid
 
 STATUSES = ("succeeded", "failed", "expired", "canceled", "invalid")
 TOKEN_FIELDS = (
@@ -39,7 +44,6 @@ TOKEN_FIELDS = (
     "cache_creation_input_tokens",
 )
 FILE_MODE = 0o640
-INVALID_ERROR_TYPE = "invalid_line"
 
 # errno values meaning "this filesystem cannot hard-link", where we fall back to rename.
 # EXDEV is not one of them: across filesystems a rename fails too (see archive_input).
@@ -99,19 +103,6 @@ def result_line(row: Mapping[str, Any]) -> dict[str, Any]:
         "adaptations": list(row.get("adaptations") or ()),
         "response": row.get("response"),
         "metadata": row.get("metadata"),
-    }
-
-
-def invalid_row(invalid: Invalid) -> dict[str, Any]:
-    """The result row for a line that was never sent (status ``invalid``)."""
-    return {
-        "custom_id": invalid.custom_id,
-        "line": invalid.line,
-        "model": invalid.model,
-        "provider": invalid.provider,
-        "status": "invalid",
-        "error": {"type": INVALID_ERROR_TYPE, "message": invalid.reason, "code": None},
-        "metadata": invalid.metadata,
     }
 
 
@@ -272,26 +263,6 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def _place(src: Path, dst: Path) -> None:
-    """Give ``src`` the name ``dst``, raising FileExistsError rather than replacing a file.
-
-    ``os.rename`` silently replaces; a hard link fails when the name is taken, atomically.
-    On filesystems without hard links, fall back to check-then-rename.
-    """
-    try:
-        os.link(src, dst)
-    except FileExistsError:
-        raise
-    except OSError as exc:
-        if exc.errno not in _NO_LINK:
-            raise
-        if os.path.lexists(dst):
-            raise FileExistsError(errno.EEXIST, "file exists", str(dst)) from None
-        os.rename(src, dst)
-        return
-    os.unlink(src)
-
-
 def _names(stem: str, job_id: int | str) -> Iterator[str]:
     """The never-overwrite naming sequence: stem, stem.job, stem.job.1, stem.job.2, ..."""
     yield stem
@@ -302,33 +273,10 @@ def _names(stem: str, job_id: int | str) -> Iterator[str]:
         k += 1
 
 
-def _place_pair(
-    outbox: Path, stem: str, job_id: int | str, tmp_results: Path, tmp_summary: Path
-) -> tuple[Path, Path]:
-    """Place both files under the first name free for both; the summary goes second."""
-    for name in _names(stem, job_id):
-        results, summary = outbox / f"{name}.results.jsonl", outbox / f"{name}.summary.json"
-        if os.path.lexists(results) or os.path.lexists(summary):
-            continue
-        try:
-            _place(tmp_results, results)
-        except FileExistsError:
-            continue
-        try:
-            _place(tmp_summary, summary)
-        except BaseException as exc:
-            # Never leave results without their summary: take the results name back.
-            os.rename(results, tmp_results)
-            if isinstance(exc, FileExistsError):  # taken since our check: try the next name
-                continue
-            raise
-        return results, summary
-    raise AssertionError("unreachable: the naming sequence is endless")
-
-
 def reserve_names(outbox: Path, stem: str, job_id: int | str) -> tuple[Path, Path]:
     """The first (results, summary) pair of names free in ``outbox``, for a writer that
-    records them before writing (so a crash mid-write is redone under the same names)."""
+    records them before writing (so a crash mid-write is redone under the same names, never
+    under a second pair)."""
     for name in _names(stem, job_id):
         results, summary = outbox / f"{name}.results.jsonl", outbox / f"{name}.summary.json"
         if not os.path.lexists(results) and not os.path.lexists(summary):
@@ -366,15 +314,16 @@ def write_outputs(
     rows: Iterable[Mapping[str, Any]],
     *,
     summary_meta: Mapping[str, Any],
-    targets: tuple[Path, Path] | None = None,
+    targets: tuple[Path, Path],
 ) -> tuple[Path, Path]:
-    """Stream ``rows`` (in order) to ``{stem}.results.jsonl`` and write ``{stem}.summary.json``.
+    """Stream ``rows`` (in order) to the results file and write the summary, under ``targets``.
 
+    ``targets`` are the (results, summary) names from :func:`reserve_names`, used as they are.
     ``summary_meta`` gives the summary's ``file``, ``started_at``, ``ended_at`` (default: now)
-    and ``batches``. ``targets`` are names from :func:`reserve_names` to use as they are.
-    Returns the (results, summary) paths actually used. On any failure,
-    including one raised by ``rows`` itself, the temporary files are removed, nothing is left
-    under a final name, and the exception propagates.
+    and ``batches``. Returns ``targets``. On any failure, including one raised by ``rows``
+    itself, the temporary files are removed and the exception propagates; the summary is
+    renamed into place only after the results, so a reader never takes partial results for
+    complete, and the caller retries under the same ``targets``.
     """
     outbox = Path(outbox)
     pid = os.getpid()
@@ -393,17 +342,13 @@ def write_outputs(
             error=summary_meta.get("error"),
         )
         _write_json(tmp_summary, summary)
-        if targets is not None:
-            _replace_pair(tmp_results, tmp_summary, targets)
-            paths = targets
-        else:
-            paths = _place_pair(outbox, stem, job_id, tmp_results, tmp_summary)
+        _replace_pair(tmp_results, tmp_summary, targets)
     finally:
         for tmp in (tmp_results, tmp_summary):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
     _fsync_dir(outbox)
-    return paths
+    return targets
 
 
 def archive_input(
@@ -447,3 +392,23 @@ def _move(src: Path, dst: Path) -> None:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
         os.unlink(src)
+
+
+def _place(src: Path, dst: Path) -> None:
+    """Give ``src`` the name ``dst``, raising FileExistsError rather than replacing a file.
+
+    ``os.rename`` silently replaces; a hard link fails when the name is taken, atomically.
+    On filesystems without hard links, fall back to check-then-rename.
+    """
+    try:
+        os.link(src, dst)
+    except FileExistsError:
+        raise
+    except OSError as exc:
+        if exc.errno not in _NO_LINK:
+            raise
+        if os.path.lexists(dst):
+            raise FileExistsError(errno.EEXIST, "file exists", str(dst)) from None
+        os.rename(src, dst)
+        return
+    os.unlink(src)

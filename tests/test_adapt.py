@@ -1,6 +1,6 @@
 """Every adaptation rule of issue #4, table-driven: the exact body sent and the notes recorded.
 
-Each case is one JSONL line parsed by :func:`daemon.lines.iter_lines` (so validation, routing
+Each case is one JSONL line parsed by :func:`daemon.reading.iter_lines` (so validation, routing
 and adaptation all run), under a policy; the assertion is on the provider-native body that
 goes into the batch and on the ``adaptations`` the user reads.
 """
@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 
 from daemon.adapt import Note, Policy, adapt_unified
-from daemon.lines import Invalid, Request, iter_lines
+from daemon.reading import iter_lines
 from daemon.registry import Registry, default_registry
+from daemon.validate import Invalid, Request
 
 HI = [{"role": "user", "content": "hi"}]
 V2026 = Policy(anthropic_api_version="2026-10-21")

@@ -1,4 +1,11 @@
-"""Bad input, end to end: every kind of issue #5 dropped into a real inbox of ``batchd run``.
+"""Bad input, end to end: every kind of bad line and bad file in a real inbox of ``batchd run``.
+
+The kinds: broken JSON, a JSON value that is not an object, missing or ill-typed fields,
+values out of range, an unknown model, a duplicate ``custom_id``, a line over
+``max_request_bytes``, a line that is not UTF-8; empty and blank-only files, binary and
+Latin-1 files, a BOM and CRLF line ends, a file still being written, the same name dropped
+twice, a file the daemon may not read, a symlink, a file that is not ``.jsonl``, and files too
+big to hold in memory.
 
 Each bad input gets a clear error naming the file, the line where there is one, and the
 reason; the rest of the file still goes through; the daemon keeps running; nothing else in

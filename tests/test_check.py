@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from adapters.base import ProviderLimits
+from adapters.facts import PROVIDER_LIMITS
 from daemon.check import check_file, prompt_chars
 from daemon.cli import main
 from daemon.config import load_config
+from daemon.ingest import claim
+from daemon.packing import ITEM_OVERHEAD_BYTES
+from daemon.reading import iter_lines
+from daemon.store import Store
 
 
 def write(path: Path, lines: list[dict[str, Any] | str]) -> Path:
@@ -146,3 +153,41 @@ def test_prompt_chars_counts_prompt_text_only() -> None:
     assert prompt_chars(body) == 12
     gemini = {"contents": [{"role": "user", "parts": [{"text": "abc"}]}], "systemInstruction": {}}
     assert prompt_chars(gemini) == 3
+
+
+async def test_check_and_the_store_claim_agree_when_the_per_item_overhead_matters(
+    tmp_path: Path,
+) -> None:
+    """A byte cap that ten bodies fill exactly: counting the per-item overhead, fewer fit. The
+    check report and the batches the scheduler's claim takes from the store must agree."""
+    cfg = load_config(flags={"root": str(tmp_path)}, env={})
+    n = 30
+    path = write(tmp_path / "f.jsonl", [line(f"q{i}", "gpt-4o-mini", "x" * 1000) for i in range(n)])
+    sizes = {item.size_bytes for item in iter_lines(path)}
+    (size,) = sizes  # same-sized bodies, so the expected count is plain arithmetic
+    cap = 10 * size
+    per_batch = cap // (size + ITEM_OVERHEAD_BYTES)
+    assert per_batch < 10  # the overhead changes the count
+    limits = {**PROVIDER_LIMITS, "openai": ProviderLimits(max_items=50_000, max_bytes=cap)}
+
+    (model,) = check_file(path, cfg, limits=limits)["models"]
+    assert model["batches"] == math.ceil(n / per_batch)
+
+    store = await Store(tmp_path / "b.sqlite3").open()
+    try:
+        assert await claim(cfg, store, path) is not None
+        claimed = []
+        while batch := await store.claim_batch(
+            "openai",
+            "gpt-4o-mini",
+            f"t{len(claimed)}",
+            "acct",
+            max_items=model["batch_size"],
+            max_bytes=cap,
+            now=1e12,
+        ):
+            claimed.append(len(batch[1]))
+    finally:
+        await store.close()
+    assert sum(claimed) == n
+    assert len(claimed) == model["batches"]

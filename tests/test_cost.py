@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from daemon.cost import NO_COST, UNKNOWN, Cost, CostTotals, cache_savings, cost_of, estimate
-from daemon.outbox import SummaryBuilder, result_line, write_outputs
+from daemon.outbox import SummaryBuilder, reserve_names, result_line, write_outputs
 from daemon.registry import ModelInfo, Registry, default_registry
 
 
@@ -104,7 +104,9 @@ def test_result_lines_and_summary_carry_costs_and_cache_counters(tmp_path: Path)
         },
         {"custom_id": "c", "status": "invalid", "cost_usd": 0.0, "cost_usd_live": 0.0},
     ]
-    results, summary = write_outputs(tmp_path, "f", 1, rows, summary_meta={"file": "f.jsonl"})
+    targets = reserve_names(tmp_path, "f", 1)
+    meta = {"file": "f.jsonl"}
+    results, summary = write_outputs(tmp_path, "f", 1, rows, summary_meta=meta, targets=targets)
     lines = [json.loads(x) for x in results.read_text().splitlines()]
     assert [x["cost_usd"] for x in lines] == [0.5, None, 0.0]
     assert lines[0]["usage"] == usage

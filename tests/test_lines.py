@@ -1,4 +1,4 @@
-"""Routing, streaming, validation and native conversion of inbox lines, on real files."""
+"""Streaming, validation and native conversion of inbox lines, on real files."""
 
 from __future__ import annotations
 
@@ -12,15 +12,8 @@ from typing import Any
 
 import pytest
 
-from daemon.lines import (
-    DEFAULT_MAX_REQUEST_BYTES,
-    Invalid,
-    Line,
-    Request,
-    iter_lines,
-    sniff,
-)
-from daemon.routing import PROVIDERS, check_overrides, route
+from daemon.reading import DEFAULT_MAX_REQUEST_BYTES, iter_lines, sniff
+from daemon.validate import Invalid, Line, Request
 
 USER_HI = [{"role": "user", "content": "hi"}]
 
@@ -54,52 +47,6 @@ def reason(tmp_path: Path, line: str | bytes | dict[str, Any], **kwargs: Any) ->
 
 def unified(**fields: Any) -> dict[str, Any]:
     return {"model": "gpt-4o", "messages": USER_HI} | fields
-
-
-# ---------------------------------------------------------------------------------------------
-# Routing
-
-
-@pytest.mark.parametrize(
-    ("model", "provider"),
-    [
-        ("gpt-4o", "openai"),
-        ("chatgpt-4o-latest", "openai"),
-        ("o1", "openai"),
-        ("o3-mini", "openai"),
-        ("o4-mini", "openai"),
-        ("claude-sonnet-4-5", "anthropic"),
-        ("gemini-2.5-flash", "gemini"),
-        ("llama-3", None),
-        ("", None),
-    ],
-)
-def test_default_routes(model: str, provider: str | None) -> None:
-    assert route(model) == provider
-
-
-def test_overrides_exact_then_longest_prefix_then_table() -> None:
-    overrides = {"my-model": "anthropic", "gpt-*": "gemini", "gpt-4o*": "anthropic"}
-    assert route("my-model", overrides=overrides) == "anthropic"
-    assert route("my-model-2", overrides=overrides) is None  # exact means exact
-    assert route("gpt-4o-mini", overrides=overrides) == "anthropic"  # longest prefix wins
-    assert route("gpt-4.1", overrides=overrides) == "gemini"
-    assert route("claude-x", overrides=overrides) == "anthropic"  # table still applies
-
-
-def test_line_provider_beats_everything_and_is_not_guessed() -> None:
-    assert route("gpt-4o", "gemini", {"gpt-4o": "anthropic"}) == "gemini"
-    assert route("anything", "openai") == "openai"
-    assert route("gpt-4o", "azure") is None
-
-
-def test_check_overrides_rejects_unknown_providers_and_bare_star() -> None:
-    assert check_overrides({"x*": "openai"}) == {"x*": "openai"}
-    with pytest.raises(ValueError, match="unknown provider 'azure'"):
-        check_overrides({"gpt-4o": "azure"})
-    with pytest.raises(ValueError, match="expected a model name"):
-        check_overrides({"*": "openai"})
-    assert PROVIDERS == ("openai", "anthropic", "gemini")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Result lines, summaries and the atomic, never-overwriting outbox writes, on real files."""
+"""Result lines, summaries, atomic outbox writes and the never-overwriting archive, on disk."""
 
 from __future__ import annotations
 
@@ -15,12 +15,10 @@ import pytest
 
 import daemon.outbox as outbox_mod
 from adapters.base import ItemError, Usage
-from daemon.lines import Invalid
 from daemon.outbox import (
     STATUSES,
     SummaryBuilder,
     archive_input,
-    invalid_row,
     reserve_names,
     result_line,
     write_outputs,
@@ -75,6 +73,14 @@ def failed(i: int, kind: str, message: str) -> dict[str, Any]:
 
 def read_results(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def write(
+    outbox: Path, stem: str, job_id: int, rows: Any, meta: Mapping[str, Any]
+) -> tuple[Path, Path]:
+    """As the daemon finishes a file: reserve the names first, then write under them."""
+    targets = reserve_names(outbox, stem, job_id)
+    return write_outputs(outbox, stem, job_id, rows, summary_meta=meta, targets=targets)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -142,19 +148,6 @@ def test_result_line_accepts_adapter_dataclasses() -> None:
 def test_result_line_rejects_rows_it_cannot_describe(row: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         result_line(row)
-
-
-def test_invalid_row() -> None:
-    invalid = Invalid(4, "line-4", "line 4: 'model' is missing", metadata={"k": 1})
-    assert result_line(invalid_row(invalid)) == result_line(
-        {
-            "custom_id": "line-4",
-            "line": 4,
-            "status": "invalid",
-            "error": {"type": "invalid_line", "message": "line 4: 'model' is missing"},
-            "metadata": {"k": 1},
-        }
-    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -240,7 +233,7 @@ def test_naive_datetimes_are_taken_as_utc() -> None:
 
 def test_write_outputs_keeps_order_and_writes_summary(tmp_path: Path) -> None:
     rows = [ok(i) for i in (3, 1, 2)] + [failed(4, "server_error", "boom")]
-    results, summary = write_outputs(tmp_path, "in", 7, rows, summary_meta=META)
+    results, summary = write(tmp_path, "in", 7, rows, META)
     assert (results.name, summary.name) == ("in.results.jsonl", "in.summary.json")
     assert [r["custom_id"] for r in read_results(results)] == ["c3", "c1", "c2", "c4"]
     assert "answer 3 — é" in results.read_text(encoding="utf-8")  # not \\u-escaped
@@ -256,7 +249,7 @@ def test_write_outputs_keeps_order_and_writes_summary(tmp_path: Path) -> None:
 
 def test_ended_at_defaults_to_now(tmp_path: Path) -> None:
     before = datetime.now(UTC).isoformat(timespec="seconds")
-    _, summary = write_outputs(tmp_path, "in", 1, [], summary_meta={})
+    _, summary = write(tmp_path, "in", 1, [], {})
     data = json.loads(summary.read_text())
     assert data["ended_at"] >= before[:19]
     assert (data["file"], data["lines"]) == ("in", 0)
@@ -264,10 +257,10 @@ def test_ended_at_defaults_to_now(tmp_path: Path) -> None:
 
 def test_name_collisions_never_overwrite(tmp_path: Path) -> None:
     (tmp_path / "in.summary.json").write_text("old summary")  # only one of the pair is taken
-    first = write_outputs(tmp_path, "in", 7, [ok(1)], summary_meta=META)
+    first = write(tmp_path, "in", 7, [ok(1)], META)
     assert [p.name for p in first] == ["in.7.results.jsonl", "in.7.summary.json"]
-    second = write_outputs(tmp_path, "in", 7, [ok(2)], summary_meta=META)
-    third = write_outputs(tmp_path, "in", 7, [ok(3)], summary_meta=META)
+    second = write(tmp_path, "in", 7, [ok(2)], META)
+    third = write(tmp_path, "in", 7, [ok(3)], META)
     assert [p.name for p in second] == ["in.7.1.results.jsonl", "in.7.1.summary.json"]
     assert [p.name for p in third] == ["in.7.2.results.jsonl", "in.7.2.summary.json"]
     assert (tmp_path / "in.summary.json").read_text() == "old summary"
@@ -280,7 +273,7 @@ def test_name_collisions_never_overwrite(tmp_path: Path) -> None:
 def test_files_are_0640_filtered_by_umask(tmp_path: Path, umask: int, mode: int) -> None:
     old = os.umask(umask)
     try:
-        paths = write_outputs(tmp_path, "in", 1, [ok(1)], summary_meta=META)
+        paths = write(tmp_path, "in", 1, [ok(1)], META)
     finally:
         os.umask(old)
     assert [stat.S_IMODE(p.stat().st_mode) for p in paths] == [mode, mode]
@@ -296,7 +289,7 @@ def test_failure_mid_write_leaves_nothing(tmp_path: Path) -> None:
         raise RuntimeError("store went away")
 
     with pytest.raises(RuntimeError, match="store went away"):
-        write_outputs(tmp_path, "in", 1, rows(), summary_meta=META)
+        write(tmp_path, "in", 1, rows(), META)
     assert seen == [[f".in.results.jsonl.tmp-{os.getpid()}"]]  # hidden, temporary name only
     assert os.listdir(tmp_path) == []
 
@@ -309,45 +302,51 @@ def test_disk_full_removes_temp_and_reraises(
 
     monkeypatch.setattr(outbox_mod.os, "fsync", full)
     with pytest.raises(OSError, match="No space left"):
-        write_outputs(tmp_path, "in", 1, [ok(1)], summary_meta=META)
+        write(tmp_path, "in", 1, [ok(1)], META)
     assert os.listdir(tmp_path) == []
 
 
 def test_unwritable_outbox_raises(tmp_path: Path) -> None:
     with pytest.raises(OSError):
-        write_outputs(tmp_path / "missing", "in", 1, [ok(1)], summary_meta=META)
+        write(tmp_path / "missing", "in", 1, [ok(1)], META)
 
 
 def test_summary_is_placed_after_the_results(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     placed: list[str] = []
-    real_place = outbox_mod._place
+    real_replace = os.replace
 
-    def spy(src: Path, dst: Path) -> None:
-        placed.append(dst.name)
-        assert (dst.name == "in.summary.json") == (tmp_path / "in.results.jsonl").exists()
-        real_place(src, dst)
+    def spy(src: Any, dst: Any) -> None:
+        placed.append(Path(dst).name)
+        assert (Path(dst).name == "in.summary.json") == (tmp_path / "in.results.jsonl").exists()
+        real_replace(src, dst)
 
-    monkeypatch.setattr(outbox_mod, "_place", spy)
-    write_outputs(tmp_path, "in", 1, [ok(1)], summary_meta=META)
+    monkeypatch.setattr(outbox_mod.os, "replace", spy)
+    write(tmp_path, "in", 1, [ok(1)], META)
     assert placed == ["in.results.jsonl", "in.summary.json"]
 
 
-def test_failed_summary_placement_takes_the_results_back(
+def test_failed_summary_placement_leaves_no_summary_and_the_retry_completes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_place = outbox_mod._place
+    """The daemon's path: names reserved (and recorded) once, the write retried under them."""
+    targets = reserve_names(tmp_path, "in", 1)
+    real_replace = os.replace
 
-    def fail_on_summary(src: Path, dst: Path) -> None:
-        if dst.name.endswith(".summary.json"):
+    def fail_on_summary(src: Any, dst: Any) -> None:
+        if Path(dst).name.endswith(".summary.json"):
             raise OSError(errno.EIO, "I/O error")
-        real_place(src, dst)
+        real_replace(src, dst)
 
-    monkeypatch.setattr(outbox_mod, "_place", fail_on_summary)
-    with pytest.raises(OSError, match="I/O error"):
-        write_outputs(tmp_path, "in", 1, [ok(1)], summary_meta=META)
-    assert os.listdir(tmp_path) == []
+    with monkeypatch.context() as patch:
+        patch.setattr(outbox_mod.os, "replace", fail_on_summary)
+        with pytest.raises(OSError, match="I/O error"):
+            write_outputs(tmp_path, "in", 1, [ok(1)], summary_meta=META, targets=targets)
+    assert os.listdir(tmp_path) == ["in.results.jsonl"]  # no summary: not complete yet
+    assert write_outputs(tmp_path, "in", 1, [ok(2)], summary_meta=META, targets=targets) == targets
+    assert sorted(os.listdir(tmp_path)) == ["in.results.jsonl", "in.summary.json"]
+    assert [r["custom_id"] for r in read_results(targets[0])] == ["c2"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -368,41 +367,20 @@ def test_archive_input_never_overwrites(tmp_path: Path) -> None:
     assert sorted(os.listdir(processed)) == ["batch.9.1.jsonl", "batch.9.jsonl", "batch.jsonl"]
 
 
-def test_summary_name_taken_during_placement_moves_the_pair(
+def test_archive_on_a_filesystem_without_hard_links(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_place = outbox_mod._place
-
-    def racing(src: Path, dst: Path) -> None:
-        if dst.name == "in.summary.json":
-            dst.write_text("someone else's")  # appears between our check and our link
-        real_place(src, dst)
-
-    monkeypatch.setattr(outbox_mod, "_place", racing)
-    paths = write_outputs(tmp_path, "in", 5, [ok(1)], summary_meta=META)
-    assert [p.name for p in paths] == ["in.5.results.jsonl", "in.5.summary.json"]
-    assert sorted(os.listdir(tmp_path)) == [
-        "in.5.results.jsonl",
-        "in.5.summary.json",
-        "in.summary.json",
-    ]
-    assert (tmp_path / "in.summary.json").read_text() == "someone else's"
-
-
-def test_filesystem_without_hard_links(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def no_link(src: Any, dst: Any) -> None:
         raise OSError(errno.EPERM, "Operation not permitted")
 
     monkeypatch.setattr(outbox_mod.os, "link", no_link)
-    first = write_outputs(tmp_path, "in", 1, [ok(1)], summary_meta=META)
-    second = write_outputs(tmp_path, "in", 1, [ok(2)], summary_meta=META)
-    assert [p.name for p in first + second] == [
-        "in.results.jsonl",
-        "in.summary.json",
-        "in.1.results.jsonl",
-        "in.1.summary.json",
-    ]
-    assert read_results(first[0])[0]["custom_id"] == "c1"
+    moved = []
+    for i in range(2):
+        src = tmp_path / "in.jsonl"
+        src.write_text(f"content {i}")
+        moved.append(archive_input(src, tmp_path / "done", 1))
+    assert [p.name for p in moved] == ["in.jsonl", "in.1.jsonl"]
+    assert [p.read_text() for p in moved] == ["content 0", "content 1"]
 
 
 def test_archive_across_filesystems_copies_then_removes(

@@ -208,3 +208,38 @@ def test_config_errors(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(path, env={})
     assert message in str(info.value)
+
+
+# Routing under the packaged registry (these cases came with the routing wrapper, now removed:
+# the registry is the one router).
+
+
+@pytest.mark.parametrize(
+    ("model", "provider"),
+    [
+        ("gpt-4o", "openai"),
+        ("chatgpt-4o-latest", "openai"),
+        ("o1", "openai"),
+        ("o3-mini", "openai"),
+        ("o4-mini", "openai"),
+        ("claude-sonnet-4-5", "anthropic"),
+        ("gemini-2.5-flash", "gemini"),
+        ("llama-3", None),
+        ("", None),
+    ],
+)
+def test_default_routes(model: str, provider: str | None) -> None:
+    assert default_registry().route(model) == provider
+
+
+def test_routes_exact_then_longest_prefix_then_registry() -> None:
+    route = default_registry().route
+    routes = {"my-model": "anthropic", "gpt-*": "gemini", "gpt-4o*": "anthropic"}
+    assert route("my-model", routes=routes) == "anthropic"
+    assert route("my-model-2", routes=routes) is None  # exact means exact
+    assert route("gpt-4o-mini", routes=routes) == "anthropic"  # longest prefix wins
+    assert route("gpt-4.1", routes=routes) == "gemini"
+    assert route("claude-x", routes=routes) == "anthropic"  # the registry still applies
+    assert route("gpt-4o", "gemini", {"gpt-4o": "anthropic"}) == "gemini"  # the line's own
+    assert route("anything", "openai") == "openai"
+    assert route("gpt-4o", "azure") is None  # an unknown provider is not guessed
