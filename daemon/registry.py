@@ -17,7 +17,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any
+from typing import Any, TypeVar
 
 from adapters.facts import PROVIDERS
 
@@ -43,27 +43,43 @@ OUTPUT_BY_PROVIDER = {
     "gemini": ("maxOutputTokens",),
 }
 EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
-PRICE_FIELDS = ("input", "output", "cached_input", "cache_write")
+THINKING_MODES = ("manual", "adaptive")
+PRICE_FIELDS = ("input", "output", "cached_input", "cache_write_5m", "cache_write")
 FAMILY_FIELDS = frozenset(
     {
         "provider",
         "extends",
+        "note",
         "system",
         "output_field",
         "output_default",
+        "output_max",
         "stop",
         "sampling",
+        "sampling_exclusive",
         "defaults_only",
         "reasoning_efforts",
         "default_effort",
         "sampling_efforts",
+        "thinking",
+        "thinking_sampling",
+        "thinking_defaults_only",
+        "thinking_budget_min",
+        "cache_min_tokens",
         "prices",
         "batch_discount",
     }
 )
+# Fields that describe one family only: ``extends`` does not pass them on.
+NOT_INHERITED = frozenset({"prices", "note"})
+# Extended thinking is a Claude request parameter.
+ANTHROPIC_ONLY = frozenset(
+    {"thinking", "thinking_sampling", "thinking_defaults_only", "thinking_budget_min"}
+)
 DEFAULT_BATCH_DISCOUNT = 0.5
 
 Range = tuple[float | None, float | None]
+T = TypeVar("T")
 
 
 class RegistryError(ValueError):
@@ -72,11 +88,15 @@ class RegistryError(ValueError):
 
 @dataclass(frozen=True)
 class Prices:
-    """USD per million tokens; None where the registry does not know the figure."""
+    """USD per million tokens; None where the registry does not know the figure.
+
+    ``cache_write`` is the price of a 1-hour cache write (Anthropic: 2 x input),
+    ``cache_write_5m`` of a 5-minute one (1.25 x input); ``cached_input`` of a cache read."""
 
     input: float | None = None
     output: float | None = None
     cached_input: float | None = None
+    cache_write_5m: float | None = None
     cache_write: float | None = None
     date: str | None = None
     source: str | None = None
@@ -93,12 +113,20 @@ class ModelInfo:
     stop: bool
     sampling: Mapping[str, Range | bool]
     output_default: int | None = None
+    output_max: int | None = None
+    sampling_exclusive: tuple[str, ...] = ()
     defaults_only: Mapping[str, Any] = field(default_factory=dict)
     reasoning_efforts: tuple[str, ...] = ()
     default_effort: str | None = None
     sampling_efforts: tuple[str, ...] = ()
+    thinking: str | None = None  # Claude only: "manual" or "adaptive"
+    thinking_sampling: Mapping[str, Range | bool] = field(default_factory=dict)
+    thinking_defaults_only: Mapping[str, Any] = field(default_factory=dict)
+    thinking_budget_min: int | None = None
+    cache_min_tokens: int | None = None
     prices: Prices = field(default_factory=Prices)
     batch_discount: float = DEFAULT_BATCH_DISCOUNT
+    note: str | None = None
     known: bool = True  # False: a provider's defaults for a model the registry does not list
 
 
@@ -167,8 +195,9 @@ class Registry:
         return versions[max(applicable)] if applicable else ()
 
 
-def _longest(model: str, patterns: Mapping[str, Any]) -> Any:
-    best: Any = None
+def _longest(model: str, patterns: Mapping[str, T]) -> T | None:
+    """The value of the longest ``prefix*`` pattern ``model`` starts with."""
+    best: T | None = None
     best_len = -1
     for pattern, value in patterns.items():
         if not pattern.endswith("*"):
@@ -279,7 +308,7 @@ def _resolve(
         if parent not in tables:
             raise RegistryError(f"models.{name!r}: extends unknown family {parent!r}")
         base = _resolve(parent, tables, provider_tables, discount, done, (*chain, name))
-        base = {k: v for k, v in base.items() if k != "prices"}
+        base = {k: v for k, v in base.items() if k not in NOT_INHERITED}
     else:
         provider = table.get("provider")
         if provider not in PROVIDERS:
@@ -307,11 +336,18 @@ def _family(name: str, table: Mapping[str, Any], *, known: bool = True) -> Model
     default_effort = table.get("default_effort")
     if default_effort is not None:
         _choice(where, "default_effort", default_effort, EFFORTS)
-    output_default = table.get("output_default")
-    if output_default is not None and not (
-        isinstance(output_default, int) and not isinstance(output_default, bool)
-    ):
-        raise RegistryError(f"{where}: output_default must be an integer")
+    output_default = _count(where, "output_default", table.get("output_default"))
+    output_max = _count(where, "output_max", table.get("output_max"))
+    if output_default is not None and output_max is not None and output_default > output_max:
+        raise RegistryError(f"{where}: output_default {output_default} is above output_max")
+    thinking = table.get("thinking")
+    if thinking is not None:
+        _choice(where, "thinking", thinking, THINKING_MODES)
+    if provider != "anthropic" and ANTHROPIC_ONLY & set(table):
+        raise RegistryError(f"{where}: thinking fields apply to anthropic models only")
+    note = table.get("note")
+    if note is not None and not isinstance(note, str):
+        raise RegistryError(f"{where}: note must be a string")
     return ModelInfo(
         pattern=name,
         provider=provider,
@@ -320,14 +356,35 @@ def _family(name: str, table: Mapping[str, Any], *, known: bool = True) -> Model
         stop=_bool(where, "stop", table.get("stop", True)),
         sampling=_sampling(where, table.get("sampling", {})),
         output_default=output_default,
+        output_max=output_max,
+        sampling_exclusive=tuple(
+            _params(f"{where}: sampling_exclusive", table.get("sampling_exclusive", []))
+        ),
         defaults_only=_defaults_only(where, table.get("defaults_only", {})),
         reasoning_efforts=efforts,
         default_effort=default_effort,
         sampling_efforts=tuple(_efforts(where, "sampling_efforts", table.get("sampling_efforts"))),
+        thinking=thinking,
+        thinking_sampling=_sampling(f"{where} thinking", table.get("thinking_sampling", {})),
+        thinking_defaults_only=_defaults_only(
+            f"{where} thinking", table.get("thinking_defaults_only", {})
+        ),
+        thinking_budget_min=_count(where, "thinking_budget_min", table.get("thinking_budget_min")),
+        cache_min_tokens=_count(where, "cache_min_tokens", table.get("cache_min_tokens")),
         prices=_prices(where, table.get("prices", {})),
         batch_discount=_fraction(f"{where} batch_discount", table.get("batch_discount", 0.5)),
+        note=note,
         known=known,
     )
+
+
+def _count(where: str, key: str, value: Any) -> int | None:
+    """An optional positive whole number of tokens."""
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise RegistryError(f"{where}: {key} must be a positive integer, got {value!r}")
+    return value
 
 
 def _choice(where: str, key: str, value: Any, allowed: tuple[str, ...]) -> str:
