@@ -61,17 +61,15 @@ import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from loguru import logger
 
 from adapters.base import AdapterError, BatchItem, ProviderAdapter
 
+from .config import Config, adapt_policy
 from .cost import cache_writes
 from .registry import ModelInfo
-
-if TYPE_CHECKING:
-    from .config import Config
 
 MODES = ("auto", "off")
 TTLS = ("5m", "1h")
@@ -175,8 +173,6 @@ async def prepare_items(
     it pays and, with ``cache_priming``, the cache warmed first (see the module docstring)."""
     if provider != "anthropic" or cfg.prompt_cache != "auto":
         return list(items)
-    from .config import adapt_policy
-
     info = adapt_policy(cfg).registry.info(model, provider)
     plans = plan_batch(items, info, priming=cfg.cache_priming)
     log = logger.bind(provider=provider, model=model)
