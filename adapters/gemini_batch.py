@@ -51,6 +51,8 @@ DEFAULT_API_VERSION = "v1beta"
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
 DEFAULT_INLINE_MAX_BYTES = 10_000_000
 INLINE_HARD_MAX_BYTES = 20_000_000  # the API refuses inline create requests above this
+# Headroom under the hard limit for what another SDK release might add to the create body.
+INLINE_MARGIN_BYTES = 200_000
 FIND_SLACK_S = 300.0
 MAX_FIND_SCAN = 5_000  # the list's order is not documented, so find() scans this many at most
 RETRY_ITEM_CODES = {429, 500, 503, 504, 4, 8, 13, 14}  # HTTP codes, or their gRPC equivalents
@@ -106,10 +108,12 @@ class GeminiAdapter:
             write_spool, self._spool_dir, "gemini", items, self.limits, _line
         )
         try:
-            if size <= self._inline_max_bytes:
+            if size <= self._inline_max_bytes:  # the wire size is never below the file's
                 requests = await asyncio.to_thread(_inline_requests, path)
-                path.unlink()
-                return Submitted(await self._create(tag, model, inline=requests))
+                wire = await asyncio.to_thread(inline_wire_bytes, tag, requests)
+                if fits_inline(wire, self._inline_max_bytes):
+                    path.unlink()
+                    return Submitted(await self._create(tag, model, inline=requests))
             with self._mapped("files.upload"):
                 upload = await self._client.files.upload(
                     file=str(path), config={"mime_type": "jsonl", "display_name": tag}
@@ -328,6 +332,21 @@ class _Headers:
 
 def _line(item: BatchItem) -> dict[str, Any]:
     return {"key": item.key, "request": item.body}
+
+
+def inline_wire_bytes(tag: str, requests: list[dict[str, Any]]) -> int:
+    """The size of the inline create body as the SDK sends it: ``json.dumps`` with its
+    defaults, so every non-ASCII character is a 6-byte ``\\uXXXX`` escape (12 bytes outside
+    the Basic Multilingual Plane, e.g. emoji) and separators are ``", "`` and ``": "``. CJK
+    text is about twice its UTF-8 size on the wire, emoji three times."""
+    body = {"batch": {"inputConfig": {"requests": {"requests": requests}}, "displayName": tag}}
+    return len(json.dumps(body))
+
+
+def fits_inline(wire_bytes: int, inline_max_bytes: int) -> bool:
+    """Inline when the body on the wire is within the configured threshold and, with a
+    margin, under the API's 20 MB inline limit; otherwise the batch goes as a file."""
+    return wire_bytes <= min(inline_max_bytes, INLINE_HARD_MAX_BYTES - INLINE_MARGIN_BYTES)
 
 
 def _inline_requests(path: Path) -> list[dict[str, Any]]:

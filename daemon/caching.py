@@ -1,23 +1,53 @@
-"""Prompt caching for Claude batches: mark a system prompt that several requests share.
+"""Prompt caching for Claude batches: mark a shared system prompt only where it pays.
 
-Anthropic caches a prompt prefix only where the request marks it (``cache_control``); inside a
-batch, requests run concurrently in any order, so the provider advises the 1-hour TTL for
-batches (fact sheet §3.7). Which requests share a system prompt is only known once a batch is
-put together, so this runs at submit time, as a pure function of the batch's items: the
-stored request bodies stay as ingested, and a resubmission marks them again the same way.
+Anthropic caches a prompt prefix only where the request marks it (``cache_control``). Which
+requests share a system prompt is only known once a batch is put together, so this runs at
+submit time, as a function of the batch's items: the stored request bodies stay as ingested,
+and a resubmission decides again the same way.
 
-The change is recorded on each result, from the provider's own cache counters, when the
-outbox is written (:func:`cache_note`): batchd marks nothing it does not report, and what it
-reports is what the provider says it did.
+``prompt_cache = "auto"`` marks a system prompt that two or more requests of the batch share
+when all of these hold:
 
-``cache_priming`` (off by default) is implemented minimally, inside the same submit-time call:
-before a batch whose requests share a marked system prompt goes out, one small request with
-that prefix (``max_tokens`` 1) is submitted as a batch of its own and waited for (bounded by
-``cache_priming_max_wait_s``), so the batch's requests read the cache instead of racing to
-write it. The primer is not a request of the user's: it is not stored, has no result line, and
-is not reconciled after a crash (a lost primer costs one tiny request and the batch simply
-goes out unprimed). A prefix primed in the last 55 minutes (the cache lives an hour) is not
-primed again by this process. Whether it paid off is in the summary's ``prompt_cache``.
+* the prefix (tools and system prompt, estimated at 4 characters per token) reaches the
+  model's minimum cacheable prefix (``cache_min_tokens`` in the registry: 1,024, 2,048 or
+  4,096 tokens). Below it the provider neither writes nor reads the cache, so a mark would
+  promise a saving that cannot happen;
+* caching is expected to cost less than not caching, with the time to live (5 minutes or 1
+  hour) whose expected cost is lower for the batch's size. The cost model, in units of "the
+  prefix once at the input price", with the model's own prices where the registry has them
+  (a 5-minute write costs w5 = 1.25, a 1-hour write w1h = 2, a read r = 0.1):
+
+  - off: ``n`` (every request pays the prefix in full);
+  - a batch's requests run concurrently, in any order, best effort. Assume ``L`` lanes
+    (``ASSUMED_LANES`` = 8): the first ``min(n, L)`` requests start before any write has
+    finished, so each of them writes;
+  - every later request reads, unless the entry expired first. An entry lives its TTL after
+    its last use (reads refresh it). Requests are assumed to arrive at random over the
+    batch's processing span (``ASSUMED_SPAN_S`` = 1 hour: most batches end within an hour),
+    so the gap before a request exceeds the TTL with probability ``q = exp(-n * TTL / span)``
+    and that request writes again;
+  - cost(TTL) = ``min(n, L) * w + (n - min(n, L)) * (q * w + (1 - q) * r)``.
+
+  With these figures the 1-hour TTL never wins without priming (an expiry is unlikely within
+  the hour once a batch has enough requests to pay for caching at all), and a prompt shared
+  by 12 requests or fewer is not marked (up to 8 of them may write: e.g. for 12 requests
+  off 12.0, 5m 12.09, 1h 16.4; for 100: off 100, 5m 19.2, 1h 25.2).
+* with ``cache_priming`` on, one small request with the prefix runs first as a batch of its
+  own and the batch waits for it, so every request reads: cost = ``w1h + n * r``. Priming
+  uses the 1-hour TTL, because the batch may start more than 5 minutes after the primer
+  ended (it queues like any batch), which would lose a 5-minute entry.
+
+The decision and its figures are logged once per batch (``prompt cache: ...``). What the
+provider then did is recorded on each result from its own counters (:func:`cache_note`),
+and the summary's ``prompt_cache.paid_off`` is computed from what was charged (reads at the
+read price, writes at their TTL's write price: :mod:`daemon.cost`), not from this estimate.
+
+The primer is implemented minimally: it is not a request of the user's (no result line, not
+stored, not reconciled after a crash: a lost primer costs one tiny request and the batch goes
+out unprimed), a failed or slow primer never holds the batch back beyond
+``cache_priming_max_wait_s``, and a prefix primed in the last 55 minutes is not primed again
+by this process. Its own cost (one 1-hour write of the prefix) is logged, and is in no
+file's summary.
 """
 
 from __future__ import annotations
@@ -26,53 +56,164 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import math
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 from loguru import logger
 
 from adapters.base import AdapterError, BatchItem, ProviderAdapter
 
-if TYPE_CHECKING:
-    from .config import Config
+from .config import Config, adapt_policy
+from .cost import cache_writes
+from .registry import ModelInfo
 
-CACHE_CONTROL = {"type": "ephemeral", "ttl": "1h"}
 MODES = ("auto", "off")
+TTLS = ("5m", "1h")
+TTL_S = {"5m": 300.0, "1h": 3600.0}
+# The provider's multipliers of the input price, used where the registry has no prices.
+WRITE_MULTIPLIER = {"5m": 1.25, "1h": 2.0}
+READ_MULTIPLIER = 0.1
+CHARS_PER_TOKEN = 4
+ASSUMED_LANES = 8
+ASSUMED_SPAN_S = 3600.0
 PRIME_KEY = "cache-prime"
 PRIME_AGAIN_AFTER_S = 55 * 60
 # (model, prefix digest) -> when this process primed it (monotonic seconds).
 _primed: dict[tuple[str, str], float] = {}
 
 
+@dataclass(frozen=True)
+class CachePlan:
+    """The decision for one system prompt shared in a batch, with the figures behind it."""
+
+    shared: int  # requests of the batch sharing the prompt
+    prefix_tokens: int  # estimated (characters / 4)
+    min_tokens: int
+    ttl: str | None  # "5m", "1h", or None: not marked
+    prime: bool
+    costs: Mapping[str, float]  # expected cost per option, in "prefix at input price" units
+
+    def explain(self, model: str) -> str:
+        """One log line: what was decided and why."""
+        head = f"{self.shared} requests share a system prompt of ~{self.prefix_tokens} tokens"
+        if self.prefix_tokens < self.min_tokens:
+            return (
+                f"{head}: not marked, below {model}'s minimum cacheable prefix of "
+                f"{self.min_tokens} tokens"
+            )
+        figures = ", ".join(f"{k} {v:.1f}" for k, v in self.costs.items())
+        what = f"marked with the {self.ttl} TTL" if self.ttl else "not marked"
+        if self.prime:
+            what += ", primed first"
+        return f"{head}: {what} (expected cost in units of the prefix at input price: {figures})"
+
+
+def estimate_tokens(body: Mapping[str, Any]) -> int:
+    """The cacheable prefix of a Claude body (tools, then system) at 4 characters a token."""
+    system = body.get("system")
+    if isinstance(system, list):
+        chars = sum(len(str(b.get("text", ""))) for b in system if isinstance(b, Mapping))
+    else:
+        chars = len(system) if isinstance(system, str) else 0
+    if body.get("tools"):
+        chars += len(json.dumps(body["tools"], separators=(",", ":")))
+    return chars // CHARS_PER_TOKEN
+
+
+def _multipliers(info: ModelInfo | None) -> tuple[dict[str, float], float]:
+    p = info.prices if info is not None else None
+    if p is None or not p.input or None in (p.cache_write_5m, p.cache_write, p.cached_input):
+        return dict(WRITE_MULTIPLIER), READ_MULTIPLIER
+    writes = {"5m": (p.cache_write_5m or 0.0) / p.input, "1h": (p.cache_write or 0.0) / p.input}
+    return writes, (p.cached_input or 0.0) / p.input
+
+
+def expected_cost(n: int, ttl: str, write: float, read: float) -> float:
+    """Expected cost of a prefix shared by ``n`` concurrent requests (see the module doc)."""
+    first = min(n, ASSUMED_LANES)
+    expired = math.exp(-n * TTL_S[ttl] / ASSUMED_SPAN_S)
+    return first * write + (n - first) * (expired * write + (1 - expired) * read)
+
+
+def plan_cache(
+    shared: int,
+    prefix_tokens: int,
+    min_tokens: int,
+    *,
+    priming: bool = False,
+    info: ModelInfo | None = None,
+) -> CachePlan:
+    """Whether to mark a prefix ``shared`` requests of a batch use, and with which TTL."""
+    writes, read = _multipliers(info)
+    costs = {"off": float(shared)}
+    for option in TTLS:
+        costs[option] = expected_cost(shared, option, writes[option], read)
+    costs["primed 1h"] = writes["1h"] + shared * read
+    ttl: str | None = None
+    prime = False
+    if shared >= 2 and prefix_tokens >= min_tokens:
+        if priming:
+            prime = costs["primed 1h"] < costs["off"]
+            ttl = "1h" if prime else None
+        else:
+            best = min(("off", *TTLS), key=lambda k: costs[k])
+            ttl = None if best == "off" else best
+    rounded = {k: round(v, 2) for k, v in costs.items()}
+    return CachePlan(shared, prefix_tokens, min_tokens, ttl, prime, rounded)
+
+
 async def prepare_items(
     provider: str, model: str, items: Sequence[BatchItem], cfg: Config, adapter: ProviderAdapter
 ) -> list[BatchItem]:
-    """A batch's items as they go out: shared Claude system prompts marked for caching and,
-    with ``cache_priming``, the cache warmed first (see the module docstring)."""
-    marked = mark_shared_system_prompts(provider, items, cfg.prompt_cache)
-    if provider == "anthropic" and cfg.prompt_cache == "auto" and cfg.cache_priming:
-        await _prime(adapter, model, marked, cfg)
+    """A batch's items as they go out: shared Claude system prompts marked for caching where
+    it pays and, with ``cache_priming``, the cache warmed first (see the module docstring)."""
+    if provider != "anthropic" or cfg.prompt_cache != "auto":
+        return list(items)
+    info = adapt_policy(cfg).registry.info(model, provider)
+    plans = plan_batch(items, info, priming=cfg.cache_priming)
+    log = logger.bind(provider=provider, model=model)
+    for plan in plans.values():
+        log.info("prompt cache: {}", plan.explain(model))
+    marked = mark(items, plans)
+    primed = [k for k, plan in plans.items() if plan.prime]
+    if primed:
+        best = max(primed, key=lambda k: plans[k].shared)
+        at = next(n for n, i in enumerate(items) if _system_key(i.body) == best)
+        await _prime(adapter, model, marked[at].body["system"], cfg)
     return marked
 
 
-def mark_shared_system_prompts(
-    provider: str, items: Sequence[BatchItem], mode: str = "auto"
-) -> list[BatchItem]:
-    """``items`` with ``cache_control`` on every Claude system prompt that two or more items
-    of this batch share. A body that already carries a ``cache_control`` anywhere is left
-    alone: the user placed their own breakpoints (at most 4 are allowed per request)."""
-    if provider != "anthropic" or mode != "auto":
-        return list(items)
-    keys = [_system_key(item.body) for item in items]
+def plan_batch(
+    items: Sequence[BatchItem], info: ModelInfo, *, priming: bool = False
+) -> dict[str, CachePlan]:
+    """A plan per system prompt that two or more items share (bodies carrying their own
+    ``cache_control`` are left out: the user placed their own breakpoints)."""
+    keys = [None if has_cache_control(i.body) else _system_key(i.body) for i in items]
     shared = Counter(k for k in keys if k is not None)
-    out: list[BatchItem] = []
+    min_tokens = info.cache_min_tokens or 0
+    plans: dict[str, CachePlan] = {}
     for item, key in zip(items, keys, strict=True):
-        if key is None or shared[key] < 2 or has_cache_control(item.body):
+        if key is None or shared[key] < 2 or key in plans:
+            continue
+        tokens = estimate_tokens(item.body)
+        plans[key] = plan_cache(shared[key], tokens, min_tokens, priming=priming, info=info)
+    return plans
+
+
+def mark(items: Sequence[BatchItem], plans: Mapping[str, CachePlan]) -> list[BatchItem]:
+    """``items`` with ``cache_control`` (the plan's TTL) on the system prompts to cache."""
+    out: list[BatchItem] = []
+    for item in items:
+        key = None if has_cache_control(item.body) else _system_key(item.body)
+        plan = plans.get(key) if key is not None else None
+        if plan is None or plan.ttl is None:
             out.append(item)
             continue
-        body = {**item.body, "system": _marked(item.body["system"])}
+        body = {**item.body, "system": _marked(item.body["system"], plan.ttl)}
         out.append(BatchItem(key=item.key, body=body))
     return out
 
@@ -86,11 +227,12 @@ def _system_key(body: Mapping[str, Any]) -> str | None:
     return None
 
 
-def _marked(system: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _marked(system: str | list[dict[str, Any]], ttl: str) -> list[dict[str, Any]]:
     """The system prompt as blocks, the last one marked (the cache covers everything up to
     and including the marked block)."""
     blocks = [{"type": "text", "text": system}] if isinstance(system, str) else list(system)
-    return [*blocks[:-1], {**blocks[-1], "cache_control": dict(CACHE_CONTROL)}]
+    control = {"type": "ephemeral", "ttl": ttl}
+    return [*blocks[:-1], {**blocks[-1], "cache_control": control}]
 
 
 def has_cache_control(value: Any) -> bool:
@@ -103,50 +245,35 @@ def has_cache_control(value: Any) -> bool:
 
 
 def cache_note(
-    provider: str | None, body: Mapping[str, Any] | None, usage: Mapping[str, Any] | None
+    provider: str | None,
+    body: Mapping[str, Any] | None,
+    usage: Mapping[str, Any] | None,
+    response: Mapping[str, Any] | None = None,
 ) -> str | None:
     """The adaptation sentence for a Claude request whose shared system prompt batchd marked
-    for caching, from the result's cache counters; None when batchd did not mark it."""
+    for caching, from the provider's own counters (``response`` is its raw answer, which
+    says the TTL of a write); None when batchd did not mark it."""
     if provider != "anthropic" or not body or has_cache_control(body) or not usage:
         return None
-    written = int(usage.get("cache_creation_input_tokens") or 0)
+    writes = cache_writes(usage, response)
     read = int(usage.get("cached_input_tokens") or 0)
-    if not (written or read):
-        return None
-    done = []
-    if written:
-        done.append(f"{written} tokens written to the cache")
+    done = [
+        f"{tokens} tokens written to the cache{ttl}"
+        for tokens, ttl in (
+            (writes.five_m, " (5m TTL)"),
+            (writes.one_h, " (1h TTL)"),
+            (writes.unsplit, ""),
+        )
+        if tokens
+    ]
     if read:
         done.append(f"{read} tokens read from the cache")
-    return (
-        "system prompt shared in its batch marked for prompt caching (cache_control, 1h TTL): "
-        + ", ".join(done)
-    )
-
-
-def _shared_marked_system(items: Sequence[BatchItem]) -> list[dict[str, Any]] | None:
-    """The marked system prompt most requests of the batch share, if any was marked."""
-    marked = [i.body["system"] for i in items if _is_marked_system(i.body.get("system"))]
-    if len(marked) < 2:
+    if not done:
         return None
-    keys = Counter(json.dumps(m, sort_keys=True) for m in marked)
-    return json.loads(keys.most_common(1)[0][0])
+    return "system prompt shared in its batch marked for prompt caching: " + ", ".join(done)
 
 
-def _is_marked_system(system: Any) -> bool:
-    return (
-        isinstance(system, list)
-        and bool(system)
-        and system[-1].get("cache_control") == CACHE_CONTROL
-    )
-
-
-async def _prime(
-    adapter: ProviderAdapter, model: str, items: Sequence[BatchItem], cfg: Config
-) -> None:
-    system = _shared_marked_system(items)
-    if system is None:
-        return
+async def _prime(adapter: ProviderAdapter, model: str, system: Any, cfg: Config) -> None:
     digest = hashlib.sha256(json.dumps([model, system], sort_keys=True).encode()).hexdigest()
     last = _primed.get((model, digest))
     if last is not None and time.monotonic() - last < PRIME_AGAIN_AFTER_S:
@@ -177,15 +304,32 @@ async def _prime(
         log.warning("cache priming: primer batch {}; the batch goes out unprimed", what)
         return
     _primed[(model, digest)] = time.monotonic()
+    written = await _primer_writes(adapter, submitted.provider_batch_id, cfg)
     log.info(
-        "cache primed: batch {} ended in {:.1f}s",
+        "cache primed: batch {} ended in {:.1f}s; it wrote {} tokens to the cache (its cost is "
+        "in no file's summary)",
         submitted.provider_batch_id,
         time.monotonic() - started,
+        "an unknown number of" if written is None else written,
     )
     with contextlib.suppress(AdapterError, TimeoutError):  # best effort, as for every batch
         await asyncio.wait_for(
             adapter.cleanup(submitted.provider_batch_id, None), cfg.request_timeout_s
         )
+
+
+async def _primer_writes(adapter: ProviderAdapter, batch_id: str, cfg: Config) -> int | None:
+    """The cache-write tokens the primer reported (for the log); None if unreadable."""
+
+    async def first() -> int | None:
+        async for result in adapter.results(batch_id):
+            return result.usage.cache_creation_input_tokens
+        return None
+
+    try:
+        return await asyncio.wait_for(first(), cfg.request_timeout_s)
+    except (AdapterError, TimeoutError):
+        return None
 
 
 async def _wait_ended(adapter: ProviderAdapter, batch_id: str, cfg: Config) -> str | None:

@@ -77,6 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="invalid lines listed before only counting them (default 20)",
     )
 
+    models = sub.add_parser("models", help="what each model family accepts, and its prices")
+    models.add_argument("--config", help="TOML config file (or BATCHD_CONFIG)")
+    models.add_argument("model", nargs="?", help="one model (default: every family)")
+    models.add_argument("--json", action="store_true", help="machine-readable output")
+    models.add_argument("--markdown", action="store_true", help="the README's model tables")
+
     emu = sub.add_parser("emulator", help="run the provider emulator (OpenAI, Anthropic, Gemini)")
     emu.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
     emu.add_argument("--port", type=int, default=8089, help="port (0 picks a free one)")
@@ -201,6 +207,24 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return 0 if report["ok"] else 1
 
 
+def _cmd_models(args: argparse.Namespace) -> int:
+    """Exit 0, or 1 for a model nothing routes. ``--markdown``: the packaged registry's tables."""
+    from . import models_cmd
+    from .config import adapt_policy
+
+    if args.markdown:
+        sys.stdout.write(models_cmd.render_markdown(models_cmd.default_registry()))
+        return 0
+    policy = adapt_policy(_config(args))
+    try:
+        text = models_cmd.run(policy.registry, policy.routes, args.model, as_json=args.json)
+    except LookupError as exc:
+        print(f"batchd models: {exc}", file=sys.stderr)
+        return 1
+    sys.stdout.write(text)
+    return 0
+
+
 def _cmd_emulator(args: argparse.Namespace) -> int:
     from adapters.emulator import serve
     from adapters.emulator.faults import FaultConfigError
@@ -226,6 +250,7 @@ COMMANDS = {
     "submit": _cmd_submit,
     "status": _cmd_status,
     "check": _cmd_check,
+    "models": _cmd_models,
     "emulator": _cmd_emulator,
 }
 

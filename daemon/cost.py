@@ -6,6 +6,12 @@ not; ``cached_input_tokens`` are cache reads; ``cache_creation_input_tokens`` ar
 at its own rate. The batch discount applies to every part (Anthropic's batch and caching
 discounts stack; OpenAI's and Gemini's batch price is half of each list price).
 
+Cache writes are priced by their time to live, as the provider reported them: Anthropic's raw
+``usage.cache_creation`` splits them into ``ephemeral_5m_input_tokens`` (a 5-minute write,
+``cache_write_5m``, 1.25 x input) and ``ephemeral_1h_input_tokens`` (a 1-hour write,
+``cache_write``, 2 x input). Writes the provider did not split are priced as 1-hour writes,
+the dearer kind, so a saving is never overstated.
+
 A missing price gives ``None``, never a guess: a model the registry has no price for, or a
 cache read or write where the registry knows no cache price. Zero tokens cost zero, priced or
 not (an invalid line was never sent, so it was never billed).
@@ -15,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from .registry import ModelInfo
 
@@ -37,8 +43,48 @@ def _tokens(usage: Mapping[str, Any] | None, key: str) -> int:
     return int((usage or {}).get(key) or 0)
 
 
-def cost_of(usage: Mapping[str, Any] | None, info: ModelInfo | None) -> Cost:
-    """The cost of one request's ``usage`` under ``info``'s prices."""
+class CacheWrites(NamedTuple):
+    """A result's cache-write tokens by time to live, as the provider reported them."""
+
+    five_m: int  # 5-minute writes (cache_write_5m)
+    one_h: int  # 1-hour writes (cache_write)
+    unsplit: int  # writes the provider did not split by TTL: priced as 1-hour writes
+
+
+def cache_writes(
+    usage: Mapping[str, Any] | None, response: Mapping[str, Any] | None
+) -> CacheWrites:
+    """The cache writes of a result: the provider's split when its raw answer (``response``,
+    an Anthropic result line) has one."""
+    written = _tokens(usage, "cache_creation_input_tokens")
+    split = _split(response)
+    if split is None or not written:
+        return CacheWrites(0, 0, written)
+    five = min(split[0], written)
+    hour = min(split[1], written - five)
+    return CacheWrites(five, hour, written - five - hour)
+
+
+def _split(response: Mapping[str, Any] | None) -> tuple[int, int] | None:
+    result = (response or {}).get("result")
+    message = result.get("message") if isinstance(result, Mapping) else None
+    usage = message.get("usage") if isinstance(message, Mapping) else None
+    creation = usage.get("cache_creation") if isinstance(usage, Mapping) else None
+    if not isinstance(creation, Mapping):
+        return None
+    return (
+        _tokens(creation, "ephemeral_5m_input_tokens"),
+        _tokens(creation, "ephemeral_1h_input_tokens"),
+    )
+
+
+def cost_of(
+    usage: Mapping[str, Any] | None,
+    info: ModelInfo | None,
+    response: Mapping[str, Any] | None = None,
+) -> Cost:
+    """The cost of one request's ``usage`` under ``info``'s prices; ``response`` is the
+    provider's raw answer, read for the time to live of cache writes."""
     total_in = _tokens(usage, "input_tokens")
     output = _tokens(usage, "output_tokens")
     read = _tokens(usage, "cached_input_tokens")
@@ -48,11 +94,14 @@ def cost_of(usage: Mapping[str, Any] | None, info: ModelInfo | None) -> Cost:
     if info is None:
         return UNKNOWN
     p = info.prices
+    five, hour, unsplit = cache_writes(usage, response)
+    hour += unsplit
     parts = [
         (max(0, total_in - read - written), p.input),
         (output, p.output),
         (read, p.cached_input),
-        (written, p.cache_write),
+        (five, p.cache_write_5m),
+        (hour, p.cache_write),
     ]
     if any(tokens and price is None for tokens, price in parts):
         return UNKNOWN
@@ -60,21 +109,31 @@ def cost_of(usage: Mapping[str, Any] | None, info: ModelInfo | None) -> Cost:
     return Cost(round(live * info.batch_discount, DIGITS), round(live, DIGITS))
 
 
-def cache_savings(usage: Mapping[str, Any] | None, info: ModelInfo | None) -> float | None:
-    """What prompt caching saved on this request at batch price: cache reads at the cached
-    price instead of the input price, minus cache writes' surcharge over the input price.
-    Negative when the writes cost more than the reads saved; None without the prices."""
+def cache_savings(
+    usage: Mapping[str, Any] | None,
+    info: ModelInfo | None,
+    response: Mapping[str, Any] | None = None,
+) -> float | None:
+    """What prompt caching saved on this request at batch price, from what was charged:
+    cache reads at the read price instead of the input price, minus each cache write's
+    surcharge over the input price at its time to live (5-minute or 1-hour, see
+    :func:`cache_writes`). Negative when the writes cost more than the reads saved; None
+    without the prices."""
     read = _tokens(usage, "cached_input_tokens")
-    written = _tokens(usage, "cache_creation_input_tokens")
-    if not (read or written):
+    five, hour, unsplit = cache_writes(usage, response)
+    hour += unsplit
+    if not (read or five or hour):
         return 0.0
     if info is None or info.prices.input is None:
         return None
     p = info.prices
-    if (read and p.cached_input is None) or (written and p.cache_write is None):
+    base = info.prices.input
+    needed = ((read, p.cached_input), (five, p.cache_write_5m), (hour, p.cache_write))
+    if any(tokens and price is None for tokens, price in needed):
         return None
-    saved = read * (p.input - (p.cached_input or 0.0))
-    surcharge = written * ((p.cache_write or 0.0) - p.input)
+    saved = read * (base - (p.cached_input or 0.0))
+    surcharge = five * ((p.cache_write_5m or 0.0) - base)
+    surcharge += hour * ((p.cache_write or 0.0) - base)
     return round((saved - surcharge) / PER * info.batch_discount, DIGITS)
 
 

@@ -29,9 +29,10 @@ def _rows(db_path: Path, file_id: int, registry: Registry) -> Iterator[dict[str,
         usage = result.get("usage")
         model, provider = r["model"], r["provider"]
         info = registry.info(model, provider) if model and provider else None
-        cost = cost_of(usage, info)
+        response = result.get("response")  # the provider's own answer: cache writes by TTL
+        cost = cost_of(usage, info, response)
         adaptations = list(r.get("adaptations") or [])
-        note = cache_note(provider, r.get("body"), usage)
+        note = cache_note(provider, r.get("body"), usage, response)
         if note is not None:
             adaptations.append(note)
         yield {
@@ -45,12 +46,12 @@ def _rows(db_path: Path, file_id: int, registry: Registry) -> Iterator[dict[str,
             "usage": usage,
             "cost_usd": cost.batch_usd,
             "cost_usd_live": cost.live_usd,
-            "cache_savings_usd": cache_savings(usage, info),
+            "cache_savings_usd": cache_savings(usage, info, response),
             "error": r.get("error"),
             "attempts": r["attempts"],
             "batch_ids": r.get("batch_ids") or [],
             "adaptations": adaptations,
-            "response": result.get("response"),
+            "response": response,
             "metadata": r.get("metadata"),
         }
 

@@ -17,20 +17,28 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any
+from typing import Any, TypeVar
 
 from adapters.facts import PROVIDERS
 
+from . import registry_fields as fields
+from .registry_fields import EFFORTS, SAMPLING_PARAMS, Range, RegistryError
+
+__all__ = [
+    "EFFORTS",
+    "PROVIDERS",
+    "SAMPLING_PARAMS",
+    "ModelInfo",
+    "Prices",
+    "Range",
+    "Registry",
+    "RegistryError",
+    "add_model_hint",
+    "default_registry",
+]
+
 SYSTEM_MODES = ("system", "developer", "top-level", "fold-into-user", "systemInstruction")
 OUTPUT_FIELDS = ("max_tokens", "max_completion_tokens", "maxOutputTokens")
-SAMPLING_PARAMS = (
-    "temperature",
-    "top_p",
-    "top_k",
-    "presence_penalty",
-    "frequency_penalty",
-    "logprobs",
-)
 # What each provider's wire format can express.
 SYSTEM_BY_PROVIDER = {
     "openai": ("system", "developer", "fold-into-user"),
@@ -42,41 +50,55 @@ OUTPUT_BY_PROVIDER = {
     "anthropic": ("max_tokens",),
     "gemini": ("maxOutputTokens",),
 }
-EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
-PRICE_FIELDS = ("input", "output", "cached_input", "cache_write")
+THINKING_MODES = ("manual", "adaptive")
+PRICE_FIELDS = ("input", "output", "cached_input", "cache_write_5m", "cache_write")
 FAMILY_FIELDS = frozenset(
     {
         "provider",
         "extends",
+        "note",
         "system",
         "output_field",
         "output_default",
+        "output_max",
         "stop",
         "sampling",
+        "sampling_exclusive",
         "defaults_only",
         "reasoning_efforts",
         "default_effort",
         "sampling_efforts",
+        "thinking",
+        "thinking_sampling",
+        "thinking_defaults_only",
+        "thinking_budget_min",
+        "cache_min_tokens",
         "prices",
         "batch_discount",
     }
 )
+# Fields that describe one family only: ``extends`` does not pass them on.
+NOT_INHERITED = frozenset({"prices", "note"})
+# Extended thinking is a Claude request parameter.
+ANTHROPIC_ONLY = frozenset(
+    {"thinking", "thinking_sampling", "thinking_defaults_only", "thinking_budget_min"}
+)
 DEFAULT_BATCH_DISCOUNT = 0.5
 
-Range = tuple[float | None, float | None]
-
-
-class RegistryError(ValueError):
-    """The registry data (packaged or from the config) is not valid."""
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
 class Prices:
-    """USD per million tokens; None where the registry does not know the figure."""
+    """USD per million tokens; None where the registry does not know the figure.
+
+    ``cache_write`` is the price of a 1-hour cache write (Anthropic: 2 x input),
+    ``cache_write_5m`` of a 5-minute one (1.25 x input); ``cached_input`` of a cache read."""
 
     input: float | None = None
     output: float | None = None
     cached_input: float | None = None
+    cache_write_5m: float | None = None
     cache_write: float | None = None
     date: str | None = None
     source: str | None = None
@@ -93,12 +115,20 @@ class ModelInfo:
     stop: bool
     sampling: Mapping[str, Range | bool]
     output_default: int | None = None
+    output_max: int | None = None
+    sampling_exclusive: tuple[str, ...] = ()
     defaults_only: Mapping[str, Any] = field(default_factory=dict)
     reasoning_efforts: tuple[str, ...] = ()
     default_effort: str | None = None
     sampling_efforts: tuple[str, ...] = ()
+    thinking: str | None = None  # Claude only: "manual" or "adaptive"
+    thinking_sampling: Mapping[str, Range | bool] = field(default_factory=dict)
+    thinking_defaults_only: Mapping[str, Any] = field(default_factory=dict)
+    thinking_budget_min: int | None = None
+    cache_min_tokens: int | None = None
     prices: Prices = field(default_factory=Prices)
     batch_discount: float = DEFAULT_BATCH_DISCOUNT
+    note: str | None = None
     known: bool = True  # False: a provider's defaults for a model the registry does not list
 
 
@@ -167,8 +197,9 @@ class Registry:
         return versions[max(applicable)] if applicable else ()
 
 
-def _longest(model: str, patterns: Mapping[str, Any]) -> Any:
-    best: Any = None
+def _longest(model: str, patterns: Mapping[str, T]) -> T | None:
+    """The value of the longest ``prefix*`` pattern ``model`` starts with."""
+    best: T | None = None
     best_len = -1
     for pattern, value in patterns.items():
         if not pattern.endswith("*"):
@@ -236,7 +267,7 @@ def _check_keys(where: str, table: Mapping[str, Any]) -> None:
 
 
 def _build(raw: Mapping[str, Any]) -> Registry:
-    discount = _fraction("batch_discount", raw.get("batch_discount", DEFAULT_BATCH_DISCOUNT))
+    discount = fields.fraction("batch_discount", raw.get("batch_discount", DEFAULT_BATCH_DISCOUNT))
     provider_tables = raw.get("providers", {})
     defaults: dict[str, ModelInfo] = {}
     for provider in PROVIDERS:
@@ -251,7 +282,9 @@ def _build(raw: Mapping[str, Any]) -> Registry:
     }
     versions = {
         provider: {
-            version: tuple(_params(f"api_versions.{provider}.{version}", rules.get("unsupported")))
+            version: tuple(
+                fields.params(f"api_versions.{provider}.{version}", rules.get("unsupported"))
+            )
             for version, rules in table.items()
         }
         for provider, table in raw.get("api_versions", {}).items()
@@ -279,7 +312,7 @@ def _resolve(
         if parent not in tables:
             raise RegistryError(f"models.{name!r}: extends unknown family {parent!r}")
         base = _resolve(parent, tables, provider_tables, discount, done, (*chain, name))
-        base = {k: v for k, v in base.items() if k != "prices"}
+        base = {k: v for k, v in base.items() if k not in NOT_INHERITED}
     else:
         provider = table.get("provider")
         if provider not in PROVIDERS:
@@ -299,97 +332,55 @@ def _family(name: str, table: Mapping[str, Any], *, known: bool = True) -> Model
     provider = table.get("provider")
     if provider not in PROVIDERS:
         raise RegistryError(f"{where}: provider must be one of {', '.join(PROVIDERS)}")
-    system = _choice(where, "system", table.get("system"), SYSTEM_BY_PROVIDER[provider])
-    output_field = _choice(
+    system = fields.choice(where, "system", table.get("system"), SYSTEM_BY_PROVIDER[provider])
+    output_field = fields.choice(
         where, "output_field", table.get("output_field"), OUTPUT_BY_PROVIDER[provider]
     )
-    efforts = tuple(_efforts(where, "reasoning_efforts", table.get("reasoning_efforts", ())))
+    efforts = tuple(fields.efforts(where, "reasoning_efforts", table.get("reasoning_efforts")))
     default_effort = table.get("default_effort")
     if default_effort is not None:
-        _choice(where, "default_effort", default_effort, EFFORTS)
-    output_default = table.get("output_default")
-    if output_default is not None and not (
-        isinstance(output_default, int) and not isinstance(output_default, bool)
-    ):
-        raise RegistryError(f"{where}: output_default must be an integer")
+        fields.choice(where, "default_effort", default_effort, EFFORTS)
+    output_default = fields.count(where, "output_default", table.get("output_default"))
+    output_max = fields.count(where, "output_max", table.get("output_max"))
+    if output_default is not None and output_max is not None and output_default > output_max:
+        raise RegistryError(f"{where}: output_default {output_default} is above output_max")
+    thinking = table.get("thinking")
+    if thinking is not None:
+        fields.choice(where, "thinking", thinking, THINKING_MODES)
+    if provider != "anthropic" and ANTHROPIC_ONLY & set(table):
+        raise RegistryError(f"{where}: thinking fields apply to anthropic models only")
+    note = table.get("note")
+    if note is not None and not isinstance(note, str):
+        raise RegistryError(f"{where}: note must be a string")
+    get = table.get
     return ModelInfo(
         pattern=name,
         provider=provider,
         system=system,
         output_field=output_field,
-        stop=_bool(where, "stop", table.get("stop", True)),
-        sampling=_sampling(where, table.get("sampling", {})),
+        stop=fields.boolean(where, "stop", get("stop", True)),
+        sampling=fields.sampling(where, get("sampling", {})),
         output_default=output_default,
-        defaults_only=_defaults_only(where, table.get("defaults_only", {})),
+        output_max=output_max,
+        sampling_exclusive=tuple(
+            fields.params(f"{where}: sampling_exclusive", get("sampling_exclusive", []))
+        ),
+        defaults_only=fields.defaults_only(where, get("defaults_only", {})),
         reasoning_efforts=efforts,
         default_effort=default_effort,
-        sampling_efforts=tuple(_efforts(where, "sampling_efforts", table.get("sampling_efforts"))),
-        prices=_prices(where, table.get("prices", {})),
-        batch_discount=_fraction(f"{where} batch_discount", table.get("batch_discount", 0.5)),
+        sampling_efforts=tuple(fields.efforts(where, "sampling_efforts", get("sampling_efforts"))),
+        thinking=thinking,
+        thinking_sampling=fields.sampling(f"{where} thinking", get("thinking_sampling", {})),
+        thinking_defaults_only=fields.defaults_only(
+            f"{where} thinking", get("thinking_defaults_only", {})
+        ),
+        thinking_budget_min=fields.count(where, "thinking_budget_min", get("thinking_budget_min")),
+        cache_min_tokens=fields.count(where, "cache_min_tokens", get("cache_min_tokens")),
+        prices=_prices(where, get("prices", {})),
+        batch_discount=fields.fraction(f"{where} batch_discount", get("batch_discount", 0.5)),
+        note=note,
         known=known,
     )
-
-
-def _choice(where: str, key: str, value: Any, allowed: tuple[str, ...]) -> str:
-    if value not in allowed:
-        raise RegistryError(f"{where}: {key} must be one of {', '.join(allowed)}, got {value!r}")
-    return str(value)
-
-
-def _bool(where: str, key: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise RegistryError(f"{where}: {key} must be true or false, got {value!r}")
-    return value
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _fraction(where: str, value: Any) -> float:
-    if not _is_number(value) or not 0 < value <= 1:
-        raise RegistryError(f"{where} must be a number in (0, 1], got {value!r}")
-    return float(value)
-
-
-def _params(where: str, value: Any) -> list[str]:
-    if not isinstance(value, list) or any(p not in SAMPLING_PARAMS for p in value):
-        raise RegistryError(f"{where}: expected a list of {', '.join(SAMPLING_PARAMS)}")
-    return list(value)
-
-
-def _efforts(where: str, key: str, value: Any) -> list[str]:
-    if value is None:
-        return []
-    if not isinstance(value, list | tuple) or any(v not in EFFORTS for v in value):
-        raise RegistryError(f"{where}: {key} must be a list of {', '.join(EFFORTS)}")
-    return list(value)
-
-
-def _sampling(where: str, table: Any) -> dict[str, Range | bool]:
-    if not isinstance(table, Mapping):
-        raise RegistryError(f"{where}: sampling must be a table")
-    out: dict[str, Range | bool] = {}
-    for param, spec in table.items():
-        if param not in SAMPLING_PARAMS:
-            raise RegistryError(f"{where}: sampling.{param}: not one of {SAMPLING_PARAMS}")
-        if spec is True:
-            out[param] = True
-        elif (
-            isinstance(spec, list)
-            and len(spec) == 2
-            and all(v is None or _is_number(v) for v in spec)
-        ):
-            out[param] = (spec[0], spec[1])
-        else:
-            raise RegistryError(f"{where}: sampling.{param} must be [low, high] or true")
-    return out
-
-
-def _defaults_only(where: str, table: Any) -> dict[str, Any]:
-    if not isinstance(table, Mapping) or any(p not in SAMPLING_PARAMS for p in table):
-        raise RegistryError(f"{where}: defaults_only must be a table of sampling parameters")
-    return dict(table)
 
 
 def _prices(where: str, table: Any) -> Prices:
@@ -400,7 +391,7 @@ def _prices(where: str, table: Any) -> Prices:
         raise RegistryError(f"{where}: prices has unknown field(s) {sorted(unknown)}")
     for key in PRICE_FIELDS:
         value = table.get(key)
-        if value is not None and (not _is_number(value) or value < 0):
+        if value is not None and (not fields.is_number(value) or value < 0):
             raise RegistryError(f"{where}: prices.{key} must be a number >= 0, got {value!r}")
     return Prices(
         **{k: (float(table[k]) if k in table else None) for k in PRICE_FIELDS},

@@ -1,4 +1,4 @@
-"""Every adaptation rule of issue #4, table-driven: the exact body sent and the notes recorded.
+"""Every adaptation rule, table-driven: the exact body sent and the notes recorded.
 
 Each case is one JSONL line parsed by :func:`daemon.reading.iter_lines` (so validation, routing
 and adaptation all run), under a policy; the assertion is on the provider-native body that
@@ -21,6 +21,8 @@ from daemon.validate import Invalid, Request
 HI = [{"role": "user", "content": "hi"}]
 V2026 = Policy(anthropic_api_version="2026-10-21")
 REJECT = Policy(on_unsupported="reject")
+MANUAL_2000 = {"type": "enabled", "budget_tokens": 2000}
+MANUAL_8000 = {"type": "enabled", "budget_tokens": 8000}
 
 
 def parse(tmp_path: Path, line: dict[str, Any], policy: Policy | None = None) -> Request | Invalid:
@@ -390,10 +392,345 @@ CASES: list[tuple[str, dict[str, Any], Policy | None, dict[str, Any], list[str]]
 ]
 
 
+def native_claude(model: str, **params: Any) -> dict[str, Any]:
+    return {"custom_id": "n", "params": {"model": model, "messages": HI} | params}
+
+
+def native_openai(model: str, **body: Any) -> dict[str, Any]:
+    return {
+        "custom_id": "n",
+        "method": "POST",
+        "url": "/v1/chat/completions",
+        "body": {"model": model, "messages": HI} | body,
+    }
+
+
+def together(model: str) -> str:
+    return (
+        f"top_p removed: {model} does not accept temperature and top_p together "
+        "(temperature kept)"
+    )
+
+
+# The model generations: stop on the gpt-5 family, Claude's sampling generations, extended
+# thinking and output ceilings. Same shape as CASES.
+GENERATIONS: list[tuple[str, dict[str, Any], Policy | None, dict[str, Any], list[str]]] = [
+    *[
+        (
+            f"{model}: stop removed",
+            unified(model, stop=["END"]),
+            None,
+            {"model": model, "messages": HI},
+            [f"stop removed: {model} does not support it"],
+        )
+        for model in ("gpt-5", "gpt-5-mini", "gpt-5-nano", "gpt-5.1", "gpt-5.2", "gpt-5.4")
+    ],
+    (
+        "a gpt-5.x newer than the registry follows the newest gpt-5.x rules",
+        unified("gpt-5.7", stop="END", temperature=0.4),
+        None,
+        {"model": "gpt-5.7", "messages": HI, "temperature": 0.4},
+        ["stop removed: gpt-5.7 does not support it"],
+    ),
+    (
+        "gpt-5 chat variants keep stop (the standard format)",
+        unified("gpt-5-chat-latest", stop="END"),
+        None,
+        {"model": "gpt-5-chat-latest", "messages": HI, "stop": "END"},
+        [],
+    ),
+    *[
+        (
+            f"{model}: temperature and top_p together, top_p removed",
+            unified(model, temperature=0.3, top_p=0.9, max_tokens=9),
+            None,
+            {"model": model, "max_tokens": 9, "messages": HI, "temperature": 0.3},
+            [together(model)],
+        )
+        for model in (
+            "claude-opus-4-1",
+            "claude-opus-4-5",
+            "claude-opus-4-6",
+            "claude-sonnet-4-5",
+            "claude-haiku-4-5",
+        )
+    ],
+    (
+        "Claude: top_p alone is kept where the pair is refused",
+        unified("claude-haiku-4-5", top_p=0.9, max_tokens=9),
+        None,
+        {"model": "claude-haiku-4-5", "max_tokens": 9, "messages": HI, "top_p": 0.9},
+        [],
+    ),
+    *[
+        (
+            f"{model}: temperature and top_p together are still accepted",
+            unified(model, temperature=0.3, top_p=0.9, max_tokens=9),
+            None,
+            {"model": model, "max_tokens": 9, "messages": HI, "temperature": 0.3, "top_p": 0.9},
+            [],
+        )
+        for model in ("claude-opus-4-0", "claude-sonnet-4-20250514", "claude-3-7-sonnet-latest")
+    ],
+    *[
+        (
+            f"{model}: no temperature (unless exactly 1), no top_p, no top_k",
+            unified(model, temperature=0.5, top_p=0.9, top_k=5, max_tokens=9),
+            None,
+            {"model": model, "max_tokens": 9, "messages": HI},
+            [
+                f"temperature 0.5 removed: {model} accepts only the default (1)",
+                f"top_p removed: {model} does not support it",
+                f"top_k removed: {model} does not support it",
+            ],
+        )
+        for model in ("claude-sonnet-4-6", "claude-opus-4-7", "claude-opus-4-8")
+    ],
+    (
+        "Claude after Opus 4.6: temperature 1.0 is kept",
+        unified("claude-opus-4-7", temperature=1.0, max_tokens=9),
+        None,
+        {"model": "claude-opus-4-7", "max_tokens": 9, "messages": HI, "temperature": 1.0},
+        [],
+    ),
+    (
+        "Claude after Opus 4.6: a temperature above 1 is removed, not clamped",
+        unified("claude-sonnet-4-6", temperature=1.4, max_tokens=9),
+        None,
+        {"model": "claude-sonnet-4-6", "max_tokens": 9, "messages": HI},
+        ["temperature 1.4 removed: claude-sonnet-4-6 accepts only the default (1)"],
+    ),
+    *[
+        (
+            f"{model} (newer than the registry) follows the newest Claude rules",
+            unified(model, temperature=0.2, max_tokens=9),
+            None,
+            {"model": model, "max_tokens": 9, "messages": HI},
+            [f"temperature 0.2 removed: {model} accepts only the default (1)"],
+        )
+        for model in ("claude-opus-4-9", "claude-sonnet-4-7", "claude-opus-5")
+    ],
+    # -- extended thinking (native Anthropic lines) --------------------------------------
+    (
+        "Opus 4.7: manual thinking sent as adaptive",
+        native_claude(
+            "claude-opus-4-7", max_tokens=4000, thinking={"type": "enabled", "budget_tokens": 2000}
+        ),
+        None,
+        {
+            "model": "claude-opus-4-7",
+            "messages": HI,
+            "max_tokens": 4000,
+            "thinking": {"type": "adaptive"},
+        },
+        [
+            'thinking {"type": "enabled", "budget_tokens": 2000} sent as {"type": "adaptive"}: '
+            "claude-opus-4-7 does not accept manual extended thinking (budget_tokens dropped)"
+        ],
+    ),
+    (
+        "Opus 4.8: adaptive thinking is left alone",
+        native_claude("claude-opus-4-8", max_tokens=4000, thinking={"type": "adaptive"}),
+        None,
+        {
+            "model": "claude-opus-4-8",
+            "messages": HI,
+            "max_tokens": 4000,
+            "thinking": {"type": "adaptive"},
+        },
+        [],
+    ),
+    (
+        "thinking on: temperature only 1, no top_k, top_p 0.95-1",
+        native_claude(
+            "claude-opus-4-6",
+            max_tokens=4000,
+            thinking={"type": "enabled", "budget_tokens": 2000},
+            temperature=0.5,
+            top_p=0.5,
+            top_k=10,
+        ),
+        None,
+        {
+            "model": "claude-opus-4-6",
+            "messages": HI,
+            "max_tokens": 4000,
+            "thinking": {"type": "enabled", "budget_tokens": 2000},
+            "top_p": 0.95,
+        },
+        [
+            "temperature 0.5 removed: with extended thinking claude-opus-4-6 accepts only 1",
+            "top_p 0.5 clamped to 0.95 (Claude range with extended thinking 0.95-1)",
+            "top_k removed: claude-opus-4-6 does not accept it with extended thinking",
+        ],
+    ),
+    (
+        "thinking on: temperature 1 kept, then the pair rule drops top_p",
+        native_claude(
+            "claude-sonnet-4-5",
+            max_tokens=4000,
+            thinking={"type": "enabled", "budget_tokens": 2000},
+            temperature=1,
+            top_p=0.97,
+        ),
+        None,
+        {
+            "model": "claude-sonnet-4-5",
+            "messages": HI,
+            "max_tokens": 4000,
+            "thinking": {"type": "enabled", "budget_tokens": 2000},
+            "temperature": 1,
+        },
+        [together("claude-sonnet-4-5")],
+    ),
+    (
+        "adaptive thinking limits sampling too",
+        native_claude(
+            "claude-opus-4-6", max_tokens=100, thinking={"type": "adaptive"}, temperature=0.3
+        ),
+        None,
+        {
+            "model": "claude-opus-4-6",
+            "messages": HI,
+            "max_tokens": 100,
+            "thinking": {"type": "adaptive"},
+        },
+        ["temperature 0.3 removed: with extended thinking claude-opus-4-6 accepts only 1"],
+    ),
+    (
+        "thinking disabled: the usual sampling rules",
+        native_claude(
+            "claude-opus-4-0", max_tokens=100, thinking={"type": "disabled"}, temperature=0.3
+        ),
+        None,
+        {
+            "model": "claude-opus-4-0",
+            "messages": HI,
+            "max_tokens": 100,
+            "thinking": {"type": "disabled"},
+            "temperature": 0.3,
+        },
+        [],
+    ),
+    (
+        "thinking budget raised to 1024, max_tokens raised above it",
+        native_claude(
+            "claude-sonnet-4-6", max_tokens=500, thinking={"type": "enabled", "budget_tokens": 100}
+        ),
+        None,
+        {
+            "model": "claude-sonnet-4-6",
+            "messages": HI,
+            "max_tokens": 1524,
+            "thinking": {"type": "enabled", "budget_tokens": 1024},
+        },
+        [
+            "thinking budget_tokens 100 raised to 1024 (Claude's minimum)",
+            "max_tokens 500 raised to 1524: with extended thinking max_tokens counts the "
+            "thinking and must exceed budget_tokens (1024)",
+        ],
+    ),
+    (
+        "thinking budget at the output ceiling: max_tokens clamped, then the budget lowered",
+        native_claude(
+            "claude-haiku-4-5",
+            max_tokens=100_000,
+            thinking={"type": "enabled", "budget_tokens": 70_000},
+        ),
+        None,
+        {
+            "model": "claude-haiku-4-5",
+            "messages": HI,
+            "max_tokens": 64000,
+            "thinking": {"type": "enabled", "budget_tokens": 63999},
+        },
+        [
+            "max_tokens 100000 clamped to 64000 (claude-haiku-4-5 writes at most 64000 output "
+            "tokens)",
+            "thinking budget_tokens 70000 lowered to 63999: it must stay below max_tokens (64000)",
+        ],
+    ),
+    # -- output ceilings ------------------------------------------------------------------
+    (
+        "gpt-4o-mini: max_tokens clamped to 16384",
+        unified("gpt-4o-mini", max_tokens=1_000_000),
+        None,
+        {"model": "gpt-4o-mini", "messages": HI, "max_tokens": 16384},
+        ["max_tokens 1000000 clamped to 16384 (gpt-4o-mini writes at most 16384 output tokens)"],
+    ),
+    (
+        "an absurd integer is clamped too",
+        unified("gpt-4.1", max_tokens=10**20),
+        None,
+        {"model": "gpt-4.1", "messages": HI, "max_tokens": 32768},
+        [
+            f"max_tokens {10**20} clamped to 32768 (gpt-4.1 writes at most 32768 output tokens)",
+        ],
+    ),
+    (
+        "gpt-5: the ceiling applies to max_completion_tokens",
+        unified("gpt-5", max_tokens=200_000),
+        None,
+        {"model": "gpt-5", "messages": HI, "max_completion_tokens": 128000},
+        [
+            "max_tokens sent as max_completion_tokens (gpt-5 counts reasoning tokens in it)",
+            "max_tokens 200000 clamped to 128000 (gpt-5 writes at most 128000 output tokens)",
+        ],
+    ),
+    (
+        "native OpenAI max_completion_tokens clamped",
+        native_openai("o3", max_completion_tokens=150_000),
+        None,
+        {"model": "o3", "messages": HI, "max_completion_tokens": 100000},
+        [
+            "max_completion_tokens 150000 clamped to 100000 (o3 writes at most 100000 output "
+            "tokens)"
+        ],
+    ),
+    (
+        "Claude: max_tokens clamped to the model's ceiling",
+        unified("claude-sonnet-4-5", max_tokens=200_000),
+        None,
+        {"model": "claude-sonnet-4-5", "max_tokens": 64000, "messages": HI},
+        [
+            "max_tokens 200000 clamped to 64000 (claude-sonnet-4-5 writes at most 64000 output "
+            "tokens)"
+        ],
+    ),
+    (
+        "Claude 3 Haiku: 4096",
+        native_claude("claude-3-haiku-20240307", max_tokens=8192),
+        None,
+        {"model": "claude-3-haiku-20240307", "messages": HI, "max_tokens": 4096},
+        [
+            "max_tokens 8192 clamped to 4096 (claude-3-haiku-20240307 writes at most 4096 output "
+            "tokens)"
+        ],
+    ),
+    (
+        "no ceiling known: the provider decides",
+        unified("gemini-2.5-pro", max_tokens=1_000_000),
+        None,
+        {
+            "contents": [{"role": "user", "parts": [{"text": "hi"}]}],
+            "generationConfig": {"maxOutputTokens": 1_000_000},
+        },
+        [],
+    ),
+    (
+        "API version 2026-10-21 on a model without temperature: the version's rule first",
+        unified("claude-opus-4-8", temperature=0.5, max_tokens=9),
+        V2026,
+        {"model": "claude-opus-4-8", "max_tokens": 9, "messages": HI},
+        ["temperature removed: Anthropic API version 2026-10-21 does not accept it"],
+    ),
+]
+
+
 @pytest.mark.parametrize(
     ("line", "policy", "body", "notes"),
-    [case[1:] for case in CASES],
-    ids=[case[0] for case in CASES],
+    [case[1:] for case in CASES + GENERATIONS],
+    ids=[case[0] for case in CASES + GENERATIONS],
 )
 def test_rule(
     tmp_path: Path,
@@ -453,6 +790,35 @@ def test_notes_carry_a_kind_and_whether_they_lose_something(tmp_path: Path) -> N
             "line 1: temperature 0.5 removed: o3 accepts only the default (1); stop removed: o3 "
             'does not support it (on_unsupported = "reject")',
         ),
+        (
+            unified("gpt-5.2", stop="x"),
+            'line 1: stop removed: gpt-5.2 does not support it (on_unsupported = "reject")',
+        ),
+        (
+            unified("claude-opus-4-1", temperature=0.5, top_p=0.5),
+            f'line 1: {together("claude-opus-4-1")} (on_unsupported = "reject")',
+        ),
+        (
+            unified("claude-sonnet-4-6", temperature=0.5),
+            "line 1: temperature 0.5 removed: claude-sonnet-4-6 accepts only the default (1) "
+            '(on_unsupported = "reject")',
+        ),
+        (
+            unified("gpt-4o", max_tokens=20_000),
+            "line 1: max_tokens 20000 clamped to 16384 (gpt-4o writes at most 16384 output "
+            'tokens) (on_unsupported = "reject")',
+        ),
+        (
+            native_claude("claude-opus-4-8", max_tokens=9000, thinking=MANUAL_8000),
+            'line 1: thinking {"type": "enabled", "budget_tokens": 8000} sent as {"type": '
+            '"adaptive"}: claude-opus-4-8 does not accept manual extended thinking '
+            '(budget_tokens dropped) (on_unsupported = "reject")',
+        ),
+        (
+            native_claude("claude-opus-4-6", max_tokens=900, thinking=MANUAL_2000),
+            "line 1: max_tokens 900 raised to 2900: with extended thinking max_tokens counts the "
+            'thinking and must exceed budget_tokens (2000) (on_unsupported = "reject")',
+        ),
     ],
 )
 def test_reject_policy_refuses_lossy_changes(
@@ -461,7 +827,8 @@ def test_reject_policy_refuses_lossy_changes(
     result = parse(tmp_path, line, REJECT)
     assert isinstance(result, Invalid)
     assert result.reason == reason
-    assert result.model == line["model"] and result.provider is not None
+    model = line.get("model") or line["params"]["model"]
+    assert result.model == model and result.provider is not None
 
 
 def test_reject_policy_still_applies_lossless_changes(tmp_path: Path) -> None:

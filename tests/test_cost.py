@@ -7,7 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from daemon.cost import NO_COST, UNKNOWN, Cost, CostTotals, cache_savings, cost_of, estimate
+from daemon.cost import (
+    NO_COST,
+    UNKNOWN,
+    Cost,
+    CostTotals,
+    cache_savings,
+    cache_writes,
+    cost_of,
+    estimate,
+)
 from daemon.outbox import SummaryBuilder, reserve_names, result_line, write_outputs
 from daemon.registry import ModelInfo, Registry, default_registry
 
@@ -34,6 +43,58 @@ def test_anthropic_cost_with_cache_writes_and_reads() -> None:
     live = (500 * 3 + 1000 * 0.30 + 1500 * 6 + 200 * 15) / 1e6
     cost = cost_of(usage, info("claude-sonnet-4-5"))
     assert cost == Cost(round(live * 0.5, 8), round(live, 8))
+
+
+def claude_line(five: int, hour: int) -> dict:
+    """An Anthropic result line whose usage splits the cache writes by time to live."""
+    creation = {"ephemeral_5m_input_tokens": five, "ephemeral_1h_input_tokens": hour}
+    usage = {"cache_creation_input_tokens": five + hour, "cache_creation": creation}
+    return {"custom_id": "r", "result": {"type": "succeeded", "message": {"usage": usage}}}
+
+
+def test_cache_writes_priced_at_their_ttl() -> None:
+    """claude-sonnet-4-5: a 5-minute write 3.75, a 1-hour write 6 per million; the provider's
+    own split says which; writes it did not split are priced as 1-hour writes."""
+    usage = {"input_tokens": 4000, "cache_creation_input_tokens": 4000, "output_tokens": 0}
+    sonnet = info("claude-sonnet-4-5")
+    five = cost_of(usage, sonnet, claude_line(4000, 0))
+    hour = cost_of(usage, sonnet, claude_line(0, 4000))
+    assert five.live_usd == round(4000 * 3.75 / 1e6, 8)
+    assert hour.live_usd == round(4000 * 6 / 1e6, 8)
+    assert cost_of(usage, sonnet) == hour  # no split: the dearer kind, never understated
+    mixed = cost_of(usage, sonnet, claude_line(1000, 3000))
+    assert mixed.live_usd == round((1000 * 3.75 + 3000 * 6) / 1e6, 8)
+    assert cache_writes(usage, claude_line(1000, 3000)) == (1000, 3000, 0)
+    assert cache_writes(usage, claude_line(1000, 0)) == (1000, 0, 3000)  # counters disagree
+    assert cache_writes(usage, {"custom_id": "x", "response": {}}) == (0, 0, 4000)  # OpenAI
+
+
+def test_paid_off_is_computed_from_what_was_charged() -> None:
+    """8 lanes write at the 5-minute price, 92 requests read: the saving is the reads' discount
+    minus the writes' surcharge, each write at its own TTL price."""
+    sonnet = info("claude-sonnet-4-5")
+    write = {"input_tokens": 5000, "cache_creation_input_tokens": 5000}
+    read = {"input_tokens": 5000, "cached_input_tokens": 5000}
+    saved_5m = cache_savings(write, sonnet, claude_line(5000, 0))
+    saved_1h = cache_savings(write, sonnet, claude_line(0, 5000))
+    assert saved_5m == round(-5000 * 0.75 / 1e6 / 2, 8)
+    assert saved_1h == round(-5000 * 3 / 1e6 / 2, 8)
+    saved_read = cache_savings(read, sonnet)
+    assert saved_read == round(5000 * 2.7 / 1e6 / 2, 8)
+    builder = SummaryBuilder()
+    for usage, saved in [(write, saved_5m)] * 8 + [(read, saved_read)] * 92:
+        line = result_line({"custom_id": "x", "status": "succeeded", "usage": usage})
+        builder.add(line, 0, saved)
+    cache = builder.build(file="f", job_id=1, started_at=None, ended_at=None)["prompt_cache"]
+    assert cache["net_savings_usd"] == pytest.approx((92 * 5000 * 2.7 - 8 * 5000 * 0.75) / 2e6)
+    assert cache["paid_off"] is True
+    # Two requests that each wrote at the 1-hour price and nobody read: it did not pay.
+    builder = SummaryBuilder()
+    for _ in range(2):
+        line = result_line({"custom_id": "x", "status": "succeeded", "usage": write})
+        builder.add(line, 0, saved_1h)
+    cache = builder.build(file="f", job_id=1, started_at=None, ended_at=None)["prompt_cache"]
+    assert cache["paid_off"] is False
 
 
 def test_missing_prices_give_null_never_a_guess() -> None:

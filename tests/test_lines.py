@@ -352,7 +352,6 @@ def test_anthropic_conversion(tmp_path: Path) -> None:
         ],
         "stop_sequences": ["END"],
         "temperature": 1.0,
-        "top_p": 0.5,
     }
     assert result.adaptations == [
         "3 system messages joined into the top-level system field",
@@ -360,6 +359,9 @@ def test_anthropic_conversion(tmp_path: Path) -> None:
         "consecutive same-role messages merged (5 messages → 3 turns)",
         "max_tokens set to 1024 (Claude requires it)",
         "temperature 1.4 clamped to 1.0 (Claude range 0-1)",
+        # Sonnet 4.5 refuses temperature and top_p together: the temperature is kept.
+        "top_p removed: claude-sonnet-4-5 does not accept temperature and top_p together "
+        "(temperature kept)",
     ]
     assert result.metadata == {"k": "v"}
 

@@ -59,7 +59,8 @@ def test_packaged_registry_loads_and_knows_the_required_families() -> None:
         ("gpt-5-chat-latest", "gpt-5-chat*", "system", "max_tokens"),
         ("gpt-5.1-chat-latest", "gpt-5.1-chat*", "system", "max_tokens"),
         ("gpt-5.3", "gpt-5.*", "developer", "max_completion_tokens"),
-        ("claude-sonnet-4-5-20250929", "claude-sonnet-4*", "top-level", "max_tokens"),
+        ("claude-sonnet-4-5-20250929", "claude-sonnet-4-5*", "top-level", "max_tokens"),
+        ("claude-sonnet-4-9", "claude-sonnet-4*", "top-level", "max_tokens"),  # a newer one
         ("claude-new-thing", "claude-*", "top-level", "max_tokens"),
         ("gemini-2.5-flash-lite-001", "gemini-2.5-flash-lite*", "systemInstruction", None),
     ],
@@ -94,6 +95,114 @@ def test_rules_carried_as_data() -> None:
         "top_p",
         "top_k",
     )
+
+
+# (model, family, sampling generation, thinking, output ceiling, minimum cacheable prefix)
+CLAUDE_GENERATIONS = [
+    ("claude-3-haiku-20240307", "claude-3-haiku*", "classic", "manual", 4096, 2048),
+    ("claude-3-5-haiku-latest", "claude-3-5-haiku*", "classic", "manual", 8192, 2048),
+    ("claude-3-5-sonnet-latest", "claude-3-5-sonnet*", "classic", "manual", 8192, 1024),
+    ("claude-3-7-sonnet-latest", "claude-3-7-sonnet*", "classic", "manual", None, 1024),
+    ("claude-opus-4-0", "claude-opus-4-0*", "classic", "manual", 32000, 1024),
+    ("claude-opus-4-20250514", "claude-opus-4-2025*", "classic", "manual", 32000, 1024),
+    ("claude-opus-4-1-20250805", "claude-opus-4-1*", "exclusive", "manual", 32000, 1024),
+    ("claude-opus-4-5", "claude-opus-4-5*", "exclusive", "manual", None, 4096),
+    ("claude-opus-4-6", "claude-opus-4-6*", "exclusive", "manual", None, 4096),
+    ("claude-opus-4-7", "claude-opus-4-7*", "no temperature", "adaptive", None, 4096),
+    ("claude-opus-4-8", "claude-opus-4-8*", "no temperature", "adaptive", None, 4096),
+    ("claude-opus-4-9", "claude-opus-4*", "no temperature", "adaptive", None, 4096),
+    ("claude-sonnet-4-0", "claude-sonnet-4-0*", "classic", "manual", 64000, 1024),
+    ("claude-sonnet-4-20250514", "claude-sonnet-4-2025*", "classic", "manual", 64000, 1024),
+    ("claude-sonnet-4-5-20250929", "claude-sonnet-4-5*", "exclusive", "manual", 64000, 1024),
+    ("claude-sonnet-4-6", "claude-sonnet-4-6*", "no temperature", "manual", None, 2048),
+    ("claude-sonnet-4-7", "claude-sonnet-4*", "no temperature", "manual", None, 2048),
+    ("claude-haiku-4-5-20251001", "claude-haiku-4-5*", "exclusive", "manual", 64000, 4096),
+    ("claude-opus-5", "claude-*", "no temperature", "adaptive", None, 4096),
+]
+
+
+@pytest.mark.parametrize(
+    ("model", "family", "generation", "thinking", "ceiling", "cache_min"), CLAUDE_GENERATIONS
+)
+def test_claude_generations(
+    model: str,
+    family: str,
+    generation: str,
+    thinking: str,
+    ceiling: int | None,
+    cache_min: int,
+) -> None:
+    info = default_registry().lookup(model)
+    assert info is not None and info.pattern == family
+    if generation == "no temperature":
+        assert info.sampling == {} and info.defaults_only == {"temperature": 1}
+    else:
+        assert info.sampling["temperature"] == (0.0, 1.0)  # the product rule still holds
+        assert set(info.sampling) == {"temperature", "top_p", "top_k"}
+        expected = ("temperature", "top_p") if generation == "exclusive" else ()
+        assert info.sampling_exclusive == expected
+    assert (info.thinking, info.output_max, info.cache_min_tokens) == (thinking, ceiling, cache_min)
+    assert info.thinking_budget_min == 1024
+    assert info.thinking_defaults_only == {"temperature": 1}
+    assert info.thinking_sampling == {"top_p": (0.95, 1.0)}
+
+
+@pytest.mark.parametrize(
+    ("model", "stop", "ceiling"),
+    [
+        ("gpt-4o-2024-08-06", True, 16384),
+        ("gpt-4o-mini", True, 16384),
+        ("gpt-4.1-nano", True, 32768),
+        ("o3", False, 100000),
+        ("o3-pro", False, 100000),
+        ("o4-mini", False, 100000),
+        ("gpt-5", False, 128000),
+        ("gpt-5-mini", False, 128000),
+        ("gpt-5-nano", False, 128000),
+        ("gpt-5-pro", False, 128000),
+        ("gpt-5.1", False, 128000),
+        ("gpt-5.2", False, 128000),
+        ("gpt-5.4", False, 128000),
+        ("gpt-5.5", False, 128000),  # accepting stop again is unconfirmed: removed by default
+        ("gpt-5-chat-latest", True, None),
+        ("o1", True, None),
+        ("gemini-2.5-pro", True, None),
+    ],
+)
+def test_stop_and_output_ceilings(model: str, stop: bool, ceiling: int | None) -> None:
+    info = default_registry().lookup(model)
+    assert info is not None
+    assert (info.stop, info.output_max) == (stop, ceiling)
+
+
+def test_gpt_5_5_can_be_told_it_takes_stop() -> None:
+    registry = Registry.load({"gpt-5.5*": {"stop": True}})
+    newer = registry.lookup("gpt-5.5")
+    assert newer is not None and newer.stop is True and newer.sampling_efforts == ("none",)
+    older = registry.lookup("gpt-5.4")
+    assert older is not None and older.stop is False
+
+
+def test_claude_cache_write_prices_follow_the_ttl_multipliers() -> None:
+    """A 5-minute write costs 1.25 x input, a 1-hour write 2 x, a read 0.1 x (Claude 3
+    Haiku's published figures are rounded to the cent, hence the tolerance)."""
+    for info in default_registry().families.values():
+        p = info.prices
+        if info.provider != "anthropic" or p.input is None:
+            continue
+        cent = 0.013
+        assert p.cache_write_5m == pytest.approx(p.input * 1.25, abs=cent), info.pattern
+        assert p.cache_write == pytest.approx(p.input * 2, abs=cent), info.pattern
+        assert p.cached_input == pytest.approx(p.input * 0.1, abs=cent), info.pattern
+
+
+def test_notes_and_prices_are_not_inherited() -> None:
+    registry = default_registry()
+    newest = registry.lookup("claude-opus-4-9")
+    assert newest is not None and newest.note and "newest" in newest.note
+    assert newest.prices.input is None  # a model nobody priced yet: no price, never a guess
+    opus48 = registry.lookup("claude-opus-4-8")
+    assert opus48 is not None and opus48.note is None and opus48.prices.input == 5.0
 
 
 def test_prices_have_a_date_and_a_source_or_are_absent() -> None:
@@ -153,6 +262,13 @@ def test_overrides_change_a_field_add_a_model_and_merge_prices() -> None:
         ({"gpt-4o*": {"extends": "nope*"}}, "extends unknown family 'nope*'"),
         ({"a*": {"extends": "b*"}, "b*": {"extends": "a*"}}, "'extends' loops"),
         ({"*": {"provider": "openai"}}, "expected a model name"),
+        ({"gpt-4o*": {"thinking": "manual"}}, "thinking fields apply to anthropic models only"),
+        ({"claude-x*": {"extends": "claude-3*", "thinking": "always"}}, "thinking must be one of"),
+        ({"gpt-4o*": {"output_max": 0}}, "output_max must be a positive integer"),
+        ({"gpt-4o*": {"output_default": 20000}}, "output_default 20000 is above output_max"),
+        ({"claude-3*": {"cache_min_tokens": "1k"}}, "cache_min_tokens must be a positive"),
+        ({"claude-3*": {"sampling_exclusive": ["seed"]}}, "expected a list of temperature"),
+        ({"gpt-4o*": {"note": 5}}, "note must be a string"),
     ],
 )
 def test_bad_overrides_fail_loudly(overrides: dict, message: str) -> None:
