@@ -24,6 +24,7 @@ from loguru import logger
 from .config import Config, adapt_policy
 from .crashpoints import crash_point
 from .lines import Invalid, Request, iter_lines, sniff
+from .states import FileStatus, RequestStatus
 from .store import Store
 
 MAX_REJECT_LOGS = 100  # "line rejected" log lines per file
@@ -86,7 +87,7 @@ async def claim(
         logger.bind(file=path.name).error("cannot take {} from the inbox: {}", path.name, exc)
         await store.set_file_status(
             file_id,
-            "active",
+            FileStatus.ACTIVE,
             error=f"cannot move out of the inbox: {exc}",
             work_path=str(path),
             ingested_at=time.time(),
@@ -98,14 +99,17 @@ async def claim(
 
 async def recover(cfg: Config, store: Store, stop: asyncio.Event | None = None) -> None:
     """Finish claims and ingests that a crash (or a shutdown) interrupted."""
-    for row in await store.files_in("claimed", "ingesting"):
+    for row in await store.files_in(FileStatus.CLAIMED, FileStatus.INGESTING):
         if stop is not None and stop.is_set():
             return
         work, inbox = Path(row["work_path"]), Path(row["inbox_path"])
-        if row["status"] == "claimed" and not work.exists():
+        if row["status"] == FileStatus.CLAIMED and not work.exists():
             if not inbox.exists():
                 await store.set_file_status(
-                    row["id"], "done", error="file vanished before ingest", finished_at=time.time()
+                    row["id"],
+                    FileStatus.DONE,
+                    error="file vanished before ingest",
+                    finished_at=time.time(),
                 )
                 continue
             await asyncio.to_thread(_move, inbox, work)
@@ -125,7 +129,7 @@ def _row(item: Request | Invalid) -> dict[str, Any]:
             "size_bytes": item.size_bytes,
             "metadata": item.metadata,
             "adaptations": list(item.adaptations),
-            "status": "pending",
+            "status": RequestStatus.PENDING,
         }
     return {
         "line": item.line,
@@ -134,7 +138,7 @@ def _row(item: Request | Invalid) -> dict[str, Any]:
         "provider": item.provider,
         "body": None,
         "metadata": None,
-        "status": "invalid",
+        "status": RequestStatus.INVALID,
         "error": {"type": "invalid_request", "message": item.reason, "code": None},
     }
 
@@ -179,11 +183,13 @@ async def ingest(
     assert row is not None
     path = Path(row["work_path"])
     log = logger.bind(file=row["name"])
-    await store.set_file_status(file_id, "ingesting")
+    await store.set_file_status(file_id, FileStatus.INGESTING)
     reason = await asyncio.to_thread(sniff, path)
     if reason is not None:
         log.error("file {} cannot be read: {}", row["name"], reason)
-        await store.set_file_status(file_id, "active", error=reason, ingested_at=time.time())
+        await store.set_file_status(
+            file_id, FileStatus.ACTIVE, error=reason, ingested_at=time.time()
+        )
         return
     lines = iter_lines(path, max_request_bytes=cfg.max_request_bytes, policy=adapt_policy(cfg))
     tally = _Tally(row["name"], log)
@@ -200,7 +206,7 @@ async def ingest(
         log.error("file {}: read failed after {} lines: {}", row["name"], tally.total, exc)
         await store.set_file_status(
             file_id,
-            "active",
+            FileStatus.ACTIVE,
             error=f"read failed: {exc}",
             lines=tally.total,
             invalid=tally.invalid,
@@ -214,7 +220,7 @@ async def ingest(
         log.warning("file {} has {}", row["name"], error)
     await store.set_file_status(
         file_id,
-        "active",
+        FileStatus.ACTIVE,
         lines=tally.total,
         invalid=tally.invalid,
         error=error,
