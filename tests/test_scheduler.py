@@ -12,7 +12,14 @@ from typing import Any
 import pytest
 from loguru import logger
 
-from adapters.base import BatchItem, BatchStatus, ItemResult, ProviderLimits, Submitted
+from adapters.base import (
+    BatchItem,
+    BatchStatus,
+    ItemResult,
+    ProviderLimits,
+    ProviderName,
+    Submitted,
+)
 from daemon.config import Config
 from daemon.scheduler import Scheduler, TaskFailed
 from daemon.states import BatchRowStatus, FileStatus, RequestStatus
@@ -25,7 +32,7 @@ OLD_ACCOUNT = "openai|default|key:old"
 class FakeAdapter:
     """Records what the scheduler asked; ``submit_error`` makes every create call raise."""
 
-    name = "openai"
+    name: ProviderName = "openai"
     limits = ProviderLimits(max_items=1000, max_bytes=10**9)
 
     def __init__(self, submit_error: BaseException | None = None) -> None:
@@ -57,7 +64,8 @@ class FakeAdapter:
         return BatchStatus(provider_batch_id, "running", "in_progress", total=1, done=0)
 
     async def results(self, provider_batch_id: str) -> AsyncIterator[ItemResult]:
-        for item in ():
+        results: list[ItemResult] = []  # never asked: its batches stay running
+        for item in results:
             yield item
 
     async def cancel(self, provider_batch_id: str) -> None: ...
