@@ -39,9 +39,9 @@ class Collector:
         """Poll every batch of ``provider`` that is due; returns when the next one is due."""
         sched = self.sched
         state = sched.providers[provider]
-        say_again_at = await sched.reconciler.other_accounts(provider)
         if sched.paused(provider):
             return state.paused_until
+        say_again_at = await sched.reconciler.other_accounts(provider)
         for row in await sched.store.due_polls(provider, state.account, time.time()):
             await self._poll_one(row)
         next_poll = await sched.store.next_poll_at(provider, state.account)

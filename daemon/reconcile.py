@@ -6,10 +6,11 @@ recorded as submitted; not found twice (some time apart), its requests go back t
 provider that cannot answer yet is asked again, backing off.
 
 Only the batches of the provider's current account (its base URL and a digest of its key) are
-touched. Open batches of another account (the key or base URL changed since they were created)
-are left alone: looking them up or resubmitting them with this key could not find them or would
-pay twice. They wait until that account is configured again, said loudly at start-up and again
-every ``auth_pause_s`` while they remain.
+polled, collected and looked up. An open batch of another account (the key or base URL changed
+since it was created) is adopted only when the provider shows it to the configured account (a
+key rotated within the same organisation); the others are left alone, neither requeued nor
+resubmitted (they may still run under their own account: that would pay twice). They wait until
+that account is configured again, said loudly at start-up and every ``auth_pause_s``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 
-from adapters.base import AdapterError
+from adapters.base import AdapterError, AuthError
 
 from .states import BatchRowStatus
 
@@ -108,25 +109,58 @@ class Reconciler:
         sched.wake.set()
 
     async def other_accounts(self, provider: str) -> float | None:
-        """Say (loudly) how many open batches of ``provider`` belong to another account; at
-        start-up, then every ``auth_pause_s`` while any remain. Returns when to look again."""
+        """Batches of another account: adopt those the configured account can see at the
+        provider, and say (loudly) how many others are left alone; at start-up, then every
+        ``auth_pause_s`` while any remain. Returns when to look again."""
         sched = self.sched
         state = sched.providers[provider]
         now = time.time()
         if state.other_accounts_check_at > now:
             return state.other_accounts_check_at
-        n = await sched.store.other_account_batches(provider, state.account)
-        if not n:  # the account does not change while batchd runs: none will appear
+        left = 0
+        for row in await sched.store.other_account_batches(provider, state.account):
+            if sched.stopping or sched.paused(provider):
+                left += 1
+            elif not await self._adopted(row):
+                left += 1
+        if not left:  # the account does not change while batchd runs: none will appear
             state.other_accounts_check_at = float("inf")
             return None
         logger.bind(provider=provider).error(
             "{} open {} batch(es) belong to another account (the API key or base URL changed "
-            "since they were created); they are left alone, neither polled nor resubmitted, "
-            "until that account is configured again; saying it again in {:.0f}s",
-            n,
+            "since they were created) and are not visible to the configured one; they are left "
+            "alone, neither polled nor resubmitted, until that account is configured again; "
+            "looking again in {:.0f}s",
+            left,
             provider,
             sched.cfg.auth_pause_s,
         )
         state.other_accounts_check_at = now + sched.cfg.auth_pause_s
         return state.other_accounts_check_at
 
+    async def _adopted(self, row: dict[str, Any]) -> bool:
+        """Adopt a submitted batch of another account when the configured account can see it
+        at the provider (a key rotated within the same organisation, the same service under
+        another URL). Anything else (not found, an error, no provider id yet) leaves it alone:
+        it may run under its own account, so requeueing it could pay twice."""
+        sched = self.sched
+        provider, pid = row["provider"], row["provider_batch_id"]
+        state = sched.providers[provider]
+        if row["status"] != BatchRowStatus.SUBMITTED or pid is None:
+            return False
+        try:
+            status = await sched.call(lambda: state.adapter.poll(pid))
+        except AuthError as err:
+            sched.pause(provider, err)
+            return False
+        except AdapterError:
+            return False
+        if status.state == "gone":
+            return False
+        await sched.store.adopt_batch(row["id"], state.account)
+        logger.bind(provider=provider, model=row["model"], batch=pid).info(
+            "batch {} was created under another API key or base URL; the configured account "
+            "can see it, so it is polled from now on",
+            pid,
+        )
+        return True

@@ -200,10 +200,11 @@ SELECT_BATCH = "SELECT * FROM batches WHERE id = ?"
 SELECT_ACCOUNT_BATCHES = (  # one provider account's batches in one status, oldest first
     "SELECT * FROM batches WHERE status = ? AND provider = ? AND account = ? ORDER BY id"
 )
-COUNT_OTHER_ACCOUNT_BATCHES = (  # open batches of this provider under another account
-    "SELECT COUNT(*) FROM batches WHERE provider = ? AND account != ?"
-    " AND status IN (SELECT value FROM json_each(?))"
+SELECT_OTHER_ACCOUNT_BATCHES = (  # open batches of this provider under another account
+    "SELECT * FROM batches WHERE provider = ? AND account != ?"
+    " AND status IN (SELECT value FROM json_each(?)) ORDER BY id"
 )
+ADOPT_BATCH = "UPDATE batches SET account = ? WHERE id = ?"
 SELECT_KNOWN_PROVIDER_IDS = (
     "SELECT provider_batch_id FROM batches WHERE provider = ? AND provider_batch_id IS NOT NULL"
 )
@@ -549,11 +550,16 @@ class Store:
         params = (BatchRowStatus.SUBMITTING, provider, account)
         return [dict(r) for r in await self._all(SELECT_ACCOUNT_BATCHES, params)]
 
-    async def other_account_batches(self, provider: str, account: str) -> int:
-        """How many open batches of ``provider`` belong to an account other than ``account``
-        (the key or base URL changed since they were created)."""
+    async def other_account_batches(self, provider: str, account: str) -> list[dict[str, Any]]:
+        """The open batches of ``provider`` that belong to an account other than ``account``
+        (the key or base URL changed since they were created), oldest first."""
         params = (provider, account, _statuses(BATCH_OPEN))
-        return int(await self._scalar(COUNT_OTHER_ACCOUNT_BATCHES, params))
+        return [dict(r) for r in await self._all(SELECT_OTHER_ACCOUNT_BATCHES, params)]
+
+    async def adopt_batch(self, batch_id: int, account: str) -> None:
+        """The batch belongs to ``account`` from now on (that account can see it)."""
+        async with self.transaction() as db:
+            await db.execute(ADOPT_BATCH, (account, batch_id))
 
     async def known_provider_ids(self, provider: str) -> set[str]:
         return {r[0] for r in await self._all(SELECT_KNOWN_PROVIDER_IDS, (provider,))}

@@ -35,8 +35,11 @@ class FakeAdapter:
     name: ProviderName = "openai"
     limits = ProviderLimits(max_items=1000, max_bytes=10**9)
 
-    def __init__(self, submit_error: BaseException | None = None) -> None:
+    def __init__(
+        self, submit_error: BaseException | None = None, invisible: Collection[str] = ()
+    ) -> None:
         self.submit_error = submit_error
+        self.invisible = set(invisible)  # provider batch ids this account cannot see
         self.submitted: list[str] = []
         self.polled: list[str] = []
         self.looked_up: list[str] = []
@@ -61,6 +64,8 @@ class FakeAdapter:
 
     async def poll(self, provider_batch_id: str) -> BatchStatus:
         self.polled.append(provider_batch_id)
+        if provider_batch_id in self.invisible:
+            return BatchStatus(provider_batch_id, "gone", "not_found", error="batch not found")
         return BatchStatus(provider_batch_id, "running", "in_progress", total=1, done=0)
 
     async def results(self, provider_batch_id: str) -> AsyncIterator[ItemResult]:
@@ -153,33 +158,40 @@ async def _batch(store: Store, tag: str, account: str, *, submitted: bool) -> in
 async def test_batches_of_another_account_are_left_alone_and_said_loudly(
     store: Store, logged: list[str]
 ) -> None:
-    await _add_requests(store, 4)
-    await _batch(store, "old-submitted", OLD_ACCOUNT, submitted=True)
+    """Unless the configured account can see one at the provider: then it is adopted."""
+    await _add_requests(store, 5)
+    await _batch(store, "old-hidden", OLD_ACCOUNT, submitted=True)
+    await _batch(store, "old-visible", OLD_ACCOUNT, submitted=True)
     await _batch(store, "old-submitting", OLD_ACCOUNT, submitted=False)
     await _batch(store, "now-submitted", NOW_ACCOUNT, submitted=True)
     await _batch(store, "now-submitting", NOW_ACCOUNT, submitted=False)
-    adapter = FakeAdapter()
+    adapter = FakeAdapter(invisible={"pb-old-hidden"})
     sched = _scheduler(store, adapter, auth_pause_s=0.3)
 
     await sched.reconciler.reconcile_all("openai")
-    next_look = await sched.poll_due("openai")
     assert adapter.looked_up == ["now-submitting"]
-    assert adapter.polled == ["pb-now-submitted"]
+    next_look = await sched.poll_due("openai")
+    # each old one asked once (is it visible?), then the adopted and the current account's
+    asked = ["pb-old-hidden", "pb-old-visible"]
+    assert adapter.polled == [*asked, "pb-old-visible", "pb-now-submitted"]
     assert next_look is not None and next_look <= time.time() + 0.3
     said = [line for line in logged if "belong to another account" in line]
     assert len(said) == 1 and said[0].startswith("ERROR 2 open openai batch(es)")
+    assert len([line for line in logged if "polled from now on" in line]) == 1
 
-    await sched.poll_due("openai")  # within auth_pause_s: not said again
+    await sched.poll_due("openai")  # within auth_pause_s: not said (nor asked) again
     assert len([line for line in logged if "belong to another account" in line]) == 1
+    assert adapter.polled.count("pb-old-hidden") == 1
     deadline = time.monotonic() + 10
     while len([line for line in logged if "belong to another account" in line]) < 2:
         assert time.monotonic() < deadline, "not said again after auth_pause_s"
         await asyncio.sleep(0.05)
         await sched.poll_due("openai")
-    assert "pb-old-submitted" not in adapter.polled
-    old = {b["tag"]: b["status"] for b in await store.batches_in(*BatchRowStatus)}
-    assert old["old-submitted"] == BatchRowStatus.SUBMITTED
-    assert old["old-submitting"] == BatchRowStatus.SUBMITTING
+    batches = {b["tag"]: b for b in await store.batches_in(*BatchRowStatus)}
+    assert batches["old-hidden"]["status"] == BatchRowStatus.SUBMITTED  # not requeued: it waits
+    assert batches["old-hidden"]["account"] == OLD_ACCOUNT
+    assert batches["old-submitting"]["status"] == BatchRowStatus.SUBMITTING
+    assert batches["old-visible"]["account"] == NOW_ACCOUNT
     await sched.shutdown(grace_s=1)
 
 

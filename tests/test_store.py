@@ -147,13 +147,20 @@ async def test_polls_and_lookups_see_only_the_current_account(tmp_path: Path) ->
     assert [b["tag"] for b in await store.due_polls("openai", "new", now=1e12)] == ["new1"]
     assert await store.next_poll_at("openai", "new") == 101
     assert [b["tag"] for b in await store.submitting_batches("openai", "new")] == ["new2"]
-    assert await store.other_account_batches("openai", "new") == 2
-    assert await store.other_account_batches("openai", "old") == 2
-    assert await store.other_account_batches("gemini", "new") == 0
+    assert [b["tag"] for b in await store.other_account_batches("openai", "new")] == [
+        "old1",
+        "old2",
+    ]
+    assert len(await store.other_account_batches("openai", "old")) == 2
+    assert await store.other_account_batches("gemini", "new") == []
     await store.abort_batch(ids["old2"], "x", next_attempt_at=0, count_attempt=False)
-    assert await store.other_account_batches("openai", "new") == 1  # an ended batch is not open
+    # an ended batch is not open
+    assert [b["tag"] for b in await store.other_account_batches("openai", "new")] == ["old1"]
     assert await store.due_polls("openai", "other", now=1e12) == []
     assert await store.next_poll_at("openai", "other") is None
+    await store.adopt_batch(ids["old1"], "new")
+    assert await store.other_account_batches("openai", "new") == []
+    assert [b["tag"] for b in await store.due_polls("openai", "new", now=1e12)] == ["old1", "new1"]
     await store.close()
 
 
