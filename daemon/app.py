@@ -1,9 +1,11 @@
 """Supervision: one TaskGroup, one stop event, a grace period, then cancel.
 
-Loops: the inbox (scan, claim, ingest), the planner (start per-model submit coroutines), one
+Loops: the inbox (scan, claim, ingest), the planner (start per-model submit tasks), one
 poller per provider, and the finisher (outbox + archive). Each waits for a nudge, its own
-deadline or stop. A signal handler only sets the stop event. An unexpected exception in any
-loop ends the process non-zero, so systemd restarts it; nothing is swallowed and continued.
+deadline or stop. A signal handler only sets the stop event. The tasks the scheduler starts
+(submits, lookups) are supervised by it, and its ``monitor`` runs in the same TaskGroup. An
+unexpected exception in any loop or task is logged once with its traceback and ends the
+process non-zero, so systemd restarts it; nothing is swallowed and continued.
 """
 
 from __future__ import annotations
@@ -21,11 +23,13 @@ from typing import Any
 from loguru import logger
 
 from adapters.base import ProviderAdapter
+from adapters.facts import PROVIDERS
 
 from . import finish, ingest
-from .config import PROVIDERS, Config
+from .config import Config
 from .retry import backoff_s
-from .scheduler import Scheduler, account_of
+from .scheduler import Scheduler, TaskFailed, account_of
+from .states import FILE_OPEN, FileStatus
 from .store import Store
 from .watcher import Inbox, watch
 
@@ -92,7 +96,9 @@ async def _make_adapters(cfg: Config) -> tuple[dict[str, ProviderAdapter], dict[
             spool_dir=cfg.state_dir / "spool",
             options=dict(pc.options),
         )
-        accounts[name] = account_of(name, pc.base_url, key)
+        # The in-process emulator listens on a new port each run; its batches (kept in the
+        # state folder) belong to the same account from one run to the next.
+        accounts[name] = account_of(name, "emulator" if cfg.emulate else pc.base_url, key)
         if key is None:
             logger.bind(provider=name).warning(
                 "no API key in the environment for {}; its requests will wait", name
@@ -191,7 +197,7 @@ class App:
         write left in ``writing``). A file that could not be written (outbox not writable, disk
         full) is tried again after a backoff; nothing else wakes this loop for it."""
         unfinished = 0
-        rows = await self.store.files_in("writing") + await self.store.finished_files()
+        rows = await self.store.files_in(FileStatus.WRITING) + await self.store.finished_files()
         if rows:
             _ensure_folders(self.cfg)
         for row in rows:
@@ -199,7 +205,7 @@ class App:
                 break
             await finish.finish_file(self.cfg, self.store, row)
             now = await self.store.file(row["id"])
-            unfinished += now is None or now["status"] != "done"
+            unfinished += now is None or now["status"] != FileStatus.DONE
         if self.cfg.once and await self._drained():
             logger.info("all work done (--once); stopping")
             self.stop.set()
@@ -215,7 +221,7 @@ class App:
         )
 
     async def _drained(self) -> bool:
-        open_files = await self.store.files_in("claimed", "ingesting", "active", "writing")
+        open_files = await self.store.files_in(*FILE_OPEN)
         return not open_files and self._settling == 0 and not self.inbox.scan()[0]
 
     # -- run -------------------------------------------------------------------------------
@@ -243,8 +249,7 @@ class App:
             self.scheduler = Scheduler(cfg, self.store, adapters, accounts, _WakeAll(self.nudges))
             self._install_signals()
             self._start_up()
-            await self._supervise()
-        return 0
+            return await self._supervise()
 
     def _start_up(self) -> None:
         """Recovery runs inside the supervised loops, so a SIGTERM during a long recovery is
@@ -265,21 +270,39 @@ class App:
             logger.info("{} received: finishing the write in hand, then stopping", sig.name)
         self.stop.set()
 
-    async def _supervise(self) -> None:
+    async def _supervise(self) -> int:
+        """Run every loop until stop; the exit status: 1 when a loop or a scheduler task died
+        of an unexpected error (logged once, with its traceback), else 0."""
+        assert self.scheduler is not None
         loops: list[tuple[str, Any]] = [
             ("inbox", self._loop("inbox", self._inbox_step)),
             ("plan", self._loop("plan", self._plan_step)),
             ("finish", self._loop("finish", self._finish_step)),
             *((p, self._loop(p, self._poll_step(p))) for p in PROVIDERS),
         ]
-        async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(coro, name=name) for name, coro in loops]
-            tasks.append(
-                group.create_task(
-                    watch(self.cfg.inbox, self.nudges.events["inbox"], self.stop), name="watch"
+        failed = False
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(coro, name=name) for name, coro in loops]
+                tasks.append(
+                    group.create_task(
+                        watch(self.cfg.inbox, self.nudges.events["inbox"], self.stop),
+                        name="watch",
+                    )
                 )
-            )
-            group.create_task(self._grace(tasks), name="grace")
+                group.create_task(self.scheduler.monitor(), name="scheduler-tasks")
+                group.create_task(self._grace(tasks), name="grace")
+        except* TaskFailed:
+            failed = True  # logged, with its traceback, where the task died
+        except* Exception as errors:
+            failed = True
+            for exc in errors.exceptions:
+                logger.opt(exception=exc).critical("unexpected error; batchd stops")
+        finally:
+            # After a failure the loops were cancelled: the create calls in flight still get
+            # their grace period (a no-op after a normal stop, which already waited for them).
+            await self.scheduler.shutdown(self.cfg.grace_s)
+        return 1 if failed or self.scheduler.failure is not None else 0
 
     async def _grace(self, tasks: list[asyncio.Task[Any]]) -> None:
         """After stop: one grace period in all (create calls in flight, then the loops'

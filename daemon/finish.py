@@ -20,6 +20,7 @@ from .caching import cache_note
 from .config import Config, adapt_policy
 from .cost import cache_savings, cost_of
 from .registry import Registry
+from .states import FileStatus, RequestStatus
 from .store import Store, iter_file_rows
 
 
@@ -41,7 +42,7 @@ def _rows(db_path: Path, file_id: int, registry: Registry) -> Iterator[dict[str,
             "model": r["model"],
             "provider": r["provider"],
             "status": r["status"],
-            "text": result.get("text") if r["status"] == "succeeded" else None,
+            "text": result.get("text") if r["status"] == RequestStatus.SUCCEEDED else None,
             "finish_reason": result.get("finish_reason"),
             "usage": usage,
             "cost_usd": cost.batch_usd,
@@ -63,10 +64,10 @@ def _stem(name: str) -> str:
 async def finish_file(cfg: Config, store: Store, row: dict[str, Any]) -> None:
     file_id, name = row["id"], row["name"]
     log = logger.bind(file=name)
-    if row["status"] == "active":
+    if row["status"] == FileStatus.ACTIVE:
         results, summary = outbox.reserve_names(cfg.outbox, _stem(name), file_id)
         await store.set_file_status(
-            file_id, "writing", results_path=str(results), summary_path=str(summary)
+            file_id, FileStatus.WRITING, results_path=str(results), summary_path=str(summary)
         )
         row = {**row, "results_path": str(results), "summary_path": str(summary)}
     targets = (Path(row["results_path"]), Path(row["summary_path"]))
@@ -108,5 +109,7 @@ async def _archive(cfg: Config, store: Store, row: dict[str, Any]) -> None:
         except OSError as exc:
             logger.bind(file=row["name"]).error("cannot archive {}: {}", row["name"], exc)
             return
-    await store.set_file_status(row["id"], "done", archived_path=archived, finished_at=time.time())
+    await store.set_file_status(
+        row["id"], FileStatus.DONE, archived_path=archived, finished_at=time.time()
+    )
     logger.bind(file=row["name"]).info("input archived: {}", archived)

@@ -24,6 +24,7 @@ from loguru import logger
 from .config import Config, adapt_policy
 from .crashpoints import crash_point
 from .reading import iter_lines, sniff
+from .states import FileStatus, RequestStatus
 from .store import Store
 from .validate import Invalid, Request
 
@@ -87,7 +88,7 @@ async def claim(
         logger.bind(file=path.name).error("cannot take {} from the inbox: {}", path.name, exc)
         await store.set_file_status(
             file_id,
-            "active",
+            FileStatus.ACTIVE,
             error=f"cannot move out of the inbox: {exc}",
             work_path=str(path),
             ingested_at=time.time(),
@@ -99,14 +100,17 @@ async def claim(
 
 async def recover(cfg: Config, store: Store, stop: asyncio.Event | None = None) -> None:
     """Finish claims and ingests that a crash (or a shutdown) interrupted."""
-    for row in await store.files_in("claimed", "ingesting"):
+    for row in await store.files_in(FileStatus.CLAIMED, FileStatus.INGESTING):
         if stop is not None and stop.is_set():
             return
         work, inbox = Path(row["work_path"]), Path(row["inbox_path"])
-        if row["status"] == "claimed" and not work.exists():
+        if row["status"] == FileStatus.CLAIMED and not work.exists():
             if not inbox.exists():
                 await store.set_file_status(
-                    row["id"], "done", error="file vanished before ingest", finished_at=time.time()
+                    row["id"],
+                    FileStatus.DONE,
+                    error="file vanished before ingest",
+                    finished_at=time.time(),
                 )
                 continue
             await asyncio.to_thread(_move, inbox, work)
@@ -126,7 +130,7 @@ def _row(item: Request | Invalid) -> dict[str, Any]:
             "size_bytes": item.size_bytes,
             "metadata": item.metadata,
             "adaptations": list(item.adaptations),
-            "status": "pending",
+            "status": RequestStatus.PENDING,
         }
     return {
         "line": item.line,
@@ -135,7 +139,7 @@ def _row(item: Request | Invalid) -> dict[str, Any]:
         "provider": item.provider,
         "body": None,
         "metadata": None,
-        "status": "invalid",
+        "status": RequestStatus.INVALID,
         "error": {"type": "invalid_request", "message": item.reason, "code": None},
     }
 
@@ -180,11 +184,13 @@ async def ingest(
     assert row is not None
     path = Path(row["work_path"])
     log = logger.bind(file=row["name"])
-    await store.set_file_status(file_id, "ingesting")
+    await store.set_file_status(file_id, FileStatus.INGESTING)
     reason = await asyncio.to_thread(sniff, path)
     if reason is not None:
         log.error("file {} cannot be read: {}", row["name"], reason)
-        await store.set_file_status(file_id, "active", error=reason, ingested_at=time.time())
+        await store.set_file_status(
+            file_id, FileStatus.ACTIVE, error=reason, ingested_at=time.time()
+        )
         return
     lines = iter_lines(path, max_request_bytes=cfg.max_request_bytes, policy=adapt_policy(cfg))
     tally = _Tally(row["name"], log)
@@ -201,7 +207,7 @@ async def ingest(
         log.error("file {}: read failed after {} lines: {}", row["name"], tally.total, exc)
         await store.set_file_status(
             file_id,
-            "active",
+            FileStatus.ACTIVE,
             error=f"read failed: {exc}",
             lines=tally.total,
             invalid=tally.invalid,
@@ -215,7 +221,7 @@ async def ingest(
         log.warning("file {} has {}", row["name"], error)
     await store.set_file_status(
         file_id,
-        "active",
+        FileStatus.ACTIVE,
         lines=tally.total,
         invalid=tally.invalid,
         error=error,

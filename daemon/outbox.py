@@ -35,8 +35,15 @@ from typing import Any
 
 from daemon.cost import Cost, CostTotals
 from daemon.crashpoints import crash_point
+from daemon.states import RequestStatus
 
-STATUSES = ("succeeded", "failed", "expired", "canceled", "invalid")
+STATUSES = (
+    RequestStatus.SUCCEEDED,
+    RequestStatus.FAILED,
+    RequestStatus.EXPIRED,
+    RequestStatus.CANCELED,
+    RequestStatus.INVALID,
+)
 TOKEN_FIELDS = (
     "input_tokens",
     "output_tokens",
@@ -93,7 +100,7 @@ def result_line(row: Mapping[str, Any]) -> dict[str, Any]:
         "model": row.get("model"),
         "provider": row.get("provider"),
         "status": status,
-        "text": row.get("text") if status == "succeeded" else None,
+        "text": row.get("text") if status == RequestStatus.SUCCEEDED else None,
         "finish_reason": row.get("finish_reason"),
         "usage": _usage(row.get("usage")),
         "cost_usd": row.get("cost_usd"),

@@ -19,7 +19,7 @@ def backoff_s(
     provider's ``Retry-After`` is a floor, never shortened by jitter.
     """
     rng = rng or random.Random()
-    exp = min(cap_s, base_s * (2 ** max(0, attempt - 1)))
+    exp = min(cap_s, base_s * 2.0 ** max(0, attempt - 1))
     delay = exp / 2 + rng.uniform(0, exp / 2)
     if retry_after_s is not None:
         delay = max(delay, retry_after_s)

@@ -47,5 +47,6 @@ FILE_OPEN: frozenset[FileStatus] = frozenset(
 BATCH_ENDED: frozenset[BatchRowStatus] = frozenset(
     {BatchRowStatus.COLLECTED, BatchRowStatus.ABORTED}
 )
+BATCH_OPEN: frozenset[BatchRowStatus] = frozenset(set(BatchRowStatus) - BATCH_ENDED)
 REQUEST_OPEN: frozenset[RequestStatus] = frozenset({RequestStatus.PENDING, RequestStatus.BATCHED})
 REQUEST_FINAL: frozenset[RequestStatus] = frozenset(set(RequestStatus) - REQUEST_OPEN)

@@ -5,6 +5,9 @@ request is in which batch, how many attempts it has had and when it may be tried
 which provider batch a local batch became. One aiosqlite connection (one thread); multi-
 statement writes are serialised with ``BEGIN IMMEDIATE`` under an asyncio lock. WAL mode, so
 ``batchd status`` can read while the daemon writes.
+
+Every statement is a named module-level constant below; statuses are passed as parameters
+(the ``StrEnum`` members of ``daemon/states.py``), never spelled inside the SQL text.
 """
 
 from __future__ import annotations
@@ -16,11 +19,15 @@ import time
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiosqlite
 
-FINAL = ("invalid", "succeeded", "failed", "expired", "canceled")
+from .packing import BatchPacker
+from .states import BATCH_OPEN, REQUEST_OPEN, BatchRowStatus, FileStatus, RequestStatus
+
+if TYPE_CHECKING:
+    from .outcomes import RequestUpdate
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: the first schema
@@ -91,12 +98,180 @@ MIGRATIONS: tuple[str, ...] = (
 )
 
 
+# -- connection ---------------------------------------------------------------------------
+PRAGMAS = ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL", "PRAGMA foreign_keys=ON")
+GET_SCHEMA_VERSION = "PRAGMA user_version"
+SET_SCHEMA_VERSION = "PRAGMA user_version={version}"  # a PRAGMA takes no parameters
+BEGIN = "BEGIN IMMEDIATE"
+COMMIT = "COMMIT"
+ROLLBACK = "ROLLBACK"
+
+# -- files ----------------------------------------------------------------------------------
+INSERT_FILE = (
+    "INSERT INTO files (name, inbox_path, work_path, size, status, created_at)"
+    " VALUES (?, ?, ?, ?, ?, ?)"
+)
+# The columns set_file_status may change besides the status; "{fields}" becomes ", col = ?" for
+# each one given (names from FILE_FIELDS only, values as parameters).
+FILE_FIELDS = frozenset(
+    {
+        "error",
+        "lines",
+        "invalid",
+        "results_path",
+        "summary_path",
+        "archived_path",
+        "ingested_at",
+        "finished_at",
+        "work_path",
+    }
+)
+UPDATE_FILE = "UPDATE files SET status = ?{fields} WHERE id = ?"
+SELECT_FILES_IN = (  # the statuses come as one JSON list
+    "SELECT * FROM files WHERE status IN (SELECT value FROM json_each(?)) ORDER BY id"
+)
+SELECT_FILE = "SELECT * FROM files WHERE id = ?"
+DELETE_FILE_REQUESTS = "DELETE FROM requests WHERE file_id = ?"
+INSERT_REQUEST = (
+    "INSERT INTO requests (file_id, line, custom_id, model, provider, body, size_bytes,"
+    " metadata, adaptations, status, error, updated_at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+SELECT_FINISHED_FILES = (  # files in the given status none of whose requests is still open
+    "SELECT f.* FROM files f WHERE f.status = ? AND NOT EXISTS ("
+    " SELECT 1 FROM requests r WHERE r.file_id = f.id"
+    " AND r.status IN (SELECT value FROM json_each(?)))"
+    " ORDER BY f.id"
+)
+SELECT_FILE_BATCHES = (
+    "SELECT b.provider, b.model, b.provider_batch_id AS id,"
+    " COALESCE(b.provider_status, b.status) AS status, b.status AS local_status,"
+    " b.counts FROM batches b WHERE b.provider_batch_id IN ("
+    " SELECT DISTINCT j.value FROM requests r, json_each(r.batch_ids) j"
+    " WHERE r.file_id = ?) ORDER BY b.id"
+)
+SELECT_FILE_REQUESTS_PAGE = (
+    "SELECT * FROM requests WHERE file_id = ? AND line > ? ORDER BY line LIMIT ?"
+)
+
+# -- planning and submission ----------------------------------------------------------------
+SELECT_DUE_MODELS = (
+    "SELECT provider, model, COUNT(*) AS n, MIN(updated_at) AS oldest FROM requests"
+    " WHERE status = ? AND next_attempt_at <= ? GROUP BY provider, model"
+)
+SELECT_NEXT_DUE_AT = "SELECT MIN(next_attempt_at) FROM requests WHERE status = ?"
+SELECT_CLAIMABLE = (
+    "SELECT id, body, size_bytes FROM requests WHERE status = ?"
+    " AND provider = ? AND model = ? AND next_attempt_at <= ?"
+    " ORDER BY next_attempt_at, id LIMIT ?"
+)
+INSERT_BATCH = (
+    "INSERT INTO batches (tag, provider, model, account, status, n_items, created_at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+BATCH_REQUEST = "UPDATE requests SET status = ?, batch_id = ?, updated_at = ? WHERE id = ?"
+MARK_BATCH_SUBMITTED = (
+    "UPDATE batches SET status = ?, provider_batch_id = ?, input_file_id = ?,"
+    " submitted_at = ?, next_poll_at = ?, poll_interval_s = ? WHERE id = ?"
+)
+NOTE_PROVIDER_BATCH_ID = (  # each request lists every provider batch it was part of
+    "UPDATE requests SET batch_ids = json_insert(batch_ids, '$[#]', ?)"
+    " WHERE batch_id = ? AND status = ?"
+)
+END_BATCH = "UPDATE batches SET status = ?, error = ?, ended_at = ? WHERE id = ?"
+FAIL_EXHAUSTED_REQUESTS = (  # requests of an aborted batch that are out of attempts
+    "UPDATE requests SET status = ?, error = ?, attempts = attempts + ?,"
+    " batch_id = NULL, updated_at = ? WHERE batch_id = ? AND status = ?"
+    " AND attempts + ? >= ?"
+)
+REQUEUE_BATCH_REQUESTS = (
+    "UPDATE requests SET status = ?, attempts = attempts + ?,"
+    " next_attempt_at = ?, batch_id = NULL, updated_at = ?"
+    " WHERE batch_id = ? AND status = ?"
+)
+FAIL_BATCH_REQUESTS = (
+    "UPDATE requests SET status = ?, error = ?, attempts = attempts + 1,"
+    " batch_id = NULL, updated_at = ? WHERE batch_id = ? AND status = ?"
+)
+SELECT_BATCHES_IN = (  # the statuses come as one JSON list
+    "SELECT * FROM batches WHERE status IN (SELECT value FROM json_each(?)) ORDER BY id"
+)
+SELECT_BATCH = "SELECT * FROM batches WHERE id = ?"
+SELECT_ACCOUNT_BATCHES = (  # one provider account's batches in one status, oldest first
+    "SELECT * FROM batches WHERE status = ? AND provider = ? AND account = ? ORDER BY id"
+)
+SELECT_OTHER_ACCOUNT_BATCHES = (  # open batches of this provider under another account
+    "SELECT * FROM batches WHERE provider = ? AND account != ?"
+    " AND status IN (SELECT value FROM json_each(?)) ORDER BY id"
+)
+ADOPT_BATCH = "UPDATE batches SET account = ? WHERE id = ?"
+SELECT_KNOWN_PROVIDER_IDS = (
+    "SELECT provider_batch_id FROM batches WHERE provider = ? AND provider_batch_id IS NOT NULL"
+)
+COUNT_RECONCILE_ATTEMPT = (
+    "UPDATE batches SET reconcile_attempts = reconcile_attempts + 1 WHERE id = ?"
+)
+SELECT_RECONCILE_ATTEMPTS = "SELECT reconcile_attempts FROM batches WHERE id = ?"
+COUNT_CREATES_SINCE = (
+    "SELECT COUNT(*) FROM batches WHERE provider = ? AND created_at >= ? AND status != ?"
+)
+
+# -- polling and results ----------------------------------------------------------------------
+SELECT_DUE_POLLS = (
+    "SELECT * FROM batches WHERE status = ? AND provider = ? AND account = ?"
+    " AND next_poll_at <= ? ORDER BY next_poll_at"
+)
+SELECT_NEXT_POLL_AT = (
+    "SELECT MIN(next_poll_at) FROM batches WHERE status = ? AND provider = ? AND account = ?"
+)
+UPDATE_POLL = (
+    "UPDATE batches SET provider_status = ?, counts = ?, next_poll_at = ?,"
+    " poll_interval_s = ? WHERE id = ?"
+)
+RECORD_RESULT = (  # only a request still waiting on this batch is touched (idempotent)
+    "UPDATE requests SET status = ?, attempts = attempts + ?, next_attempt_at = ?,"
+    " result = COALESCE(?, result), error = ?, updated_at = ?, batch_id = NULL"
+    " WHERE id = ? AND batch_id = ? AND status = ?"
+)
+SELECT_BATCH_REQUESTS = "SELECT id, attempts FROM requests WHERE batch_id = ? AND status = ?"
+MARK_BATCH_COLLECTED = (
+    "UPDATE batches SET status = ?, provider_status = ?, counts = ?, ended_at = ? WHERE id = ?"
+)
+
+# -- status -----------------------------------------------------------------------------------
+REPORT_FILES = (
+    "SELECT f.id, f.name, f.status, f.lines, f.invalid, f.error, f.created_at,"
+    " (SELECT json_group_object(status, n) FROM (SELECT status, COUNT(*) AS n"
+    "  FROM requests WHERE file_id = f.id GROUP BY status)) AS counts"
+    " FROM files f ORDER BY f.id DESC LIMIT 200"
+)
+REPORT_BATCHES = (
+    "SELECT id, provider, model, provider_batch_id, status, provider_status, n_items,"
+    " created_at, ended_at FROM batches ORDER BY id DESC LIMIT 200"
+)
+REPORT_ERRORS = (
+    "SELECT json_extract(error, '$.type') AS type, COUNT(*) AS n FROM requests"
+    " WHERE error IS NOT NULL GROUP BY type ORDER BY n DESC LIMIT 10"
+)
+
+
 class StoreError(RuntimeError):
     pass
 
 
 def _dumps(value: Any) -> str | None:
     return None if value is None else json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def _statuses(statuses: Iterable[str]) -> str:
+    """A set of statuses as one JSON parameter (for ``IN (SELECT value FROM json_each(?))``)."""
+    return json.dumps(sorted(str(s) for s in statuses))
+
+
+def _row_id(cur: aiosqlite.Cursor) -> int:
+    if cur.lastrowid is None:
+        raise StoreError("an INSERT reported no row id")
+    return cur.lastrowid
 
 
 class Store:
@@ -110,9 +285,8 @@ class Store:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = await aiosqlite.connect(self.path, isolation_level=None)
         self._db.row_factory = aiosqlite.Row
-        await self._db.execute("PRAGMA journal_mode=WAL")
-        await self._db.execute("PRAGMA synchronous=NORMAL")
-        await self._db.execute("PRAGMA foreign_keys=ON")
+        for pragma in PRAGMAS:
+            await self._db.execute(pragma)
         try:
             await self._migrate()
         except BaseException:
@@ -132,7 +306,7 @@ class Store:
         return self._db
 
     async def _migrate(self) -> None:
-        (version,) = await (await self.db.execute("PRAGMA user_version")).fetchone()
+        version = await self.schema_version()
         if version > len(MIGRATIONS):
             raise StoreError(
                 f"database {self.path} is at schema {version}, newer than this batchd "
@@ -146,23 +320,22 @@ class Store:
         for statement in MIGRATIONS[number - 1].split(";"):
             if statement.strip():
                 await self.db.execute(statement)
-        await self.db.execute(f"PRAGMA user_version={number}")
+        await self.db.execute(SET_SCHEMA_VERSION.format(version=int(number)))
 
     async def schema_version(self) -> int:
-        (version,) = await (await self.db.execute("PRAGMA user_version")).fetchone()
-        return int(version)
+        return int(await self._scalar(GET_SCHEMA_VERSION))
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
         async with self._lock:
-            await self.db.execute("BEGIN IMMEDIATE")
+            await self.db.execute(BEGIN)
             try:
                 yield self.db
             except BaseException:
-                await self.db.execute("ROLLBACK")
+                await self.db.execute(ROLLBACK)
                 raise
             else:
-                await self.db.execute("COMMIT")
+                await self.db.execute(COMMIT)
 
     async def _all(self, sql: str, params: Sequence[Any] = ()) -> list[aiosqlite.Row]:
         async with self.db.execute(sql, params) as cur:
@@ -172,53 +345,43 @@ class Store:
         async with self.db.execute(sql, params) as cur:
             return await cur.fetchone()
 
+    async def _scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        """The first column of a statement that always returns one row (an aggregate, or a
+        row known to exist)."""
+        row = await self._one(sql, params)
+        if row is None:
+            raise StoreError(f"no row from: {sql}")
+        return row[0]
+
     # -- files -----------------------------------------------------------------------------
     async def claim_file(self, name: str, inbox_path: str, work_path: str, size: int) -> int:
         """The intent row for a file about to be moved out of the inbox."""
         async with self.transaction() as db:
             cur = await db.execute(
-                "INSERT INTO files (name, inbox_path, work_path, size, status, created_at) "
-                "VALUES (?, ?, ?, ?, 'claimed', ?)",
-                (name, inbox_path, work_path, size, time.time()),
+                INSERT_FILE,
+                (name, inbox_path, work_path, size, FileStatus.CLAIMED, time.time()),
             )
-            return int(cur.lastrowid)
+            return _row_id(cur)
 
-    async def set_file_status(self, file_id: int, status: str, **fields: Any) -> None:
-        allowed = {
-            "error",
-            "lines",
-            "invalid",
-            "results_path",
-            "summary_path",
-            "archived_path",
-            "ingested_at",
-            "finished_at",
-            "work_path",
-        }
-        bad = set(fields) - allowed
+    async def set_file_status(self, file_id: int, status: FileStatus, **fields: Any) -> None:
+        bad = set(fields) - FILE_FIELDS
         if bad:
             raise StoreError(f"unknown file field(s) {bad}")
-        sets = ", ".join(["status = ?", *(f"{k} = ?" for k in fields)])
+        sql = UPDATE_FILE.format(fields="".join(f", {name} = ?" for name in fields))
         async with self.transaction() as db:
-            await db.execute(
-                f"UPDATE files SET {sets} WHERE id = ?", (status, *fields.values(), file_id)
-            )
+            await db.execute(sql, (status, *fields.values(), file_id))
 
-    async def files_in(self, *statuses: str) -> list[dict[str, Any]]:
-        marks = ",".join("?" * len(statuses))
-        rows = await self._all(
-            f"SELECT * FROM files WHERE status IN ({marks}) ORDER BY id", statuses
-        )
-        return [dict(r) for r in rows]
+    async def files_in(self, *statuses: FileStatus) -> list[dict[str, Any]]:
+        return [dict(r) for r in await self._all(SELECT_FILES_IN, (_statuses(statuses),))]
 
     async def file(self, file_id: int) -> dict[str, Any] | None:
-        row = await self._one("SELECT * FROM files WHERE id = ?", (file_id,))
+        row = await self._one(SELECT_FILE, (file_id,))
         return None if row is None else dict(row)
 
     async def forget_requests(self, file_id: int) -> None:
         """Drop a half-ingested file's requests (ingest starts again from its first line)."""
         async with self.transaction() as db:
-            await db.execute("DELETE FROM requests WHERE file_id = ?", (file_id,))
+            await db.execute(DELETE_FILE_REQUESTS, (file_id,))
 
     async def add_requests(self, file_id: int, rows: Iterable[dict[str, Any]]) -> None:
         now = time.time()
@@ -240,34 +403,16 @@ class Store:
             for r in rows
         ]
         async with self.transaction() as db:
-            await db.executemany(
-                "INSERT INTO requests (file_id, line, custom_id, model, provider, body, size_bytes,"
-                " metadata, adaptations, status, error, updated_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                params,
-            )
+            await db.executemany(INSERT_REQUEST, params)
 
     async def finished_files(self) -> list[dict[str, Any]]:
         """Active files none of whose requests is still open."""
-        rows = await self._all(
-            "SELECT f.* FROM files f WHERE f.status = 'active' AND NOT EXISTS ("
-            " SELECT 1 FROM requests r WHERE r.file_id = f.id"
-            " AND r.status IN ('pending', 'batched'))"
-            " ORDER BY f.id"
-        )
-        return [dict(r) for r in rows]
+        params = (FileStatus.ACTIVE, _statuses(REQUEST_OPEN))
+        return [dict(r) for r in await self._all(SELECT_FINISHED_FILES, params)]
 
     async def file_batches(self, file_id: int) -> list[dict[str, Any]]:
-        rows = await self._all(
-            "SELECT b.provider, b.model, b.provider_batch_id AS id,"
-            " COALESCE(b.provider_status, b.status) AS status, b.status AS local_status,"
-            " b.counts FROM batches b WHERE b.provider_batch_id IN ("
-            " SELECT DISTINCT j.value FROM requests r, json_each(r.batch_ids) j"
-            " WHERE r.file_id = ?) ORDER BY b.id",
-            (file_id,),
-        )
         out = []
-        for r in rows:
+        for r in await self._all(SELECT_FILE_BATCHES, (file_id,)):
             d = dict(r)
             d["counts"] = json.loads(d["counts"]) if d["counts"] else None
             out.append(d)
@@ -276,16 +421,12 @@ class Store:
     # -- planning and submission -----------------------------------------------------------
     async def due_models(self, now: float) -> list[tuple[str, str, int, float]]:
         """(provider, model, due count, oldest ready time) of pending requests due by ``now``."""
-        rows = await self._all(
-            "SELECT provider, model, COUNT(*) AS n, MIN(updated_at) AS oldest FROM requests"
-            " WHERE status = 'pending' AND next_attempt_at <= ? GROUP BY provider, model",
-            (now,),
-        )
+        rows = await self._all(SELECT_DUE_MODELS, (RequestStatus.PENDING, now))
         return [(r["provider"], r["model"], r["n"], r["oldest"]) for r in rows]
 
     async def next_due_at(self) -> float | None:
-        row = await self._one("SELECT MIN(next_attempt_at) FROM requests WHERE status = 'pending'")
-        return None if row is None or row[0] is None else float(row[0])
+        due = await self._scalar(SELECT_NEXT_DUE_AT, (RequestStatus.PENDING,))
+        return None if due is None else float(due)
 
     async def claim_batch(
         self,
@@ -298,33 +439,28 @@ class Store:
         max_bytes: int,
         now: float,
     ) -> tuple[int, list[tuple[int, dict[str, Any]]]] | None:
-        """Write the intent row of a batch and move its requests into it, atomically."""
+        """Write the intent row of a batch and move its requests into it, atomically. The
+        requests are taken in order while they fit (``daemon/packing.py``)."""
         async with self.transaction() as db:
-            async with db.execute(
-                "SELECT id, body, size_bytes FROM requests WHERE status = 'pending'"
-                " AND provider = ? AND model = ? AND next_attempt_at <= ?"
-                " ORDER BY next_attempt_at, id LIMIT ?",
-                (provider, model, now, max_items),
-            ) as cur:
+            params = (RequestStatus.PENDING, provider, model, now, max_items)
+            async with db.execute(SELECT_CLAIMABLE, params) as cur:
                 rows = list(await cur.fetchall())
+            packer = BatchPacker(max_items=max_items, max_bytes=max_bytes)
             chosen: list[tuple[int, dict[str, Any]]] = []
-            total = 0
             for r in rows:
-                if chosen and total + r["size_bytes"] + 256 > max_bytes:
-                    break
-                total += r["size_bytes"] + 256
+                if packer.add(r["size_bytes"]) and chosen:
+                    break  # the next request would open a second batch
                 chosen.append((r["id"], json.loads(r["body"])))
             if not chosen:
                 return None
             cur = await db.execute(
-                "INSERT INTO batches (tag, provider, model, account, status, n_items, created_at)"
-                " VALUES (?, ?, ?, ?, 'submitting', ?, ?)",
-                (tag, provider, model, account, len(chosen), now),
+                INSERT_BATCH,
+                (tag, provider, model, account, BatchRowStatus.SUBMITTING, len(chosen), now),
             )
-            batch_id = int(cur.lastrowid)
+            batch_id = _row_id(cur)
             await db.executemany(
-                "UPDATE requests SET status = 'batched', batch_id = ?, updated_at = ? WHERE id = ?",
-                [(batch_id, now, rid) for rid, _ in chosen],
+                BATCH_REQUEST,
+                [(RequestStatus.BATCHED, batch_id, now, rid) for rid, _ in chosen],
             )
             return batch_id, chosen
 
@@ -339,9 +475,9 @@ class Store:
     ) -> None:
         async with self.transaction() as db:
             await db.execute(
-                "UPDATE batches SET status = 'submitted', provider_batch_id = ?, input_file_id = ?,"
-                " submitted_at = ?, next_poll_at = ?, poll_interval_s = ? WHERE id = ?",
+                MARK_BATCH_SUBMITTED,
                 (
+                    BatchRowStatus.SUBMITTED,
                     provider_batch_id,
                     input_file_id,
                     now,
@@ -351,9 +487,7 @@ class Store:
                 ),
             )
             await db.execute(
-                "UPDATE requests SET batch_ids = json_insert(batch_ids, '$[#]', ?)"
-                " WHERE batch_id = ? AND status = 'batched'",
-                (provider_batch_id, batch_id),
+                NOTE_PROVIDER_BATCH_ID, (provider_batch_id, batch_id, RequestStatus.BATCHED)
             )
 
     async def abort_batch(
@@ -369,24 +503,27 @@ class Store:
         """A batch that will not run (create refused, or it failed whole): its requests go back
         to pending, or end ``failed`` with ``final_error`` once they are out of attempts."""
         now = time.time()
+        batched = RequestStatus.BATCHED
         async with self.transaction() as db:
-            await db.execute(
-                "UPDATE batches SET status = 'aborted', error = ?, ended_at = ? WHERE id = ?",
-                (error, now, batch_id),
-            )
+            await db.execute(END_BATCH, (BatchRowStatus.ABORTED, error, now, batch_id))
             inc = 1 if count_attempt else 0
             if final_error is not None and max_attempts is not None:
                 await db.execute(
-                    "UPDATE requests SET status = 'failed', error = ?, attempts = attempts + ?,"
-                    " batch_id = NULL, updated_at = ? WHERE batch_id = ? AND status = 'batched'"
-                    " AND attempts + ? >= ?",
-                    (_dumps(final_error), inc, now, batch_id, inc, max_attempts),
+                    FAIL_EXHAUSTED_REQUESTS,
+                    (
+                        RequestStatus.FAILED,
+                        _dumps(final_error),
+                        inc,
+                        now,
+                        batch_id,
+                        batched,
+                        inc,
+                        max_attempts,
+                    ),
                 )
             await db.execute(
-                "UPDATE requests SET status = 'pending', attempts = attempts + ?,"
-                " next_attempt_at = ?, batch_id = NULL, updated_at = ?"
-                " WHERE batch_id = ? AND status = 'batched'",
-                (inc, next_attempt_at, now, batch_id),
+                REQUEUE_BATCH_REQUESTS,
+                (RequestStatus.PENDING, inc, next_attempt_at, now, batch_id, batched),
             )
 
     async def fail_batch_requests(self, batch_id: int, error: dict[str, Any]) -> None:
@@ -394,64 +531,58 @@ class Store:
         now = time.time()
         async with self.transaction() as db:
             await db.execute(
-                "UPDATE batches SET status = 'aborted', error = ?, ended_at = ? WHERE id = ?",
-                (error.get("message"), now, batch_id),
+                END_BATCH, (BatchRowStatus.ABORTED, error.get("message"), now, batch_id)
             )
             await db.execute(
-                "UPDATE requests SET status = 'failed', error = ?, attempts = attempts + 1,"
-                " batch_id = NULL, updated_at = ? WHERE batch_id = ? AND status = 'batched'",
-                (_dumps(error), now, batch_id),
+                FAIL_BATCH_REQUESTS,
+                (RequestStatus.FAILED, _dumps(error), now, batch_id, RequestStatus.BATCHED),
             )
 
-    async def batches_in(self, *statuses: str, provider: str | None = None) -> list[dict[str, Any]]:
-        marks = ",".join("?" * len(statuses))
-        sql = f"SELECT * FROM batches WHERE status IN ({marks})"
-        params: list[Any] = list(statuses)
-        if provider is not None:
-            sql += " AND provider = ?"
-            params.append(provider)
-        return [dict(r) for r in await self._all(sql + " ORDER BY id", params)]
+    async def batches_in(self, *statuses: BatchRowStatus) -> list[dict[str, Any]]:
+        return [dict(r) for r in await self._all(SELECT_BATCHES_IN, (_statuses(statuses),))]
+
+    async def batch(self, batch_id: int) -> dict[str, Any] | None:
+        row = await self._one(SELECT_BATCH, (batch_id,))
+        return None if row is None else dict(row)
+
+    async def submitting_batches(self, provider: str, account: str) -> list[dict[str, Any]]:
+        """The account's batches whose create call may or may not have happened, oldest first."""
+        params = (BatchRowStatus.SUBMITTING, provider, account)
+        return [dict(r) for r in await self._all(SELECT_ACCOUNT_BATCHES, params)]
+
+    async def other_account_batches(self, provider: str, account: str) -> list[dict[str, Any]]:
+        """The open batches of ``provider`` that belong to an account other than ``account``
+        (the key or base URL changed since they were created), oldest first."""
+        params = (provider, account, _statuses(BATCH_OPEN))
+        return [dict(r) for r in await self._all(SELECT_OTHER_ACCOUNT_BATCHES, params)]
+
+    async def adopt_batch(self, batch_id: int, account: str) -> None:
+        """The batch belongs to ``account`` from now on (that account can see it)."""
+        async with self.transaction() as db:
+            await db.execute(ADOPT_BATCH, (account, batch_id))
 
     async def known_provider_ids(self, provider: str) -> set[str]:
-        rows = await self._all(
-            "SELECT provider_batch_id FROM batches WHERE provider = ? AND provider_batch_id"
-            " IS NOT NULL",
-            (provider,),
-        )
-        return {r[0] for r in rows}
+        return {r[0] for r in await self._all(SELECT_KNOWN_PROVIDER_IDS, (provider,))}
 
     async def note_reconcile_attempt(self, batch_id: int) -> int:
         async with self.transaction() as db:
-            await db.execute(
-                "UPDATE batches SET reconcile_attempts = reconcile_attempts + 1 WHERE id = ?",
-                (batch_id,),
-            )
-        row = await self._one("SELECT reconcile_attempts FROM batches WHERE id = ?", (batch_id,))
-        return int(row[0])
+            await db.execute(COUNT_RECONCILE_ATTEMPT, (batch_id,))
+        return int(await self._scalar(SELECT_RECONCILE_ATTEMPTS, (batch_id,)))
 
     async def creates_since(self, provider: str, since: float) -> int:
-        row = await self._one(
-            "SELECT COUNT(*) FROM batches WHERE provider = ? AND created_at >= ?"
-            " AND status != 'aborted'",
-            (provider, since),
-        )
-        return int(row[0])
+        params = (provider, since, BatchRowStatus.ABORTED)
+        return int(await self._scalar(COUNT_CREATES_SINCE, params))
 
     # -- polling and results ---------------------------------------------------------------
-    async def due_polls(self, provider: str, now: float) -> list[dict[str, Any]]:
-        rows = await self._all(
-            "SELECT * FROM batches WHERE status = 'submitted' AND provider = ?"
-            " AND next_poll_at <= ? ORDER BY next_poll_at",
-            (provider, now),
-        )
-        return [dict(r) for r in rows]
+    async def due_polls(self, provider: str, account: str, now: float) -> list[dict[str, Any]]:
+        """The account's submitted batches whose next poll is due by ``now``."""
+        params = (BatchRowStatus.SUBMITTED, provider, account, now)
+        return [dict(r) for r in await self._all(SELECT_DUE_POLLS, params)]
 
-    async def next_poll_at(self, provider: str) -> float | None:
-        row = await self._one(
-            "SELECT MIN(next_poll_at) FROM batches WHERE status = 'submitted' AND provider = ?",
-            (provider,),
-        )
-        return None if row is None or row[0] is None else float(row[0])
+    async def next_poll_at(self, provider: str, account: str) -> float | None:
+        params = (BatchRowStatus.SUBMITTED, provider, account)
+        due = await self._scalar(SELECT_NEXT_POLL_AT, params)
+        return None if due is None else float(due)
 
     async def update_poll(
         self,
@@ -464,12 +595,11 @@ class Store:
     ) -> None:
         async with self.transaction() as db:
             await db.execute(
-                "UPDATE batches SET provider_status = ?, counts = ?, next_poll_at = ?,"
-                " poll_interval_s = ? WHERE id = ?",
+                UPDATE_POLL,
                 (provider_status, _dumps(counts), next_poll_at, poll_interval_s, batch_id),
             )
 
-    async def record_results(self, batch_id: int, updates: Sequence[dict[str, Any]]) -> int:
+    async def record_results(self, batch_id: int, updates: Sequence[RequestUpdate]) -> int:
         """Store a chunk of item results. Only requests still in this batch are touched, so a
         collection interrupted by a crash can simply be run again."""
         now = time.time()
@@ -483,25 +613,17 @@ class Store:
                 now,
                 u["request_id"],
                 batch_id,
+                RequestStatus.BATCHED,
             )
             for u in updates
         ]
         async with self.transaction() as db:
-            await db.executemany(
-                "UPDATE requests SET status = ?, attempts = attempts + ?, next_attempt_at = ?,"
-                " result = COALESCE(?, result), error = ?, updated_at = ?,"
-                " batch_id = CASE WHEN status = 'batched' THEN NULL ELSE batch_id END"
-                " WHERE id = ? AND batch_id = ? AND status = 'batched'",
-                params,
-            )
+            await db.executemany(RECORD_RESULT, params)
         return len(params)
 
     async def batch_requests(self, batch_id: int) -> list[tuple[int, int]]:
         """(request id, attempts) of the requests still waiting on this batch."""
-        rows = await self._all(
-            "SELECT id, attempts FROM requests WHERE batch_id = ? AND status = 'batched'",
-            (batch_id,),
-        )
+        rows = await self._all(SELECT_BATCH_REQUESTS, (batch_id, RequestStatus.BATCHED))
         return [(r[0], r[1]) for r in rows]
 
     async def mark_collected(
@@ -509,27 +631,15 @@ class Store:
     ) -> None:
         async with self.transaction() as db:
             await db.execute(
-                "UPDATE batches SET status = 'collected', provider_status = ?, counts = ?,"
-                " ended_at = ? WHERE id = ?",
-                (provider_status, _dumps(counts), time.time(), batch_id),
+                MARK_BATCH_COLLECTED,
+                (BatchRowStatus.COLLECTED, provider_status, _dumps(counts), time.time(), batch_id),
             )
 
     # -- status ----------------------------------------------------------------------------
     async def status_report(self) -> dict[str, Any]:
-        files = await self._all(
-            "SELECT f.id, f.name, f.status, f.lines, f.invalid, f.error, f.created_at,"
-            " (SELECT json_group_object(status, n) FROM (SELECT status, COUNT(*) AS n"
-            "  FROM requests WHERE file_id = f.id GROUP BY status)) AS counts"
-            " FROM files f ORDER BY f.id DESC LIMIT 200"
-        )
-        batches = await self._all(
-            "SELECT id, provider, model, provider_batch_id, status, provider_status, n_items,"
-            " created_at, ended_at FROM batches ORDER BY id DESC LIMIT 200"
-        )
-        errors = await self._all(
-            "SELECT json_extract(error, '$.type') AS type, COUNT(*) AS n FROM requests"
-            " WHERE error IS NOT NULL GROUP BY type ORDER BY n DESC LIMIT 10"
-        )
+        files = await self._all(REPORT_FILES)
+        batches = await self._all(REPORT_BATCHES)
+        errors = await self._all(REPORT_ERRORS)
         return {
             "files": [{**dict(r), "counts": json.loads(r["counts"] or "{}")} for r in files],
             "batches": [dict(r) for r in batches],
@@ -537,7 +647,7 @@ class Store:
         }
 
 
-def _decode_request(row: aiosqlite.Row | sqlite3.Row) -> dict[str, Any]:
+def _decode_request(row: sqlite3.Row) -> dict[str, Any]:
     d = dict(row)
     for key in ("body", "metadata", "adaptations", "batch_ids", "result", "error"):
         if d.get(key) is not None:
@@ -561,10 +671,7 @@ def iter_file_rows(path: Path, file_id: int, chunk: int = 2000) -> Iterator[dict
         while True:
             # Pages bound how long one read lasts; rows are stepped one at a time (never a
             # whole page in memory: a page of big requests would be hundreds of megabytes).
-            cursor = db.execute(
-                "SELECT * FROM requests WHERE file_id = ? AND line > ? ORDER BY line LIMIT ?",
-                (file_id, last, chunk),
-            )
+            cursor = db.execute(SELECT_FILE_REQUESTS_PAGE, (file_id, last, chunk))
             count = 0
             for r in cursor:
                 count += 1

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from daemon.packing import BatchPacker
 from daemon.store import MIGRATIONS, Store, StoreError, iter_file_rows
 
 
@@ -127,4 +128,59 @@ async def test_finished_files_and_status_report(tmp_path: Path) -> None:
     assert report["errors"] == [{"type": "invalid_request", "n": 1}]
     with pytest.raises(StoreError):
         await store.set_file_status(fid, "done", colour="red")
+    await store.close()
+
+
+async def test_polls_and_lookups_see_only_the_current_account(tmp_path: Path) -> None:
+    store = await _store(tmp_path)
+    fid = await store.claim_file("a.jsonl", "/in", "/w", 1)
+    await store.add_requests(fid, [_req(i) for i in range(1, 5)])
+    ids = {}
+    for tag, account in (("old1", "old"), ("old2", "old"), ("new1", "new"), ("new2", "new")):
+        claimed = await store.claim_batch(
+            "openai", "gpt-4o-mini", tag, account, max_items=1, max_bytes=10**9, now=1e12
+        )
+        assert claimed is not None
+        ids[tag] = claimed[0]
+    for tag in ("old1", "new1"):
+        await store.mark_submitted(ids[tag], f"pb-{tag}", None, poll_interval_s=1, now=100)
+    assert [b["tag"] for b in await store.due_polls("openai", "new", now=1e12)] == ["new1"]
+    assert await store.next_poll_at("openai", "new") == 101
+    assert [b["tag"] for b in await store.submitting_batches("openai", "new")] == ["new2"]
+    assert [b["tag"] for b in await store.other_account_batches("openai", "new")] == [
+        "old1",
+        "old2",
+    ]
+    assert len(await store.other_account_batches("openai", "old")) == 2
+    assert await store.other_account_batches("gemini", "new") == []
+    await store.abort_batch(ids["old2"], "x", next_attempt_at=0, count_attempt=False)
+    # an ended batch is not open
+    assert [b["tag"] for b in await store.other_account_batches("openai", "new")] == ["old1"]
+    assert await store.due_polls("openai", "other", now=1e12) == []
+    assert await store.next_poll_at("openai", "other") is None
+    await store.adopt_batch(ids["old1"], "new")
+    assert await store.other_account_batches("openai", "new") == []
+    assert [b["tag"] for b in await store.due_polls("openai", "new", now=1e12)] == ["old1", "new1"]
+    await store.close()
+
+
+async def test_claim_packs_as_the_shared_packing_rule(tmp_path: Path) -> None:
+    store = await _store(tmp_path)
+    fid = await store.claim_file("a.jsonl", "/in", "/w", 1)
+    sizes = [100, 700, 40, 900, 10, 10, 300]
+    await store.add_requests(
+        fid, [{**_req(i), "size_bytes": size} for i, size in enumerate(sizes, start=1)]
+    )
+    packer = BatchPacker(max_items=3, max_bytes=1500)
+    expected: list[list[int]] = []
+    for line, size in enumerate(sizes, start=1):
+        if packer.add(size):
+            expected.append([])
+        expected[-1].append(line)
+    got: list[list[int]] = []
+    while claimed := await store.claim_batch(
+        "openai", "gpt-4o-mini", f"t{len(got)}", "a", max_items=3, max_bytes=1500, now=1e12
+    ):
+        got.append([int(body["messages"][0]["content"]) for _, body in claimed[1]])
+    assert got == expected == [[1, 2], [3, 4], [5, 6, 7]]  # the byte cap closes the first two
     await store.close()

@@ -1,0 +1,225 @@
+"""Polling and collection: each submitted batch is polled on its own backoff; an ended batch's
+results are streamed into the store.
+
+Only the batches of the provider's current account are polled (see ``reconcile.py`` for the
+others). A running batch is polled again later, sooner when it made progress; a batch that
+failed or vanished whole puts its requests back to pending; an ended batch's results are
+stored chunk by chunk under ``asyncio.shield`` (idempotently, so a collection cut short is
+simply run again), and what each result does to its request is ``outcomes.py``'s to say.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import TYPE_CHECKING, Any
+
+from loguru import logger
+
+from adapters.base import AdapterError, AuthError, BatchStatus, ResultsGone
+
+from .crashpoints import crash_point
+from .outcomes import RequestUpdate, batch_lost_error, item_update, missing_update
+from .retry import next_poll_interval_s
+
+if TYPE_CHECKING:
+    from loguru import Logger
+
+    from .scheduler import Scheduler
+
+RESULT_CHUNK = 500  # results stored per transaction
+
+
+class Collector:
+    def __init__(self, sched: Scheduler) -> None:
+        self.sched = sched
+
+    async def poll_due(self, provider: str) -> float | None:
+        """Poll every batch of ``provider`` that is due; returns when the next one is due."""
+        sched = self.sched
+        state = sched.providers[provider]
+        if sched.paused(provider):
+            return state.paused_until
+        say_again_at = await sched.reconciler.other_accounts(provider)
+        for row in await sched.store.due_polls(provider, state.account, time.time()):
+            await self._poll_one(row)
+        next_poll = await sched.store.next_poll_at(provider, state.account)
+        if say_again_at is None:
+            return next_poll
+        return say_again_at if next_poll is None else min(next_poll, say_again_at)
+
+    async def _poll_one(self, row: dict[str, Any]) -> None:
+        sched = self.sched
+        provider = row["provider"]
+        adapter = sched.providers[provider].adapter
+        log = logger.bind(provider=provider, model=row["model"], batch=row["provider_batch_id"])
+        try:
+            status = await sched.call(lambda: adapter.poll(row["provider_batch_id"]))
+        except AuthError as err:
+            sched.pause(provider, err)
+            return
+        except AdapterError as err:
+            await self._poll_later(
+                row, None, str(row["provider_status"]), progressed=False, retry_after=_after(err)
+            )
+            log.warning("poll failed ({}); will poll again", err)
+            return
+        if status.state == "running":
+            counts = {"total": status.total, "done": status.done, "failed": status.failed}
+            old = row["counts"]
+            progressed = old is not None and old != _dumps_counts(counts)
+            if progressed:
+                log.info("batch progress: {}/{} done", status.done, status.total)
+            await self._poll_later(row, counts, status.provider_status, progressed=progressed)
+        elif status.state == "ended":
+            await self._collect(row, status)
+        else:
+            await self._batch_lost(row, status)
+
+    async def _poll_later(
+        self,
+        row: dict[str, Any],
+        counts: dict[str, Any] | None,
+        provider_status: str,
+        *,
+        progressed: bool,
+        retry_after: float | None = None,
+    ) -> None:
+        """Schedule the next poll by the batch's backoff; a provider's Retry-After is a floor."""
+        cfg = self.sched.cfg
+        interval = next_poll_interval_s(
+            row["poll_interval_s"] or cfg.poll_initial_s,
+            progressed=progressed,
+            initial_s=cfg.poll_initial_s,
+            factor=cfg.poll_factor,
+            max_s=cfg.poll_max_s,
+        )
+        await self.sched.store.update_poll(
+            row["id"],
+            provider_status=provider_status,
+            counts=counts,
+            next_poll_at=time.time() + max(interval, retry_after or 0.0),
+            poll_interval_s=interval,
+        )
+
+    async def _batch_lost(self, row: dict[str, Any], status: BatchStatus) -> None:
+        sched = self.sched
+        log = logger.bind(
+            provider=row["provider"], model=row["model"], batch=row["provider_batch_id"]
+        )
+        log.warning(
+            "batch {}: {} ({}); its requests are re-queued",
+            status.state,
+            status.error or status.provider_status,
+            row["n_items"],
+        )
+        await sched.store.abort_batch(
+            row["id"],
+            status.error or status.state,
+            next_attempt_at=sched.retry_at(1),
+            count_attempt=True,
+            max_attempts=sched.cfg.max_attempts,
+            final_error=batch_lost_error(status),
+        )
+        sched.wake.set()
+
+    # -- results ---------------------------------------------------------------------------
+    async def _collect(self, row: dict[str, Any], status: BatchStatus) -> None:
+        sched = self.sched
+        provider = row["provider"]
+        adapter = sched.providers[provider].adapter
+        pid = row["provider_batch_id"]
+        log = logger.bind(provider=provider, model=row["model"], batch=pid)
+        outstanding = dict(await sched.store.batch_requests(row["id"]))
+        try:
+            counts, gone = await self._store_results(row, outstanding, log)
+        except AdapterError as err:
+            if isinstance(err, AuthError):  # as for a poll: the provider pauses, loudly
+                sched.pause(provider, err)
+            log.warning("fetching results failed ({}); will try again", err)
+            await self._poll_later(
+                row, None, status.provider_status, progressed=False, retry_after=_after(err)
+            )
+            return
+        missing = [
+            missing_update(rid, attempts, status, sched.policy, sched.retry_at)
+            for rid, attempts in outstanding.items()
+        ]
+        if missing:
+            await asyncio.shield(sched.store.record_results(row["id"], missing))
+            if not (gone or status.expired or status.cancelled):
+                log.error(
+                    "results of batch {} are missing for {} requests; they are re-queued",
+                    pid,
+                    len(missing),
+                )
+        await asyncio.shield(sched.store.mark_collected(row["id"], status.provider_status, counts))
+        crash_point("after_results_stored")
+        retries = counts.get("retry", 0) + counts.get("expired", 0) + len(missing)
+        log.info(
+            "batch ended: {} {}; {} requests without a result{}",
+            status.provider_status,
+            counts,
+            len(missing),
+            f"; retry scheduled for up to {retries}" if retries else "",
+        )
+        if not sched.cfg.keep_provider_files:
+            try:
+                await sched.call(lambda: adapter.cleanup(pid, row["input_file_id"]))
+            except AdapterError as err:
+                log.warning("cleanup of provider files failed: {}", err)
+        sched.wake.set()
+
+    async def _store_results(
+        self, row: dict[str, Any], outstanding: dict[int, int], log: Logger
+    ) -> tuple[dict[str, int], bool]:
+        """Stream a batch's results into the store, chunk by chunk, taking each answered request
+        out of ``outstanding``. Returns the outcome counts and whether the results were gone.
+        A failure mid-stream keeps what was stored (storing is idempotent) and re-raises."""
+        sched = self.sched
+        adapter = sched.providers[row["provider"]].adapter
+        pid = row["provider_batch_id"]
+        chunk: list[RequestUpdate] = []
+        counts: dict[str, int] = {}
+        gone = False
+        try:
+            async for item in adapter.results(pid):
+                rid = _request_id(item.key)
+                if rid not in outstanding:
+                    continue
+                attempts = outstanding.pop(rid)
+                chunk.append(item_update(rid, attempts, item, sched.policy, sched.retry_at))
+                counts[item.outcome] = counts.get(item.outcome, 0) + 1
+                if len(chunk) >= RESULT_CHUNK:
+                    await asyncio.shield(sched.store.record_results(row["id"], chunk))
+                    chunk = []
+        except ResultsGone as err:
+            gone = True
+            log.error(
+                "results of batch {} are gone ({}); {} requests re-queued",
+                pid,
+                err,
+                len(outstanding),
+            )
+        finally:
+            if chunk:
+                await asyncio.shield(sched.store.record_results(row["id"], chunk))
+        return counts, gone
+
+
+def _after(err: AdapterError) -> float | None:
+    """The provider's Retry-After, when the error carries one."""
+    retry_after: float | None = getattr(err, "retry_after", None)
+    return retry_after
+
+
+def _request_id(key: str) -> int:
+    try:
+        return int(key.removeprefix("r"))
+    except ValueError:
+        return -1
+
+
+def _dumps_counts(counts: dict[str, Any]) -> str:
+    return json.dumps(counts, separators=(",", ":"))

@@ -1,0 +1,135 @@
+"""What a batch's outcome does to each of its requests: pure functions, no I/O, no clock.
+
+An item result from the provider, or an item an ended batch did not report, becomes one
+``RequestUpdate`` for the store: a final status with its result or error, or ``pending`` again
+with the time of its next attempt while the request has attempts left. The caller passes that
+time as ``retry_at(attempt)`` (the clock and the backoff's randomness stay outside).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, NotRequired, TypedDict
+
+from adapters.base import AdapterError, BatchStatus, ItemResult
+
+from .states import RequestStatus
+
+
+class RequestUpdate(TypedDict):
+    """One request's new state, as ``Store.record_results`` writes it."""
+
+    request_id: int
+    status: RequestStatus
+    attempts_inc: int
+    result: dict[str, Any] | None
+    error: dict[str, Any] | None
+    next_attempt_at: NotRequired[float]  # only for a request that goes back to pending
+
+
+@dataclass(frozen=True)
+class OutcomePolicy:
+    """What the configuration says about outcomes."""
+
+    max_attempts: int
+    keep_cancelled: bool  # on_external_cancel = "cancel": a cancelled request ends canceled
+
+
+RetryAt = Callable[[int], float]  # attempt number -> when that attempt may run
+
+
+def error_of(kind: str, message: str | None, code: str | int | None = None) -> dict[str, Any]:
+    """The error object stored on a request (and written to its result line)."""
+    return {"type": kind, "message": message, "code": code}
+
+
+def refused_error(err: AdapterError) -> dict[str, Any]:
+    """The error of every request of a batch whose create call was refused for good."""
+    return error_of("batch_refused", str(err))
+
+
+def batch_lost_error(status: BatchStatus) -> dict[str, Any]:
+    """The error of a request whose batch failed or vanished whole, once out of attempts."""
+    return error_of(f"batch_{status.state}", status.error or status.provider_status)
+
+
+def item_update(
+    rid: int, attempts: int, item: ItemResult, policy: OutcomePolicy, retry_at: RetryAt
+) -> RequestUpdate:
+    """What the provider's answer for one request does to it. ``attempts``: before this one."""
+    result = {
+        "text": item.text,
+        "finish_reason": item.finish_reason,
+        "usage": {
+            "input_tokens": item.usage.input_tokens,
+            "output_tokens": item.usage.output_tokens,
+            "cached_input_tokens": item.usage.cached_input_tokens,
+            "cache_creation_input_tokens": item.usage.cache_creation_input_tokens,
+        },
+        "response": item.response,
+    }
+    error = None
+    if item.error is not None:
+        error = error_of(item.error.type, item.error.message, item.error.code)
+    if item.outcome == "succeeded":
+        return _update(rid, RequestStatus.SUCCEEDED, result=result)
+    if item.outcome == "failed":
+        return _update(rid, RequestStatus.FAILED, result=result, error=error)
+    if item.outcome == "canceled" and policy.keep_cancelled:
+        return _update(rid, RequestStatus.CANCELED, result=result, error=error)
+    # Worth another attempt: the item was cut short (expired, cancelled, or a retryable error).
+    final = {"expired": RequestStatus.EXPIRED, "canceled": RequestStatus.CANCELED}.get(
+        item.outcome, RequestStatus.FAILED
+    )
+    return _retry_or_final(rid, attempts, final, error, result, policy, retry_at)
+
+
+def missing_update(
+    rid: int, attempts: int, status: BatchStatus, policy: OutcomePolicy, retry_at: RetryAt
+) -> RequestUpdate:
+    """A request the ended batch did not report (expired, cancelled, or results gone)."""
+    if status.expired:
+        kind, final = "batch_expired", RequestStatus.EXPIRED
+    elif status.cancelled:
+        kind, final = "batch_cancelled", RequestStatus.CANCELED
+        if policy.keep_cancelled:
+            return _update(rid, final, error=error_of(kind, "the batch was cancelled"))
+    else:
+        kind, final = "result_missing", RequestStatus.FAILED
+    error = error_of(kind, f"no result for this request ({kind})")
+    return _retry_or_final(rid, attempts, final, error, None, policy, retry_at)
+
+
+def _retry_or_final(
+    rid: int,
+    attempts: int,
+    final: RequestStatus,
+    error: dict[str, Any] | None,
+    result: dict[str, Any] | None,
+    policy: OutcomePolicy,
+    retry_at: RetryAt,
+) -> RequestUpdate:
+    """Pending again for the next attempt, or ``final`` once this was the last one allowed."""
+    if attempts + 1 >= policy.max_attempts:
+        return _update(rid, final, result=result, error=error)
+    return _update(
+        rid, RequestStatus.PENDING, error=error, next_attempt_at=retry_at(attempts + 1)
+    )
+
+
+def _update(
+    rid: int,
+    status: RequestStatus,
+    *,
+    result: dict[str, Any] | None = None,
+    error: dict[str, Any] | None = None,
+    next_attempt_at: float | None = None,
+) -> RequestUpdate:
+    """The one place a request update is built: every outcome counts one attempt."""
+    update = RequestUpdate(
+        request_id=rid, status=status, attempts_inc=1, result=result, error=error
+    )
+    if next_attempt_at is not None:
+        update["next_attempt_at"] = next_attempt_at
+    return update

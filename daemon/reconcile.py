@@ -1,0 +1,166 @@
+"""Reconciliation: batches whose create call has no recorded outcome, and other accounts' batches.
+
+A batch row left in ``submitting`` (the process died mid-create, or the call's outcome was
+unknown) is looked up at the provider by its tag, never blindly resubmitted: found, it is
+recorded as submitted; not found twice (some time apart), its requests go back to pending. A
+provider that cannot answer yet is asked again, backing off.
+
+Only the batches of the provider's current account (its base URL and a digest of its key) are
+polled, collected and looked up. An open batch of another account (the key or base URL changed
+since it was created) is adopted only when the provider shows it to the configured account (a
+key rotated within the same organisation); the others are left alone, neither requeued nor
+resubmitted (they may still run under their own account: that would pay twice). They wait until
+that account is configured again, said loudly at start-up and every ``auth_pause_s``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING, Any
+
+from loguru import logger
+
+from adapters.base import AdapterError, AuthError
+
+from .states import BatchRowStatus
+
+if TYPE_CHECKING:
+    from .scheduler import Scheduler
+
+NOT_FOUND_TIMES = 2  # lookups that found nothing before a batch counts as never created
+
+
+class Reconciler:
+    def __init__(self, sched: Scheduler) -> None:
+        self.sched = sched
+        self._lookups: dict[int, int] = {}  # batch row -> lookups that failed so far
+
+    def start(self) -> None:
+        """Reconcile every provider's rows in the background, without holding up start-up:
+        a provider that is slow or down must not keep the daemon from serving the others (a
+        lookup may take a timeout). One provider's rows are looked up one after the other,
+        oldest first."""
+        for provider in self.sched.providers:
+            self.sched.spawn(self.reconcile_all(provider), name=f"reconcile-{provider}")
+
+    async def reconcile_all(self, provider: str) -> None:
+        """Look up each of the provider's (current account's) batches left in ``submitting``."""
+        sched = self.sched
+        account = sched.providers[provider].account
+        for row in await sched.store.submitting_batches(provider, account):
+            if sched.stopping:
+                return
+            await self._reconcile(row)
+
+    def look_again(self, batch_id: int, delay_s: float | None = None) -> None:
+        """Look the batch up after ``delay_s`` (default ``reconcile_after_s``), in the
+        background."""
+        self.sched.spawn(self._later(batch_id, delay_s), name=f"reconcile-batch-{batch_id}")
+
+    async def _later(self, batch_id: int, delay_s: float | None) -> None:
+        sched = self.sched
+        await asyncio.sleep(sched.cfg.reconcile_after_s if delay_s is None else delay_s)
+        row = await sched.store.batch(batch_id)
+        if row is not None and row["status"] == BatchRowStatus.SUBMITTING:
+            await self._reconcile(row)
+
+    async def _reconcile(self, row: dict[str, Any]) -> None:
+        sched = self.sched
+        provider = row["provider"]
+        adapter = sched.providers[provider].adapter
+        log = logger.bind(provider=provider, model=row["model"], batch=row["tag"])
+        known = await sched.store.known_provider_ids(provider)
+        keys = [f"r{rid}" for rid, _ in await sched.store.batch_requests(row["id"])]
+        try:
+            found = await sched.call(
+                lambda: adapter.find(
+                    row["tag"], row["model"], row["n_items"], row["created_at"], known, keys
+                )
+            )
+        except AdapterError as err:
+            # Not an answer: the provider failed, or cannot tell yet (an unlabelled candidate
+            # still running). Look again, backing off: that can take as long as a batch runs.
+            failures = self._lookups[row["id"]] = self._lookups.get(row["id"], 0) + 1
+            retry_after = getattr(err, "retry_after", None)
+            delay = max(sched.cfg.reconcile_after_s, sched.backoff(failures, retry_after))
+            log.warning("reconcile: no answer yet ({}); looking again in {:.1f}s", err, delay)
+            self.look_again(row["id"], delay)
+            return
+        self._lookups.pop(row["id"], None)
+        if found is not None:
+            record = sched.store.mark_submitted(
+                row["id"], found, None, poll_interval_s=sched.cfg.poll_initial_s, now=time.time()
+            )
+            await asyncio.shield(record)
+            log.info("reconcile: batch {} found at the provider as {}", row["tag"], found)
+            sched.wake.set()
+            return
+        tries = await sched.store.note_reconcile_attempt(row["id"])
+        if tries < NOT_FOUND_TIMES:
+            self.look_again(row["id"])
+            return
+        log.warning(
+            "reconcile: batch {} was never created; its requests go back to pending", row["tag"]
+        )
+        await sched.store.abort_batch(
+            row["id"], "never created at the provider", next_attempt_at=0.0, count_attempt=False
+        )
+        sched.wake.set()
+
+    async def other_accounts(self, provider: str) -> float | None:
+        """Batches of another account: adopt those the configured account can see at the
+        provider, and say (loudly) how many others are left alone; at start-up, then every
+        ``auth_pause_s`` while any remain. Returns when to look again."""
+        sched = self.sched
+        state = sched.providers[provider]
+        now = time.time()
+        if state.other_accounts_check_at > now:
+            return state.other_accounts_check_at
+        left = 0
+        for row in await sched.store.other_account_batches(provider, state.account):
+            if sched.stopping or sched.paused(provider):
+                left += 1
+            elif not await self._adopted(row):
+                left += 1
+        if not left:  # the account does not change while batchd runs: none will appear
+            state.other_accounts_check_at = float("inf")
+            return None
+        logger.bind(provider=provider).error(
+            "{} open {} batch(es) belong to another account (the API key or base URL changed "
+            "since they were created) and are not visible to the configured one; they are left "
+            "alone, neither polled nor resubmitted, until that account is configured again; "
+            "looking again in {:.0f}s",
+            left,
+            provider,
+            sched.cfg.auth_pause_s,
+        )
+        state.other_accounts_check_at = now + sched.cfg.auth_pause_s
+        return state.other_accounts_check_at
+
+    async def _adopted(self, row: dict[str, Any]) -> bool:
+        """Adopt a submitted batch of another account when the configured account can see it
+        at the provider (a key rotated within the same organisation, the same service under
+        another URL). Anything else (not found, an error, no provider id yet) leaves it alone:
+        it may run under its own account, so requeueing it could pay twice."""
+        sched = self.sched
+        provider, pid = row["provider"], row["provider_batch_id"]
+        state = sched.providers[provider]
+        if row["status"] != BatchRowStatus.SUBMITTED or pid is None:
+            return False
+        try:
+            status = await sched.call(lambda: state.adapter.poll(pid))
+        except AuthError as err:
+            sched.pause(provider, err)
+            return False
+        except AdapterError:
+            return False
+        if status.state == "gone":
+            return False
+        await sched.store.adopt_batch(row["id"], state.account)
+        logger.bind(provider=provider, model=row["model"], batch=pid).info(
+            "batch {} was created under another API key or base URL; the configured account "
+            "can see it, so it is polled from now on",
+            pid,
+        )
+        return True

@@ -1,0 +1,203 @@
+"""The scheduler over a real SQLite store and an in-memory fake adapter: supervision of its tasks,
+and batches of another account left alone."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Collection, Iterable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from loguru import logger
+
+from adapters.base import (
+    BatchItem,
+    BatchStatus,
+    ItemResult,
+    ProviderLimits,
+    ProviderName,
+    Submitted,
+)
+from daemon.config import Config
+from daemon.scheduler import Scheduler, TaskFailed
+from daemon.states import BatchRowStatus, FileStatus, RequestStatus
+from daemon.store import Store
+
+NOW_ACCOUNT = "openai|default|key:now"
+OLD_ACCOUNT = "openai|default|key:old"
+
+
+class FakeAdapter:
+    """Records what the scheduler asked; ``submit_error`` makes every create call raise."""
+
+    name: ProviderName = "openai"
+    limits = ProviderLimits(max_items=1000, max_bytes=10**9)
+
+    def __init__(
+        self, submit_error: BaseException | None = None, invisible: Collection[str] = ()
+    ) -> None:
+        self.submit_error = submit_error
+        self.invisible = set(invisible)  # provider batch ids this account cannot see
+        self.submitted: list[str] = []
+        self.polled: list[str] = []
+        self.looked_up: list[str] = []
+
+    async def submit(self, tag: str, model: str, items: Iterable[BatchItem]) -> Submitted:
+        if self.submit_error is not None:
+            raise self.submit_error
+        self.submitted.append(tag)
+        return Submitted(f"pb-{tag}")
+
+    async def find(
+        self,
+        tag: str,
+        model: str,
+        n_items: int,
+        since: float,
+        exclude: Collection[str],
+        keys: Collection[str] = (),
+    ) -> str | None:
+        self.looked_up.append(tag)
+        return f"pb-{tag}"
+
+    async def poll(self, provider_batch_id: str) -> BatchStatus:
+        self.polled.append(provider_batch_id)
+        if provider_batch_id in self.invisible:
+            return BatchStatus(provider_batch_id, "gone", "not_found", error="batch not found")
+        return BatchStatus(provider_batch_id, "running", "in_progress", total=1, done=0)
+
+    async def results(self, provider_batch_id: str) -> AsyncIterator[ItemResult]:
+        results: list[ItemResult] = []  # never asked: its batches stay running
+        for item in results:
+            yield item
+
+    async def cancel(self, provider_batch_id: str) -> None: ...
+
+    async def cleanup(self, provider_batch_id: str, input_file_id: str | None) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    store = await Store(tmp_path / "b.sqlite3").open()
+    yield store
+    await store.close()
+
+
+def _scheduler(store: Store, adapter: FakeAdapter, **cfg: Any) -> Scheduler:
+    config = Config(batch_linger_s=0, reconcile_after_s=0.01, **cfg)
+    return Scheduler(config, store, {"openai": adapter}, {"openai": NOW_ACCOUNT}, asyncio.Event())
+
+
+async def _add_requests(store: Store, n: int, model: str = "gpt-4o-mini") -> None:
+    fid = await store.claim_file("a.jsonl", "/in/a.jsonl", "/w/a.jsonl", 1)
+    rows = [
+        {
+            "line": i,
+            "custom_id": f"c{i}",
+            "model": model,
+            "provider": "openai",
+            "body": {"model": model, "messages": [{"role": "user", "content": str(i)}]},
+            "size_bytes": 60,
+            "status": RequestStatus.PENDING,
+        }
+        for i in range(1, n + 1)
+    ]
+    await store.add_requests(fid, rows)
+    await store.set_file_status(fid, FileStatus.ACTIVE, lines=n)
+
+
+@pytest.fixture
+def logged() -> Iterable[list[str]]:
+    """Every log line (with its traceback, if any) the test's code writes."""
+    lines: list[str] = []
+    sink = logger.add(lambda m: lines.append(str(m)), format="{level} {message}\n{exception}")
+    yield lines
+    logger.remove(sink)
+
+
+async def test_an_unexpected_error_in_a_submit_task_is_logged_once_and_stops_the_scheduler(
+    store: Store, logged: list[str]
+) -> None:
+    await _add_requests(store, 2)
+    sched = _scheduler(store, FakeAdapter(submit_error=RuntimeError("a bug in the adapter")))
+    await sched.plan()
+    with pytest.raises(TaskFailed, match="submit-openai-gpt-4o-mini"):
+        await asyncio.wait_for(sched.monitor(), timeout=10)
+    await asyncio.wait_for(sched.shutdown(grace_s=1), timeout=10)
+    died = [line for line in logged if "died of an unexpected error" in line]
+    assert len(died) == 1
+    assert "Traceback" in died[0] and "RuntimeError: a bug in the adapter" in died[0]
+    assert sched.failure is not None
+
+
+async def test_monitor_ends_quietly_when_shutdown_ends_without_a_failure(store: Store) -> None:
+    await _add_requests(store, 2)
+    adapter = FakeAdapter()
+    sched = _scheduler(store, adapter)
+    monitor = asyncio.ensure_future(sched.monitor())
+    await sched.plan()
+    await asyncio.wait_for(sched.shutdown(grace_s=5), timeout=10)
+    await asyncio.wait_for(monitor, timeout=1)  # returns, raises nothing
+    assert len(adapter.submitted) == 1 and sched.failure is None
+
+
+async def _batch(store: Store, tag: str, account: str, *, submitted: bool) -> int:
+    claimed = await store.claim_batch(
+        "openai", "gpt-4o-mini", tag, account, max_items=1, max_bytes=10**9, now=time.time()
+    )
+    assert claimed is not None
+    if submitted:
+        await store.mark_submitted(claimed[0], f"pb-{tag}", None, poll_interval_s=0, now=0)
+    return claimed[0]
+
+
+async def test_batches_of_another_account_are_left_alone_and_said_loudly(
+    store: Store, logged: list[str]
+) -> None:
+    """Unless the configured account can see one at the provider: then it is adopted."""
+    await _add_requests(store, 5)
+    await _batch(store, "old-hidden", OLD_ACCOUNT, submitted=True)
+    await _batch(store, "old-visible", OLD_ACCOUNT, submitted=True)
+    await _batch(store, "old-submitting", OLD_ACCOUNT, submitted=False)
+    await _batch(store, "now-submitted", NOW_ACCOUNT, submitted=True)
+    await _batch(store, "now-submitting", NOW_ACCOUNT, submitted=False)
+    adapter = FakeAdapter(invisible={"pb-old-hidden"})
+    sched = _scheduler(store, adapter, auth_pause_s=0.3)
+
+    await sched.reconciler.reconcile_all("openai")
+    assert adapter.looked_up == ["now-submitting"]
+    next_look = await sched.poll_due("openai")
+    # each old one asked once (is it visible?), then the adopted and the current account's
+    asked = ["pb-old-hidden", "pb-old-visible"]
+    assert adapter.polled == [*asked, "pb-old-visible", "pb-now-submitted"]
+    assert next_look is not None and next_look <= time.time() + 0.3
+    said = [line for line in logged if "belong to another account" in line]
+    assert len(said) == 1 and said[0].startswith("ERROR 2 open openai batch(es)")
+    assert len([line for line in logged if "polled from now on" in line]) == 1
+
+    await sched.poll_due("openai")  # within auth_pause_s: not said (nor asked) again
+    assert len([line for line in logged if "belong to another account" in line]) == 1
+    assert adapter.polled.count("pb-old-hidden") == 1
+    deadline = time.monotonic() + 10
+    while len([line for line in logged if "belong to another account" in line]) < 2:
+        assert time.monotonic() < deadline, "not said again after auth_pause_s"
+        await asyncio.sleep(0.05)
+        await sched.poll_due("openai")
+    batches = {b["tag"]: b for b in await store.batches_in(*BatchRowStatus)}
+    assert batches["old-hidden"]["status"] == BatchRowStatus.SUBMITTED  # not requeued: it waits
+    assert batches["old-hidden"]["account"] == OLD_ACCOUNT
+    assert batches["old-submitting"]["status"] == BatchRowStatus.SUBMITTING
+    assert batches["old-visible"]["account"] == NOW_ACCOUNT
+    await sched.shutdown(grace_s=1)
+
+
+async def test_without_other_accounts_nothing_is_said(store: Store, logged: list[str]) -> None:
+    await _add_requests(store, 1)
+    await _batch(store, "now-submitted", NOW_ACCOUNT, submitted=True)
+    sched = _scheduler(store, FakeAdapter())
+    await sched.poll_due("openai")
+    assert not [line for line in logged if "another account" in line]
