@@ -19,7 +19,7 @@ from loguru import logger
 
 from adapters.base import AdapterError, AuthError, BatchStatus, ResultsGone
 
-from .crashpoints import crash_point
+from .crashpoints import crash_point, fault_point
 from .outcomes import RequestUpdate, batch_lost_error, item_update, missing_update
 from .retry import next_poll_interval_s
 
@@ -131,6 +131,7 @@ class Collector:
         adapter = sched.providers[provider].adapter
         pid = row["provider_batch_id"]
         log = logger.bind(provider=provider, model=row["model"], batch=pid)
+        fault_point("collect")
         outstanding = dict(await sched.store.batch_requests(row["id"]))
         try:
             counts, gone = await self._store_results(row, outstanding, log)

@@ -25,6 +25,7 @@ from adapters.base import AuthError, ProviderAdapter, TransientError, UnknownOut
 
 from .collect import Collector
 from .config import Config
+from .crashpoints import fault_point
 from .outcomes import OutcomePolicy
 from .reconcile import Reconciler
 from .retry import backoff_s
@@ -186,6 +187,7 @@ class Scheduler:
     async def plan(self) -> float | None:
         """Start a submit task for every model with due requests; returns when to look
         again (a linger deadline), if sooner than the next wake-up."""
+        fault_point("plan")
         now = time.time()
         wake_at: float | None = None
         for provider, model, n, oldest in await self.store.due_models(now):

@@ -27,7 +27,7 @@ from adapters.base import (
 )
 
 from .caching import prepare_items
-from .crashpoints import crash_point
+from .crashpoints import crash_point, fault_point
 from .outcomes import refused_error
 
 if TYPE_CHECKING:
@@ -83,6 +83,7 @@ class Submitter:
         sched = self.sched
         adapter = sched.providers[provider].adapter
         log = logger.bind(provider=provider, model=model, batch=tag)
+        fault_point("submit")
         items = [BatchItem(key=f"r{rid}", body=body) for rid, body in rows]
         items = await prepare_items(provider, model, items, sched.cfg, adapter)
         try:
