@@ -295,7 +295,7 @@ class Campaign:
 
     def record(self, how: str, started: float, code: int | None, reached: bool = True) -> None:
         now = self.emulator.duplicates()
-        new = {p: now[p] - self._dups[p] for p in PROVIDERS}
+        new: dict[str, int] = {p: now[p] - self._dups[p] for p in PROVIDERS}
         self._dups = now
         seconds = round(time.monotonic() - started, 2)
         run = RunRecord(len(self.runs) + 1, how, seconds, code, reached, new)
@@ -307,7 +307,7 @@ class Campaign:
 
 def kill_schedule(plan: Plan, rng: random.Random) -> list[str | None]:
     """Each crash point at least once (more when there are many kills), the rest random."""
-    points: list[str | None] = list(POINTS) * max(1, plan.kills // 8)
+    points: list[str | None] = [*POINTS] * max(1, plan.kills // 8)
     points = points[: plan.kills]
     points += [None] * (plan.kills - len(points))
     rng.shuffle(points)
@@ -322,8 +322,7 @@ def kill_once(c: Campaign, point: str | None) -> None:
         c.daemon.start()
         c.daemon.wait_log("batchd started", c.plan.kill_timeout_s)
         time.sleep(c.rng.uniform(0.0, 2.5))  # the random moment itself
-        code = c.daemon.kill()
-        c.record("SIGKILL at a random moment", started, code)
+        c.record("SIGKILL at a random moment", started, c.daemon.kill())
         return
     nth = 1 if point in (AFTER_INGEST_COMMIT, MID_OUTBOX_WRITE) else c.rng.randint(1, 3)
     c.daemon.start(env=crash_at(point, nth))

@@ -363,7 +363,8 @@ def provider_batch_ids(root: Path) -> list[str]:
 async def journal(url: str) -> dict[str, Any]:
     """The emulator's journal (what each provider received), from a test's event loop."""
     async with httpx.AsyncClient(timeout=10) as client:
-        return (await client.get(url + "/_emulator/journal")).json()
+        answer: dict[str, Any] = (await client.get(url + "/_emulator/journal")).json()
+        return answer
 
 
 class EmulatorProcess:
@@ -385,7 +386,8 @@ class EmulatorProcess:
         self.http = httpx.Client(base_url=self.url, timeout=30)
 
     def journal(self) -> dict[str, Any]:
-        return self.http.get("/_emulator/journal", params={"limit": 0}).json()
+        answer: dict[str, Any] = self.http.get("/_emulator/journal", params={"limit": 0}).json()
+        return answer
 
     def duplicates(self) -> dict[str, int]:
         """Items each provider received more than once, so far."""
