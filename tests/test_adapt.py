@@ -1,5 +1,4 @@
-"""Every adaptation rule (README "The rules", daemon/models.toml), table-driven: the exact body
-sent and the notes recorded.
+"""Every adaptation rule of issue #4, table-driven: the exact body sent and the notes recorded.
 
 Each case is one JSONL line parsed by :func:`daemon.lines.iter_lines` (so validation, routing
 and adaptation all run), under a policy; the assertion is on the provider-native body that

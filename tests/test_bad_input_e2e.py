@@ -1,5 +1,4 @@
-"""Bad input, end to end: every kind of bad line and bad file (README "Input", and unreadable,
-binary, non-UTF-8, growing, symlinked and huge files) dropped into a real inbox of ``batchd run``.
+"""Bad input, end to end: every kind of issue #5 dropped into a real inbox of ``batchd run``.
 
 Each bad input gets a clear error naming the file, the line where there is one, and the
 reason; the rest of the file still goes through; the daemon keeps running; nothing else in
