@@ -11,11 +11,16 @@ import os
 import sys
 
 EXIT_CODE = 137
-AFTER_INGEST_COMMIT = "after_ingest_commit"  # a file's requests are in SQLite, nothing submitted
-AFTER_CREATE = "after_create"  # the provider created the batch; its id is not recorded yet
-AFTER_RESULTS_STORED = "after_results_stored"  # a batch's results are in SQLite, no outbox yet
-MID_OUTBOX_WRITE = "mid_outbox_write"  # half of a results file is written to its temp name
-POINTS = (AFTER_INGEST_COMMIT, AFTER_CREATE, AFTER_RESULTS_STORED, MID_OUTBOX_WRITE)
+AFTER_INGEST_COMMIT = "after_ingest_commit"
+AFTER_CREATE = "after_create"
+AFTER_RESULTS_STORED = "after_results_stored"
+MID_OUTBOX_WRITE = "mid_outbox_write"
+POINTS = (
+    AFTER_INGEST_COMMIT,  # a file's requests are in SQLite, nothing submitted yet
+    AFTER_CREATE,  # the provider created the batch; its id is not recorded yet
+    AFTER_RESULTS_STORED,  # a batch's results are in SQLite, the outbox not written
+    MID_OUTBOX_WRITE,  # half of a results file is written to its temp name
+)
 _hits: dict[str, int] = {}
 
 
