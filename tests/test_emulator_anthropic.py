@@ -28,7 +28,7 @@ from anthropic.types.messages import (
 from adapters.emulator import Emulator, FaultSet
 from adapters.emulator import anthropic_api as api
 from adapters.emulator.answers import estimate_tokens
-from tests.conftest import SPECS, TEST_KEY
+from tests.conftest import SPECS, TEST_KEY, require_specs
 
 SPEC_FILE = SPECS / "anthropic-openapi.tryAGI-ebea3ea.json"
 SPEC_URI = "urn:anthropic-openapi"
@@ -64,8 +64,7 @@ def spec() -> Check:
     JSON Schema 2020-12 and this spec types its nullable fields as ``anyOf [..., null]``, so
     instances are validated as sent, nulls included (stricter than dropping them).
     """
-    if not SPEC_FILE.exists():
-        pytest.skip(f"Anthropic OpenAPI spec not found at {SPEC_FILE} (see specs/SOURCES.txt)")
+    require_specs(SPEC_FILE.name)
     from jsonschema import Draft202012Validator
     from referencing import Registry, Resource
     from referencing.jsonschema import DRAFT202012

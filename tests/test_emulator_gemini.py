@@ -21,7 +21,7 @@ from google.genai import _api_client, errors, types
 from adapters.emulator import Emulator
 from adapters.emulator.answers import answer_text
 from adapters.emulator.faults import FaultSet
-from tests.conftest import SPECS, TEST_KEY
+from tests.conftest import SPECS, TEST_KEY, require_specs
 
 MODEL = "gemini-2.5-flash"
 SPEC_FILE = "gemini-v1beta-openapi.tryAGI-be52b85.json"
@@ -154,10 +154,8 @@ class Spec:
 
 @pytest.fixture(scope="session")
 def spec() -> Spec:
-    path = SPECS / SPEC_FILE
-    if not path.exists():
-        pytest.skip(f"Gemini OpenAPI spec not found at {path} (the shared specs folder is absent)")
-    return Spec(json.loads(path.read_text(encoding="utf-8")))
+    require_specs(SPEC_FILE)
+    return Spec(json.loads((SPECS / SPEC_FILE).read_text(encoding="utf-8")))
 
 
 # -- files -----------------------------------------------------------------------------------------
