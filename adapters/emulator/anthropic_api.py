@@ -1,7 +1,7 @@
 """Anthropic wire protocol for the emulator: the Message Batches API under ``/v1/messages``.
 
 The official ``anthropic`` SDK is pointed at the emulator with ``base_url=<emulator url>`` (no
-``/v1``: the SDK's paths carry it). Routes (fact sheet §3.2) and their route classes:
+``/v1``: the SDK's paths carry it). Routes (as the SDK calls them) and their route classes:
 
     POST   /v1/messages/batches                      batches.create
     GET    /v1/messages/batches                      batches.list

@@ -2,7 +2,7 @@
 
 Each request's ``params`` is checked when the batch is processed (the create call itself only
 checks the envelope and the custom_ids, in anthropic_api), so a bad body becomes an
-``errored`` result in the provider's own words (fact sheet §3.4-§3.7). Everything here is
+``errored`` result in the provider's own words (docs/emulator-anthropic.md). Everything here is
 pure computation plus file I/O, so a big batch can be processed in a worker thread without
 touching the store or the event loop.
 """
@@ -527,5 +527,5 @@ def _run_one(
     if injected is not None:
         kind, message, status = INJECTED[injected]
         return errored(kind, message, request_id), status
-    message = build_message(plan.batch_id, custom_id, params, plan.known_prefixes, new)
-    return {"type": "succeeded", "message": message}, SUCCEEDED
+    reply = build_message(plan.batch_id, custom_id, params, plan.known_prefixes, new)
+    return {"type": "succeeded", "message": reply}, SUCCEEDED

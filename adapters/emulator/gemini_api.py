@@ -28,7 +28,7 @@ from .gemini_files import (
     GeminiFiles,
     invalid,
 )
-from .journal import RETRYABLE
+from .journal import RETRYABLE, item_digest
 
 BATCH_KIND = "gemini_batch"
 VER = "{ver:v1|v1beta}"
@@ -81,7 +81,7 @@ def _write_inline(path: Path, requests: list[dict[str, Any]], model: str) -> lis
     with path.open("w", encoding="utf-8") as fh:
         for req in requests:
             fh.write(json.dumps(req, separators=(",", ":")) + "\n")
-            digests.append(items.item_digest(model, req.get("request")))
+            digests.append(item_digest(model, req.get("request")))
     return digests
 
 

@@ -512,7 +512,8 @@ def scan_input(path: Path, model: str, inline: bool) -> list[str]:
 
 def _run_one(job: ItemJob, index: int, raw: bytes) -> tuple[dict[str, Any], str, str]:
     """One item: (output line, journal digest, journal status)."""
-    parsed, digest, error = parse_line(raw, job.inline, job.model)
+    parsed, digest, parse_error = parse_line(raw, job.inline, job.model)
+    error: str | None = parse_error
     line: dict[str, Any] = {}
     if parsed is not None:
         if not job.inline and "key" in parsed:

@@ -1,8 +1,9 @@
 """The emulator's own model catalogue and the request rules the real services enforce.
 
 This is deliberately independent of the daemon's adaptation registry: the emulator must
-catch the daemon's mistakes, so a bug shared by both would hide itself. Sources are in
-``../shared/provider-apis.md`` (§2.8 OpenAI, §3.6-3.7 Anthropic, §4.7 Gemini).
+catch the daemon's mistakes, so a bug shared by both would hide itself. Each rule and its public
+source are listed in docs/emulator-openai.md, docs/emulator-anthropic.md and
+docs/emulator-gemini.md.
 
 Patterns are exact names, or prefixes ending in ``*``. The first match wins, so list the
 specific names before the families.
@@ -97,8 +98,8 @@ ANTHROPIC_MODELS: tuple[AnthropicModel, ...] = (
     AnthropicModel("claude-sonnet-4*"),
     AnthropicModel("claude-haiku-5*"),
     AnthropicModel("claude-haiku-4*"),
-    # Names the anthropic 2.14 SDK lists in ModelParam; their rules are not documented in the
-    # fact sheet, so they get the defaults (no mid-conversation system, no max_tokens ceiling).
+    # Names the anthropic 2.14 SDK lists in ModelParam; no source documents their rules, so they
+    # get the defaults (no mid-conversation system, no max_tokens ceiling).
     AnthropicModel("claude-fable-5*"),
     AnthropicModel("claude-mythos-5*"),
     AnthropicModel("claude-mythos-preview"),
