@@ -233,6 +233,15 @@ def external_base(request: web.Request) -> str:
     return f"{request.scheme}://{request.host}"
 
 
+def _not_json(name: str) -> Any:
+    raise json.JSONDecodeError(f"{name} is not valid JSON", name, 0)
+
+
+def strict_loads(raw: bytes | str) -> Any:
+    """JSON as the providers parse it: NaN and Infinity (which Python accepts) are refused."""
+    return json.loads(raw, parse_constant=_not_json)
+
+
 async def read_json(request: web.Request, limit: int, code: str = "invalid_request_error") -> Any:
     """Read a JSON body of at most ``limit`` bytes (413 above it, 400 when it is not JSON)."""
     if request.content_length is not None and request.content_length > limit:
@@ -252,6 +261,6 @@ async def read_json(request: web.Request, limit: int, code: str = "invalid_reque
     if not raw:
         return None
     try:
-        return json.loads(raw)
+        return strict_loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ApiError(400, code, f"The request body is not valid JSON: {exc}") from None

@@ -17,6 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from . import gemini_items as items
+from . import gemini_proto as proto
 from .core import ApiError, Context, external_base, json_response, read_json, rfc3339
 from .store import EmulatorStore
 
@@ -103,11 +104,11 @@ class GeminiFiles:
 
     @staticmethod
     def _parse(body: Any, message: str) -> dict[str, Any]:
-        errors: list[items.Violation] = []
-        parsed = items.parse_message({} if body is None else body, message, "", errors)
+        errors: list[proto.Violation] = []
+        parsed = proto.parse_message({} if body is None else body, message, "", errors)
         if errors:
             raise invalid(
-                items.violations_message(errors), details=items.bad_request_details(errors)
+                proto.violations_message(errors), details=proto.bad_request_details(errors)
             )
         return parsed
 

@@ -90,6 +90,8 @@ class Journal:
                 "items_succeeded": c.get("items_succeeded", 0),
                 "items_failed": c.get("items_failed", 0),
                 "items_retryable": c.get("items_retryable", 0),
+                # Batches refused for an enqueued-token or concurrency quota (settings.py).
+                "enqueued_limit_refusals": c.get("enqueued_limit_refusals", 0),
                 **{k: v for k, v in c.items() if k.startswith("faults_")},
             }
         calls = list(self.calls)

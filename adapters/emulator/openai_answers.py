@@ -36,6 +36,14 @@ class Answer:
     prefix_tokens: int
 
 
+def prompt_tokens(body: dict[str, Any]) -> int:
+    """Estimated prompt tokens of a request body (0 for what is not a list of messages)."""
+    messages = body.get("messages")
+    if not isinstance(messages, list):
+        return 0
+    return sum(estimate_tokens(message_text(m)) for m in messages if isinstance(m, dict))
+
+
 def answer_chat(body: dict[str, Any], entry: OpenAIModel) -> Answer:
     """The deterministic chat.completion for a valid body."""
     model = body["model"]

@@ -24,7 +24,14 @@ from .journal import FAILED, RETRYABLE, SUCCEEDED
 from .openai_answers import cached_tokens, error_line, success_line, unrun_line
 from .openai_errors import injected_error
 from .openai_files import FILE, FILE_TTL, OpenAIFiles, list_body, page, public
-from .openai_input import InputReader, Planned, ResultWriter, batch_error, scan_input
+from .openai_input import (
+    InputReader,
+    Planned,
+    ResultWriter,
+    Scan,
+    scan_input,
+    token_limit_error,
+)
 from .openai_params import DAY, OpenAIError, check_create, int_query, json_object
 
 PROVIDER = "openai"
@@ -86,6 +93,8 @@ class OpenAIBatches:
         src = self.ctx.store.blob_path(source["_blob"])
         await asyncio.to_thread(_link_or_copy, src, path)
         scan = await asyncio.to_thread(scan_input, str(path), source["bytes"], params["endpoint"])
+        if not scan.errors:
+            self._check_quota(scan)
         fate: dict[str, Any] = {}
         if not scan.errors:
             fate = self.ctx.faults.arm_batch(PROVIDER, scan.model or "")
@@ -116,12 +125,41 @@ class OpenAIBatches:
             "_created": created,
             "_n": scan.n,
             "_errors": scan.errors,
+            "_tokens": 0 if scan.errors else scan.tokens,
             "_fate": fate,
             "_input_blob": blob_id,
             "_output_ttl": params.get("output_ttl") or FILE_TTL,
         }
         self.ctx.store.put(BATCH, batch_id, batch)
         return batch
+
+    # -- the enqueued-token quota -----------------------------------------------------------
+    def _check_quota(self, scan: Scan) -> None:
+        """A batch that would take its model's enqueued tokens over the configured limit fails
+        at validation (``token_limit_exceeded``, the limit printed in the message)."""
+        limit = self.ctx.faults.settings.token_limit(scan.model or "")
+        if limit is None:
+            return
+        if self._enqueued_tokens(scan.model) + scan.tokens > limit:
+            scan.errors = [token_limit_error(scan.model, limit)]
+            self.ctx.journal.count(PROVIDER, "enqueued_limit_refusals")
+
+    def _enqueued_tokens(self, model: str | None) -> int:
+        """Prompt tokens of the model's batches still validating or in progress."""
+        return sum(
+            b.get("_tokens", 0)
+            for b in self.ctx.store.all(BATCH)
+            if b["model"] == model and self._enqueued(b)
+        )
+
+    def _enqueued(self, batch: dict[str, Any]) -> bool:
+        if batch["status"] in TERMINAL or batch["_errors"] or "batch_fail" in batch["_fate"]:
+            return False
+        if self.ctx.time_scale <= 0:
+            return True  # it ends when it is next looked at
+        if batch["status"] == "cancelling":
+            return not self._due(batch)
+        return self.ctx.phase(batch["_created"], batch["_n"]) in ("validating", "in_progress")
 
     def _batch_or_404(self, batch_id: str) -> dict[str, Any]:
         batch = self.ctx.store.get(BATCH, batch_id)
@@ -239,13 +277,7 @@ class OpenAIBatches:
             self._fail(batch, batch["_errors"], start)
         elif "batch_fail" in fate:
             await self._settle_unrun(batch)
-            limit_error = batch_error(
-                "token_limit_exceeded",
-                f"Enqueued token limit reached for {batch['model']} in organization "
-                "org-emulator. Limit: 90,000 enqueued tokens. Please try again once some "
-                "in_progress batches have been completed.",
-            )
-            self._fail(batch, [limit_error], start)
+            self._fail(batch, [token_limit_error(batch["model"], 90_000)], start)
         elif "expire" in fate:
             ran = math.floor(fate["expire"]["fraction"] * batch["_n"])
             await self._run(batch, ran, "batch_expired")
@@ -290,7 +322,9 @@ class OpenAIBatches:
         store = self.ctx.store
         out_blob, out_path = store.new_blob()
         err_blob, err_path = store.new_blob()
-        reader = await asyncio.to_thread(InputReader, str(store.blob_path(batch["_input_blob"])))
+        input_path = str(store.blob_path(batch["_input_blob"]))
+        stop = self.ctx.faults.settings.gpt_5_5_accepts_stop
+        reader = await asyncio.to_thread(InputReader, input_path, stop)
         out = await asyncio.to_thread(ResultWriter, str(out_path))
         err = await asyncio.to_thread(ResultWriter, str(err_path))
         totals = _Run()

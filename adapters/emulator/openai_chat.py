@@ -11,7 +11,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .models import OPENAI_RANGES, OPENAI_REASONING_DEFAULTS, OpenAIModel, openai_model
+from .models import (
+    INT32_MAX,
+    OPENAI_RANGES,
+    OPENAI_REASONING_DEFAULTS,
+    OpenAIModel,
+    openai_model,
+)
 from .openai_errors import (
     ItemError,
     fmt,
@@ -32,8 +38,8 @@ PART_TYPES = {
     "user": ("text", "image_url", "input_audio", "file"),
     "assistant": ("text", "refusal"),
 }
-# Reasoning tokens spent per visible answer token, by reasoning_effort.
 MAX_STOP = 4
+INT64 = (-(2**63), 2**63 - 1)
 
 # Top-level Chat Completions parameters (openai SDK CompletionCreateParams), with the JSON
 # type and range checked for each scalar one. Anything else is "Unrecognized".
@@ -47,9 +53,10 @@ PARAMS: dict[str, tuple[str | None, float | None, float | None]] = {
     "frequency_penalty": (_NUM, *OPENAI_RANGES["frequency_penalty"]),
     "top_logprobs": (_INT, *OPENAI_RANGES["top_logprobs"]),
     "n": (_INT, 1, 128),
-    "max_tokens": (_INT, 1, None),
-    "max_completion_tokens": (_INT, 1, None),
-    "seed": (_INT, None, None),
+    # Token counts are 32-bit integers: 10**20 is refused whatever the model.
+    "max_tokens": (_INT, 1, INT32_MAX),
+    "max_completion_tokens": (_INT, 1, INT32_MAX),
+    "seed": (_INT, *INT64),
     "logprobs": (_BOOL, None, None),
     "stream": (_BOOL, None, None),
     "store": (_BOOL, None, None),
@@ -82,8 +89,11 @@ PARAMS: dict[str, tuple[str | None, float | None, float | None]] = {
 # -- request checks -------------------------------------------------------------------------
 
 
-def check_chat(body: dict[str, Any]) -> OpenAIModel:
-    """Validate a Chat Completions body the way the API does; the model's rules on success."""
+def check_chat(body: dict[str, Any], *, gpt_5_5_stop: bool = True) -> OpenAIModel:
+    """Validate a Chat Completions body the way the API does; the model's rules on success.
+
+    ``gpt_5_5_stop``: whether models whose ``stop`` support is unconfirmed accept it.
+    """
     model = body.get("model")
     if model is None:
         raise ItemError(400, "you must provide a model parameter")
@@ -101,7 +111,7 @@ def check_chat(body: dict[str, Any]) -> OpenAIModel:
     entry = openai_model(model)
     if entry is None:
         raise model_not_found(model)
-    _check_model_rules(body, entry)
+    _check_model_rules(body, entry, gpt_5_5_stop)
     return entry
 
 
@@ -275,7 +285,7 @@ def _require_answered(unanswered: set[str], index: int) -> None:
         )
 
 
-def _check_model_rules(body: dict[str, Any], entry: OpenAIModel) -> None:
+def _check_model_rules(body: dict[str, Any], entry: OpenAIModel, gpt_5_5_stop: bool) -> None:
     """What this particular model refuses (its entry in models.OPENAI_MODELS)."""
     if not entry.system_role:
         for i, message in enumerate(body["messages"]):
@@ -290,8 +300,27 @@ def _check_model_rules(body: dict[str, Any], entry: OpenAIModel) -> None:
             raise unsupported_parameter("max_tokens", " Use 'max_completion_tokens' instead.")
         if not (entry.sampling_if_effort_none and effort == "none"):
             _check_sampling_defaults(body, entry)
-    if not entry.stop and body.get("stop") is not None:
+    stop_accepted = gpt_5_5_stop if entry.stop is None else entry.stop
+    if not stop_accepted and body.get("stop") is not None:
         raise unsupported_parameter("stop")
+    _check_output_ceiling(body, entry)
+
+
+def _check_output_ceiling(body: dict[str, Any], entry: OpenAIModel) -> None:
+    """max_tokens / max_completion_tokens above the model's output ceiling."""
+    ceiling = entry.max_output_tokens
+    if ceiling is None:
+        return
+    for name in ("max_completion_tokens", "max_tokens"):
+        value = body.get(name)
+        if value is not None and value > ceiling:
+            raise ItemError(
+                400,
+                f"{name} is too large: {value}. This model supports at most {ceiling} completion "
+                f"tokens, whereas you provided {value}.",
+                param=name,
+                code="invalid_value",
+            )
 
 
 def effective_effort(body: dict[str, Any], entry: OpenAIModel) -> str | None:

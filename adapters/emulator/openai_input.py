@@ -13,8 +13,9 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from .core import strict_loads
 from .journal import item_digest
-from .openai_answers import Answer, answer_chat
+from .openai_answers import Answer, answer_chat, prompt_tokens
 from .openai_chat import check_chat
 from .openai_errors import ItemError, fmt, invalid_type, invalid_value
 
@@ -31,6 +32,7 @@ class Scan:
     model: str | None
     digests: list[str]
     errors: list[dict[str, Any]]
+    tokens: int = 0  # estimated prompt tokens of the accepted items (for enqueued-token quotas)
 
 
 class LineError(Exception):
@@ -41,14 +43,26 @@ class LineError(Exception):
         self.param = param
 
 
-def batch_error(code: str, message: str, line: int | None = None, param: str | None = None):
+def batch_error(
+    code: str, message: str, line: int | None = None, param: str | None = None
+) -> dict[str, Any]:
     return {"code": code, "line": line, "message": message, "param": param}
+
+
+def token_limit_error(model: str | None, limit: int) -> dict[str, Any]:
+    """The errors.data entry of a batch refused for the organisation's enqueued-token quota."""
+    return batch_error(
+        "token_limit_exceeded",
+        f"Enqueued token limit reached for {model} in organization org-emulator. Limit: "
+        f"{limit:,} enqueued tokens. Please try again once some in_progress batches have been "
+        "completed.",
+    )
 
 
 def parse_line(raw: bytes, endpoint: str) -> dict[str, Any]:
     """One input line as a request object, or the LineError the validator reports for it."""
     try:
-        obj = json.loads(raw)
+        obj = strict_loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise LineError("invalid_json_line", "This line is not parseable as valid JSON.") from None
     if not isinstance(obj, dict):
@@ -98,6 +112,7 @@ def scan_input(path: str, size: int, endpoint: str) -> Scan:
                 continue
             scan.model = scan.model or model
             scan.digests.append(item_digest(model or "", obj["body"]))
+            scan.tokens += prompt_tokens(obj["body"])
     return _verdict(scan)
 
 
@@ -154,9 +169,9 @@ class Planned:
     answer: Answer | None = None
 
 
-def plan_item(index: int, raw: bytes, run: bool) -> Planned:
+def plan_item(index: int, raw: bytes, run: bool, gpt_5_5_stop: bool = True) -> Planned:
     """Evaluate one (already validated) input line; only items that get to run are answered."""
-    obj = json.loads(raw)
+    obj = strict_loads(raw)
     body = obj["body"]
     model = body.get("model") if isinstance(body.get("model"), str) else ""
     item = Planned(
@@ -164,7 +179,7 @@ def plan_item(index: int, raw: bytes, run: bool) -> Planned:
     )
     if run:
         try:
-            item.answer = answer_chat(body, check_chat(body))
+            item.answer = answer_chat(body, check_chat(body, gpt_5_5_stop=gpt_5_5_stop))
         except ItemError as err:
             item.error = err
     return item
@@ -173,9 +188,10 @@ def plan_item(index: int, raw: bytes, run: bool) -> Planned:
 class InputReader:
     """Reads a validated input file in chunks of items (each call: worker-thread I/O)."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, gpt_5_5_stop: bool = True) -> None:
         self._fh = open(path, "rb")
         self._index = 0
+        self._gpt_5_5_stop = gpt_5_5_stop
 
     def next_chunk(self, size: int, run_count: int) -> list[Planned]:
         items: list[Planned] = []
@@ -185,7 +201,8 @@ class InputReader:
                 break
             if not raw.strip():
                 continue
-            items.append(plan_item(self._index, raw, self._index < run_count))
+            run = self._index < run_count
+            items.append(plan_item(self._index, raw, run, self._gpt_5_5_stop))
             self._index += 1
         return items
 
