@@ -596,11 +596,11 @@ async def test_create_errors(aio: Any, emulator: Emulator) -> None:
 
 
 async def test_inline_request_over_20_mb_is_refused(aio: Any, emulator: Emulator) -> None:
-    big = "x" * (20 * 1024 * 1024)
+    big = "x" * 20_000_000  # "20 MB" is decimal: the limit is 20,000,000 bytes on the wire
     with pytest.raises(errors.ClientError) as exc:
         await aio.batches.create(model=MODEL, src=[{"contents": big}])
     assert exc.value.code == 400
-    assert exc.value.message == "Request payload size exceeds the limit: 20971520 bytes."
+    assert exc.value.message == "Request payload size exceeds the limit: 20000000 bytes."
     assert gemini_counters(emulator)["batches_created"] == 0
 
 

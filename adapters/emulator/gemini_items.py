@@ -158,6 +158,14 @@ def _last_user_text(contents: list[dict[str, Any]]) -> str:
     return _texts(contents[-1]) if contents else ""
 
 
+def request_tokens(request: dict[str, Any]) -> int:
+    """Estimated prompt tokens of a parsed request: its system instruction and every turn."""
+    system = request.get("systemInstruction")
+    texts = [_texts(system) if isinstance(system, dict) else ""]
+    texts.extend(_texts(c) for c in request.get("contents") or [] if isinstance(c, dict))
+    return estimate_tokens("\n".join(texts))
+
+
 def generate(
     model: str, request: dict[str, Any], cache: PrefixCache, response_id: str
 ) -> dict[str, Any]:
@@ -267,7 +275,19 @@ def parse_line(raw: bytes, inline: bool, model: str) -> tuple[dict[str, Any] | N
 
 def scan_input(path: Path, model: str, inline: bool) -> list[str]:
     """The journal digests of every item of an input file, in order."""
-    return [parse_line(raw, inline, model)[1] for raw in iter_lines(path)]
+    return scan_input_tokens(path, model, inline)[0]
+
+
+def scan_input_tokens(path: Path, model: str, inline: bool) -> tuple[list[str], int]:
+    """The journal digests of every item of an input file, and their estimated prompt tokens."""
+    digests: list[str] = []
+    tokens = 0
+    for raw in iter_lines(path):
+        parsed, digest, _ = parse_line(raw, inline, model)
+        digests.append(digest)
+        if parsed is not None:
+            tokens += request_tokens(parsed["request"])
+    return digests, tokens
 
 
 def _run_one(job: ItemJob, index: int, raw: bytes) -> tuple[dict[str, Any], str, str]:
