@@ -102,10 +102,15 @@ def _number(
             f"{name}: Input should be a valid integer, got a number with a fractional part"
         )
     if lo is not None and value < lo:
-        raise ItemError(f"{name}: Input should be greater than or equal to {lo:g}")
+        raise ItemError(f"{name}: Input should be greater than or equal to {_bound(lo)}")
     if hi is not None and value > hi:
-        raise ItemError(f"{name}: Input should be less than or equal to {hi:g}")
+        raise ItemError(f"{name}: Input should be less than or equal to {_bound(hi)}")
     return value
+
+
+def _bound(value: float) -> str:
+    """A bound as pydantic prints it: 1, 0.5, 2147483647 (never 2.14748e+09)."""
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
 def _check_messages(messages: Any) -> None:

@@ -157,7 +157,12 @@ class Context:
                     self.journal.count(provider.name, "faults_slow")
                     await asyncio.sleep(fault.delay_s)
             self.journal.record_call(
-                provider.name, route_class, request.method, request.path, response.status
+                provider.name,
+                route_class,
+                request.method,
+                request.path,
+                response.status,
+                size=request.content_length,
             )
             if any(f.kind == "drop" for f in fired):
                 self.journal.count(provider.name, "faults_drop")

@@ -38,7 +38,16 @@ class Journal:
         self._store = store
         self.calls: deque[dict[str, Any]] = deque(maxlen=MAX_CALLS_KEPT)
 
-    def record_call(self, provider: str, route: str, method: str, path: str, status: int) -> None:
+    def record_call(
+        self,
+        provider: str,
+        route: str,
+        method: str,
+        path: str,
+        status: int,
+        size: int | None = None,
+    ) -> None:
+        """One answered call; ``size`` is the request body's Content-Length (bytes on the wire)."""
         self.calls.append(
             {
                 "t": round(time.time(), 3),
@@ -47,6 +56,7 @@ class Journal:
                 "method": method,
                 "path": path,
                 "status": status,
+                "bytes": size,
             }
         )
 
