@@ -57,7 +57,6 @@ class AnthropicProvider:
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
-        self._prefixes: dict[str, float] | None = None  # prompt-cache entry -> expiry
 
     # -- the provider contract -------------------------------------------------------------
     def register(self, app: web.Application) -> None:
@@ -305,18 +304,22 @@ class AnthropicProvider:
 
     # -- prompt-cache entries (persisted, so a restart keeps them) ---------------------------
     def _known_prefixes(self) -> dict[str, float]:
-        """Prefix digest -> emulator time its cache entry expires."""
-        if self._prefixes is None:
-            self._prefixes = {
-                obj["id"]: float(obj.get("expires", 0.0)) for obj in self.ctx.store.all(CACHE_KIND)
-            }
-        return self._prefixes
+        """Prefix digest -> emulator time its cache entry expires (read from the store each
+        time, so a reset or another process's writes are seen; expired entries are dropped)."""
+        now = self.ctx.now()
+        known: dict[str, float] = {}
+        for obj in self.ctx.store.all(CACHE_KIND):
+            expires = float(obj.get("expires", 0.0))
+            if expires > now:
+                known[obj["id"]] = expires
+            else:
+                self.ctx.store.delete(CACHE_KIND, obj["id"])
+        return known
 
     def _remember_prefixes(self, changes: dict[str, float]) -> None:
-        known = self._known_prefixes()
         for digest, expires in changes.items():
-            if expires > known.get(digest, 0.0):
-                known[digest] = expires
+            current = self.ctx.store.get(CACHE_KIND, digest)
+            if current is None or expires > float(current.get("expires", 0.0)):
                 self.ctx.store.put(CACHE_KIND, digest, {"id": digest, "expires": expires})
 
 

@@ -24,7 +24,7 @@ from .store import EmulatorStore
 FILE_KIND = "gemini_file"
 UPLOAD_KIND = "gemini_upload"
 METADATA_LIMIT = 1024 * 1024
-FILE_LIMIT = 2 * 1024**3
+FILE_LIMIT = 2_000_000_000  # "2 GB" per file, decimal (the stricter reading)
 FILE_TTL_S = 48 * 3600
 FILE_ID_RE = re.compile(r"[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?")
 # A MIME type the Files API takes: type/subtype (parameters allowed), or Google's own "jsonl"
