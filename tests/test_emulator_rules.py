@@ -220,3 +220,28 @@ def test_every_rule_is_exercised() -> None:
     assert {r.where for r in RULES} <= {ITEM, BATCH, CREATE, UPLOAD, FILE_INPUT}
     assert not [r for r in RULES if r.provider == "gemini" and r.where == ITEM]
     assert not [r for r in RULES if r.provider != "openai" and r.where == BATCH]
+
+
+@pytest.mark.parametrize("accepts", [None, True, False])
+async def test_gpt_5_5_stop_follows_the_setting(
+    emulator: Emulator, openai_client, accepts: bool | None
+) -> None:
+    """Whether gpt-5.5 and later take ``stop`` is unconfirmed: a setting, accepted by default."""
+    config = {} if accepts is None else {"gpt_5_5_accepts_stop": accepts}
+    assert emulator.ctx is not None
+    emulator.ctx.faults = FaultSet.parse(config)
+    chat = {"model": "gpt-5-chat-latest", "messages": [{"role": "user", "content": "hi"}]}
+    for model in ("gpt-5.5", "gpt-5.10"):  # one model per batch
+        body = {"model": model, "messages": [{"role": "user", "content": "hi"}], "stop": ["x"]}
+        batch = await _openai_batch(openai_client, {"item": body})
+        assert batch.status == "completed", batch
+        output = await _lines(openai_client, batch.output_file_id)
+        errors_ = await _lines(openai_client, batch.error_file_id)
+        if accepts is False:
+            assert set(errors_) == {"item"} and not output, model
+            error = errors_["item"]["response"]["body"]["error"]
+            assert (error["code"], error["param"]) == ("unsupported_parameter", "stop")
+        else:
+            assert set(output) == {"item"} and not errors_, model
+    chat_batch = await _openai_batch(openai_client, {"chat": chat | {"stop": ["x"]}})
+    assert chat_batch.request_counts.completed == 1  # the -chat snapshots take stop
