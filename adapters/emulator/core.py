@@ -242,9 +242,16 @@ def _not_json(name: str) -> Any:
     raise json.JSONDecodeError(f"{name} is not valid JSON", name, 0)
 
 
+_STRICT = json.JSONDecoder(parse_constant=_not_json)
+
+
 def strict_loads(raw: bytes | str) -> Any:
-    """JSON as the providers parse it: NaN and Infinity (which Python accepts) are refused."""
-    return json.loads(raw, parse_constant=_not_json)
+    """JSON as the providers parse it: NaN and Infinity (which Python accepts) are refused.
+
+    Bytes must be UTF-8 (UnicodeDecodeError otherwise); one decoder serves every call.
+    """
+    text = raw.decode("utf-8") if isinstance(raw, bytes | bytearray) else raw
+    return _STRICT.decode(text)
 
 
 async def read_json(request: web.Request, limit: int, code: str = "invalid_request_error") -> Any:

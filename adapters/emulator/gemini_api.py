@@ -235,7 +235,10 @@ class GeminiProvider(GeminiFiles):
         f = self._load_file(file_name.removeprefix("files/"))
         check_batch_input_mime(file_name, f["mime_type"])
         await asyncio.to_thread(_link_or_copy, self.store.blob_path(f["blob"]), path)
-        digests, tokens = await asyncio.to_thread(items.scan_input_tokens, path, model, False)
+        quotas = bool(self.ctx.faults.settings.enqueued_token_limits)
+        digests, tokens = await asyncio.to_thread(
+            items.scan_input_tokens, path, model, False, quotas
+        )
         if not digests:
             path.unlink(missing_ok=True)
             raise invalid(f"The input file {file_name} contains no requests.")

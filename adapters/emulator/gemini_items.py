@@ -275,17 +275,20 @@ def parse_line(raw: bytes, inline: bool, model: str) -> tuple[dict[str, Any] | N
 
 def scan_input(path: Path, model: str, inline: bool) -> list[str]:
     """The journal digests of every item of an input file, in order."""
-    return scan_input_tokens(path, model, inline)[0]
+    return scan_input_tokens(path, model, inline, count_tokens=False)[0]
 
 
-def scan_input_tokens(path: Path, model: str, inline: bool) -> tuple[list[str], int]:
-    """The journal digests of every item of an input file, and their estimated prompt tokens."""
+def scan_input_tokens(
+    path: Path, model: str, inline: bool, count_tokens: bool = True
+) -> tuple[list[str], int]:
+    """The journal digests of every item of an input file, and (when ``count_tokens``) their
+    estimated prompt tokens."""
     digests: list[str] = []
     tokens = 0
     for raw in iter_lines(path):
         parsed, digest, _ = parse_line(raw, inline, model)
         digests.append(digest)
-        if parsed is not None:
+        if count_tokens and parsed is not None:
             tokens += request_tokens(parsed["request"])
     return digests, tokens
 

@@ -14,6 +14,7 @@ that family.
 from __future__ import annotations
 
 import fnmatch
+import functools
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -242,14 +243,18 @@ def _find(table: tuple[_M, ...], model: str) -> _M | None:
     return None
 
 
+# The tables are constant, so a model's entry is looked up once (a batch repeats its model).
+@functools.lru_cache(maxsize=1024)
 def openai_model(model: str) -> OpenAIModel | None:
     return _find(OPENAI_MODELS, model)
 
 
+@functools.lru_cache(maxsize=1024)
 def anthropic_model(model: str) -> AnthropicModel | None:
     return _find(ANTHROPIC_MODELS, model)
 
 
+@functools.lru_cache(maxsize=1024)
 def gemini_model(model: str) -> GeminiModel | None:
     name = model.removeprefix("models/")
     return _find(GEMINI_MODELS, name)

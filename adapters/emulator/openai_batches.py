@@ -92,7 +92,10 @@ class OpenAIBatches:
         blob_id, path = self.ctx.store.new_blob()
         src = self.ctx.store.blob_path(source["_blob"])
         await asyncio.to_thread(_link_or_copy, src, path)
-        scan = await asyncio.to_thread(scan_input, str(path), source["bytes"], params["endpoint"])
+        quotas = bool(self.ctx.faults.settings.enqueued_token_limits)
+        scan = await asyncio.to_thread(
+            scan_input, str(path), source["bytes"], params["endpoint"], quotas
+        )
         if not scan.errors:
             self._check_quota(scan)
         fate: dict[str, Any] = {}

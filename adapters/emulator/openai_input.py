@@ -88,8 +88,11 @@ def parse_line(raw: bytes, endpoint: str) -> dict[str, Any]:
     return obj
 
 
-def scan_input(path: str, size: int, endpoint: str) -> Scan:
-    """Validate an input file line by line (streaming); runs in a worker thread."""
+def scan_input(path: str, size: int, endpoint: str, count_tokens: bool = False) -> Scan:
+    """Validate an input file line by line (streaming); runs in a worker thread.
+
+    ``count_tokens``: also estimate the items' prompt tokens (for an enqueued-token quota).
+    """
     if size > MAX_INPUT_BYTES:
         msg = f"The input file is larger than the maximum of {MAX_INPUT_BYTES:,} bytes."
         return Scan(0, None, [], [batch_error("file_too_large", msg)])
@@ -112,7 +115,8 @@ def scan_input(path: str, size: int, endpoint: str) -> Scan:
                 continue
             scan.model = scan.model or model
             scan.digests.append(item_digest(model or "", obj["body"]))
-            scan.tokens += prompt_tokens(obj["body"])
+            if count_tokens:
+                scan.tokens += prompt_tokens(obj["body"])
     return _verdict(scan)
 
 
