@@ -20,7 +20,8 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
 from adapters.emulator import Emulator, FaultSet
-from adapters.emulator import openai_items as items_mod
+from adapters.emulator import openai_input as items_mod
+from adapters.emulator.answers import estimate_tokens
 
 from .conftest import SPECS, TEST_KEY, require_specs, specs_missing
 
@@ -681,7 +682,7 @@ async def test_reasoning_tokens_and_max_completion_tokens(openai_client) -> None
 
 async def test_prompt_caching_counts_repeated_long_prefixes(openai_client) -> None:
     system = {"role": "system", "content": "policy " * 800}  # ~1400 tokens
-    prefix_tokens = items_mod.estimate_tokens(system["content"])
+    prefix_tokens = estimate_tokens(system["content"])
 
     def ask(cid: str, text: str) -> dict[str, Any]:
         return line(
