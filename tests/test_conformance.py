@@ -87,7 +87,7 @@ MCT = "max_completion_tokens"
 GPT5_STOP = ("gpt-5", "gpt-5-mini", "gpt-5-nano", "gpt-5.1", "gpt-5.2", "gpt-5.4", "gpt-5.5")
 CLAUDE_PAIRS = (
     "claude-opus-4-1", "claude-opus-4-5", "claude-opus-4-6", "claude-sonnet-4-5", "claude-haiku-4-5"
-)  # fmt: skip
+)
 CLAUDE_NO_SAMPLING = ("claude-sonnet-4-6", "claude-opus-4-7", "claude-opus-4-8")
 CLAUDE_CEILINGS = {
     "claude-3-haiku-20240307": 4096,
@@ -246,7 +246,7 @@ SECTION_7: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]] =
     "gemini: an error body may be a string or HTML": (
         (), (), ("tests/test_conformance.py::test_error_bodies_that_are_not_json",)
     ),
-}  # fmt: skip
+}
 
 
 def _params(kind: type) -> list[Any]:
@@ -397,7 +397,7 @@ async def test_error_bodies_that_are_not_json(
     adapter = make_adapter(
         provider, base_url=f"{url}/{name}", api_key=TEST_KEY, timeout_s=10, spool_dir=tmp_path,
         options={},
-    )  # fmt: skip
+    )
     body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}
     if provider == "gemini":
         body = {"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}

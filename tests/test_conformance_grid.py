@@ -43,7 +43,7 @@ OPENAI_MODELS = (
     "gpt-5.2", "gpt-5.2-chat-latest", "gpt-5.2-pro", "gpt-5.3", "gpt-5.4", "gpt-5.4-mini",
     "gpt-5.4-pro", "gpt-5.4-chat-latest",
     "gpt-5.5", "gpt-5.5-pro", "gpt-5.5-mini", "gpt-5.10", "gpt-5.10-pro", "gpt-5.10-mini",
-)  # fmt: skip
+)
 ANTHROPIC_MODELS = (
     "claude-3-haiku-20240307", "claude-3-opus-20240229", "claude-3-5-haiku-20241022",
     "claude-3-5-sonnet-20241022", "claude-3-7-sonnet-20250219", "claude-opus-4-0",
@@ -51,7 +51,7 @@ ANTHROPIC_MODELS = (
     "claude-opus-4-7", "claude-opus-4-8", "claude-opus-4-9", "claude-opus-5", "claude-sonnet-4-0",
     "claude-sonnet-4-20250514", "claude-sonnet-4-5", "claude-sonnet-4-6", "claude-sonnet-4-7",
     "claude-haiku-4-5", "claude-haiku-4-6", "claude-fable-5",
-)  # fmt: skip
+)
 UNKNOWN_LINES = ("claude-sonnet-5", "claude-haiku-5", "claude-mythos-5", "claude-mythos-preview")
 
 # Families and catalogue entries no model above probes, and why.
@@ -130,7 +130,7 @@ def anthropic_probes() -> dict[str, tuple[str, dict[str, Any]]]:
         "budget_min": ("budget_min", {"max_tokens": 4096, "thinking": LOW_BUDGET}),
         "budget_at_max": ("budget_at_max", {"max_tokens": 2048, "thinking": MANUAL}),
         "int32": ("int32", {"max_tokens": 2**31}),
-    }  # fmt: skip
+    }
     for c in _ceilings("anthropic"):
         probes[f"max_output_{c + 1}"] = ("max_output", {"max_tokens": c + 1})
     return probes
