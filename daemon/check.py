@@ -23,6 +23,7 @@ from typing import Any
 from adapters.base import ProviderLimits
 from adapters.facts import PROVIDER_LIMITS
 
+from . import names
 from .config import Config, adapt_policy
 from .cost import DIGITS, estimate
 from .packing import BatchPacker
@@ -66,23 +67,26 @@ def check_file(
     """The check report for one file (see the module docstring); ``ok`` is False when any
     line is invalid or the file cannot be read. ``limits`` are the providers' batch caps."""
     path = Path(path)
-    report: dict[str, Any] = {"file": str(path), "file_error": sniff(path)}
+    report: dict[str, Any] = {"file": names.display(str(path)), "file_error": sniff(path)}
     if report["file_error"] is not None:
-        return report | {"ok": False, "lines": 0, "requests": 0, "invalid": 0, "models": []}
+        return report | _unreadable()
     models: dict[tuple[str, str], _Model] = {}
     invalid: list[dict[str, Any]] = []
     n_invalid = 0
     policy = adapt_policy(cfg)
     lines = iter_lines(path, max_request_bytes=cfg.max_request_bytes, policy=policy)
-    for item in lines:
-        if isinstance(item, Invalid):
-            n_invalid += 1
-            if len(invalid) < max_invalid:
-                invalid.append(
-                    {"line": item.line, "custom_id": item.custom_id, "reason": item.reason}
-                )
-            continue
-        _count(models, item, cfg, limits)
+    try:
+        for item in lines:
+            if isinstance(item, Invalid):
+                n_invalid += 1
+                if len(invalid) < max_invalid:
+                    invalid.append(
+                        {"line": item.line, "custom_id": item.custom_id, "reason": item.reason}
+                    )
+                continue
+            _count(models, item, cfg, limits)
+    except OSError as exc:  # as the daemon: a file that fails mid-read is a file error
+        return report | {"file_error": f"read failed: {exc.strerror or exc}"} | _unreadable()
     rows = [_model_report(m, policy.registry) for m in models.values()]
     requests = sum(m.requests for m in models.values())
     return report | {
@@ -95,6 +99,10 @@ def check_file(
         "invalid_not_shown": n_invalid - len(invalid),
         "totals": _totals(rows),
     }
+
+
+def _unreadable() -> dict[str, Any]:
+    return {"ok": False, "lines": 0, "requests": 0, "invalid": 0, "models": []}
 
 
 def _count(
