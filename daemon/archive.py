@@ -1,8 +1,11 @@
-"""Archiving a finished input: moved into the processed folder, never replacing a file there.
+"""Moving inputs: into the work folder when taken (:func:`move`), and into the processed folder
+when finished (:func:`archive_input`), never replacing a file there.
 
-The input keeps its name when it is free; otherwise the job id goes before its ending
+An archived input keeps its name when it is free; otherwise the job id goes before its ending
 (``NAME.JOB.jsonl``, then ``NAME.JOB.1.jsonl``, ...), every name within NAME_MAX (see
 :mod:`daemon.names`). A hard link places the file, so a name taken meanwhile is never replaced.
+Across filesystems a file is copied under a hidden name first, so a destination is never a
+partial copy.
 """
 
 from __future__ import annotations
@@ -18,6 +21,28 @@ from daemon import names
 # errno values meaning "this filesystem cannot hard-link", where we fall back to rename.
 # EXDEV is not one of them: across filesystems a rename fails too (see archive_input).
 _NO_LINK = {errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP}
+
+
+def move(src: Path, dst: Path) -> None:
+    """Move ``src`` to ``dst`` (replacing). Across filesystems the copy is made under a hidden
+    name and renamed into place before the source is removed."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.replace(src, dst)
+        return
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+    tmp = dst.with_name(names.temp_name(dst.name))
+    try:
+        shutil.copy2(src, tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, dst)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+    os.unlink(src)
 
 
 def fsync_dir(directory: Path) -> None:

@@ -27,11 +27,9 @@ without a word.
 from __future__ import annotations
 
 import asyncio
-import errno
+import contextlib
 import json
-import os
 import secrets
-import shutil
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -42,6 +40,7 @@ from typing import Any
 from loguru import logger
 
 from . import names, watcher
+from .archive import move
 from .config import Config, adapt_policy
 from .crashpoints import crash_point
 from .reading import Progress, iter_lines, sniff
@@ -79,6 +78,13 @@ def _next_chunk(lines: Iterator[Request | Invalid]) -> list[Request | Invalid]:
     return chunk
 
 
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
 def _no_requests(path: Path) -> str:
     """Why a readable file gave no request at all."""
     try:
@@ -86,28 +92,6 @@ def _no_requests(path: Path) -> str:
     except OSError:
         empty = False
     return "no requests: the file is empty" if empty else "no requests: only blank lines"
-
-
-def move(src: Path, dst: Path) -> None:
-    """Move ``src`` to ``dst``. Across filesystems the copy is made under a hidden name and
-    renamed into place before the source is removed, so ``dst`` is never a partial copy."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.replace(src, dst)
-        return
-    except OSError as exc:
-        if exc.errno != errno.EXDEV:  # another filesystem: copy, then remove
-            raise
-    tmp = dst.with_name(names.temp_name(dst.name))
-    try:
-        shutil.copy2(src, tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, dst)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    os.unlink(src)
 
 
 async def claim(
@@ -262,6 +246,10 @@ async def ingest(
     tally = _Tally(row["name"], log)
     try:
         await _pass(cfg, store, row, stop, tally)
+    except asyncio.CancelledError:  # the grace period ran out mid-pass: a shutdown, no death
+        with contextlib.suppress(Exception):
+            await asyncio.shield(store.note_ingest_ended(file_id))
+        raise
     except Exception as exc:
         if state_failure(exc):
             raise
@@ -364,6 +352,8 @@ async def _pass(
 def _pass_error(row: dict[str, Any], path: Path, tally: _Tally, progress: Progress) -> str | None:
     """The file's error after a complete pass: no requests at all, or bytes added to a line
     after an earlier pass had read it (kept until the file is written)."""
+    if tally.total == 0 and progress.bytes < _size(path):
+        return None  # only a first line still being written: growth, or late bytes, tell
     if tally.total == 0:
         error = _no_requests(path)
         tally.log.warning("file {} has {}", row["name"], error)

@@ -30,6 +30,7 @@ from typing import Any
 from loguru import logger
 
 from . import ingest, names, watcher
+from .archive import move
 from .config import Config
 from .store import Store
 
@@ -85,7 +86,7 @@ async def _finish_claim(store: Store, row: dict[str, Any]) -> bool:
         )
         return False
     try:
-        await asyncio.to_thread(ingest.move, inbox, work)
+        await asyncio.to_thread(move, inbox, work)
     except OSError as exc:
         watcher.refuse(inbox)
         log.error("cannot take {} from the inbox: {}; it is left there", row["name"], exc)

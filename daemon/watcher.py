@@ -43,6 +43,14 @@ def refuse(path: Path) -> None:
         pass
 
 
+def _forget_refused(inbox: Path, listed: set[str]) -> None:
+    """Refused files no longer in ``inbox`` (removed or renamed by their owner)."""
+    folder = str(inbox)
+    for key in [k for k in _REFUSED if os.path.dirname(k) == folder]:
+        if os.path.basename(key) not in listed:
+            del _REFUSED[key]
+
+
 def _refused(path: str, st: os.stat_result) -> bool:
     known = _REFUSED.get(path)
     if known is None:
@@ -94,6 +102,7 @@ class Inbox:
         for name in list(self._seen):
             if name not in present:
                 del self._seen[name]
+        _forget_refused(self.path, {e.name for e in entries})
         if ready:
             ready, held = self._not_held(ready)
             settling += held
