@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from adapters.emulator import Emulator
+from daemon.check import check_file
+from daemon.config import load_config
 
 from .daemon_harness import read_results, run_once, unified, write_jsonl
 
@@ -41,7 +43,7 @@ KILLERS: list[tuple[str, str]] = [
     ('{"custom_id": "deep", "metadata": ' + "[" * 150 + "]" * 150 + "}", "nested too deeply"),
     (_text("sur-text", "hi \\ud800 there"), "'messages[0].content' contains an unpaired surrogate"),
     (_text("sur-id\\udfff", "hi"), "'custom_id' contains an unpaired surrogate"),
-    (_text("sur-meta", "hi", metadata='{"k": ["\\udc00"]}'), "'metadata.k[0]' contains an unpaired"),
+    (_text("sur-meta", "hi", metadata='{"k": ["\\udc00"]}'), "'metadata.k[0]' contains an"),
     (_text("sur-key", "hi", metadata='{"\\ud83d": 1}'), "a key in 'metadata' contains an unpaired"),
     (_text("inf-meta", "hi", metadata='{"x": 1e999}'), "1e999 is out of range"),
     (_text("inf-temp", "hi", temperature="-1e400"), "out of range"),
@@ -82,7 +84,11 @@ async def test_killer_lines_are_invalid_and_the_daemon_goes_on(tmp_path: Path, e
         "succeeded",
         "succeeded",
     ]
-    assert (tmp_path / "processed" / "killers.jsonl").exists()
+    # batchd check gives the same lines, with the same reasons, on the same file.
+    cfg = load_config(flags={"root": str(tmp_path)}, env={})
+    report = check_file(tmp_path / "processed" / "killers.jsonl", cfg, max_invalid=100)
+    invalid = [(r["line"], r["error"]["message"]) for r in results if r["status"] == "invalid"]
+    assert [(x["line"], x["reason"]) for x in report["invalid_lines"]] == invalid
 
 
 async def test_a_file_that_kills_the_process_twice_is_quarantined(
