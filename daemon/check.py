@@ -26,6 +26,7 @@ from adapters.facts import PROVIDER_LIMITS
 from . import names
 from .config import Config, adapt_policy
 from .cost import DIGITS, estimate
+from .logs import escape
 from .packing import BatchPacker
 from .reading import iter_lines, sniff
 from .registry import Registry
@@ -165,8 +166,8 @@ def _usd(value: float | None) -> str:
 
 
 def render(report: Mapping[str, Any]) -> str:
-    """The report as text for a terminal."""
-    head = f"batchd check {report['file']}"
+    """The report as text for a terminal (control characters from the file shown escaped)."""
+    head = f"batchd check {escape(report['file'])}"
     if report.get("file_error"):
         return f"{head}: cannot be read: {report['file_error']}\n"
     out = [
@@ -178,7 +179,7 @@ def render(report: Mapping[str, Any]) -> str:
     ]
     for m in report["models"]:
         out.append(
-            f"{m['model']:<28} {m['provider']:<10} {m['requests']:>8} {m['batches']:>7} "
+            f"{escape(m['model']):<28} {m['provider']:<10} {m['requests']:>8} {m['batches']:>7} "
             f"{m['input_tokens_est']:>11,} {_usd(m['cost_usd_est']):>13} "
             f"{_usd(m['cost_usd_live_est']):>13}"
         )
@@ -194,11 +195,12 @@ def render(report: Mapping[str, Any]) -> str:
         f"{_usd(t['cost_usd_live_est']):>13}"
     )
     if t["unpriced_models"]:
-        out.append(f"    no prices for: {', '.join(t['unpriced_models'])} (not in the totals)")
+        unpriced = ", ".join(escape(m) for m in t["unpriced_models"])
+        out.append(f"    no prices for: {unpriced} (not in the totals)")
     out.append("    (~ estimates: input tokens are characters / 4; cost covers input only)")
     if report["invalid_lines"]:
         out += ["", "INVALID LINES"]
-        out += [f"  {x['reason']}" for x in report["invalid_lines"]]
+        out += [f"  {escape(x['reason'])}" for x in report["invalid_lines"]]
         if report["invalid_not_shown"]:
             out.append(f"  ... and {report['invalid_not_shown']} more invalid lines")
     return "\n".join(out) + "\n"
