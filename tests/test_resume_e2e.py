@@ -27,7 +27,7 @@ from .daemon_harness import (
 )
 
 MODEL = "gpt-4o-mini"
-LINGER = "batch_linger_s = 2\n"
+LINGER = "batch_linger_s = 0.3\n"
 
 
 def _sent_while_ingesting(root: Path) -> bool:
