@@ -30,6 +30,7 @@ from .caching import cache_note
 from .config import Config, adapt_policy
 from .cost import cache_savings, cost_of
 from .registry import Registry
+from .states import FileStatus
 from .store import Store, iter_file_rows
 
 
@@ -97,13 +98,13 @@ async def _finish(cfg: Config, store: Store, row: dict[str, Any]) -> bool:
     file_id, name = row["id"], row["name"]
     log = logger.bind(file=name)
     stem = names.stem(name)
-    if row["status"] == "active":
+    if row["status"] == FileStatus.ACTIVE:
         if await ingest.take_growth(cfg, store, row):
             return True
         row = await store.file(file_id) or row
         results, summary = outbox.reserve_names(cfg.outbox, stem, file_id)
         await store.set_file_status(
-            file_id, "writing", results_path=str(results), summary_path=str(summary)
+            file_id, FileStatus.WRITING, results_path=str(results), summary_path=str(summary)
         )
         row = {**row, "results_path": str(results), "summary_path": str(summary)}
     targets = (Path(row["results_path"]), Path(row["summary_path"]))
@@ -174,5 +175,7 @@ async def _archive(cfg: Config, store: Store, row: dict[str, Any], late: int) ->
         except OSError as exc:
             log.error("cannot archive {}: {}", row["name"], exc)
             return
-    await store.set_file_status(row["id"], "done", archived_path=archived, finished_at=time.time())
+    await store.set_file_status(
+        row["id"], FileStatus.DONE, archived_path=archived, finished_at=time.time()
+    )
     log.info("input archived: {}", archived)

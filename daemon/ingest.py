@@ -17,11 +17,9 @@ seen) and stores only the lines after the last one stored: a pass resumed after 
 shutdown never stores, or sends, a line twice. Passes are counted in the file's row before
 they run; :mod:`daemon.recovery` quarantines a file whose passes killed the process twice.
 
-Growth. A writer batchd did not see (see :mod:`daemon.writers`) may still append to the work
-copy, the same inode. The row records how many bytes were read; after a pass, and again before
-the outbox is written, a larger file gets another pass for the new complete lines. What a
-writer adds after that is reported by :mod:`daemon.finish` as late bytes, never dropped
-without a word.
+Growth. A writer batchd did not see (:mod:`daemon.writers`) may still append to the work copy.
+The row records the bytes read; after a pass, and before the outbox is written, a larger file
+gets another pass for its new complete lines; :mod:`daemon.finish` reports later bytes.
 """
 
 from __future__ import annotations
@@ -44,6 +42,7 @@ from .archive import move
 from .config import Config, adapt_policy
 from .crashpoints import crash_point
 from .reading import Progress, iter_lines, sniff
+from .states import FileStatus, RequestStatus
 from .store import Store, StoreError
 from .validate import Invalid, Request
 from .writers import WriterCheck
@@ -122,7 +121,7 @@ async def claim(
         )
         await store.set_file_status(
             file_id,
-            "active",
+            FileStatus.ACTIVE,
             error=f"cannot move out of the inbox: {exc}; the file was left there, not read",
             work_path=names.display(str(path)),
             ingested_at=time.time(),
@@ -130,7 +129,7 @@ async def claim(
         return file_id
     await ingest(cfg, store, file_id, stop)
     row = await store.file(file_id)
-    if row is not None and row["status"] == "active":
+    if row is not None and row["status"] == FileStatus.ACTIVE:
         await take_growth(cfg, store, row)  # a writer still appending as the pass ended
     return file_id
 
@@ -153,7 +152,7 @@ def _row(item: Request | Invalid) -> dict[str, Any]:
             "size_bytes": item.size_bytes,
             "metadata": item.metadata,
             "adaptations": list(item.adaptations),
-            "status": "pending",
+            "status": RequestStatus.PENDING,
         }
     return {
         "line": item.line,
@@ -162,7 +161,7 @@ def _row(item: Request | Invalid) -> dict[str, Any]:
         "provider": item.provider,
         "body": None,
         "metadata": None,
-        "status": "invalid",
+        "status": RequestStatus.INVALID,
         "error": {"type": "invalid_request", "message": item.reason, "code": None},
     }
 
@@ -241,7 +240,7 @@ async def ingest(
     row = await store.file(file_id)
     assert row is not None
     log = logger.bind(file=row["name"])
-    await store.set_file_status(file_id, "ingesting")
+    await store.set_file_status(file_id, FileStatus.INGESTING)
     await store.note_ingest_start(file_id)
     tally = _Tally(row["name"], log)
     try:
@@ -265,7 +264,7 @@ async def ingest(
         error = f"ingest failed after line {stored}: {type(exc).__name__}: {exc}"[:500]
         await store.set_file_status(
             file_id,
-            "active",
+            FileStatus.ACTIVE,
             error=error + "; the rest of the file was not read (it is in the archived input)",
             lines=tally.total,
             invalid=tally.invalid,
@@ -293,7 +292,9 @@ async def _pass(
     reason = await asyncio.to_thread(sniff, path)
     if reason is not None:
         tally.log.error("file {} cannot be read: {}", name, reason)
-        await store.set_file_status(file_id, "active", error=reason, ingested_at=time.time())
+        await store.set_file_status(
+            file_id, FileStatus.ACTIVE, error=reason, ingested_at=time.time()
+        )
         await store.note_ingest_ended(file_id)
         return
     done = tally.logged_to = await store.last_stored_line(file_id)
@@ -321,7 +322,7 @@ async def _pass(
         tally.log.error("file {}: read failed after {} lines: {}", name, tally.total, exc)
         await store.set_file_status(
             file_id,
-            "active",
+            FileStatus.ACTIVE,
             error=f"read failed: {exc}",
             lines=tally.total,
             invalid=tally.invalid,
@@ -332,7 +333,7 @@ async def _pass(
     tally.close()
     await store.set_file_status(
         file_id,
-        "active",
+        FileStatus.ACTIVE,
         lines=tally.total,
         invalid=tally.invalid,
         error=_pass_error(row, path, tally, progress),

@@ -32,6 +32,7 @@ from loguru import logger
 from . import ingest, names, watcher
 from .archive import move
 from .config import Config
+from .states import FileStatus
 from .store import Store
 
 QUARANTINE_AFTER = 2  # passes that killed the process; the next start does not try again
@@ -40,10 +41,10 @@ QUARANTINE_AFTER = 2  # passes that killed the process; the next start does not 
 async def recover(cfg: Config, store: Store, stop: asyncio.Event | None = None) -> None:
     work_dir = cfg.state_dir / "work"
     await asyncio.to_thread(_clear_partial_copies, work_dir)
-    for row in await store.files_in("claimed", "ingesting"):
+    for row in await store.files_in(FileStatus.CLAIMED, FileStatus.INGESTING):
         if stop is not None and stop.is_set():
             return
-        if row["status"] == "claimed":
+        if row["status"] == FileStatus.CLAIMED:
             if not await _finish_claim(store, row):
                 continue
         elif row["ingest_starts"] >= QUARANTINE_AFTER:
@@ -82,7 +83,7 @@ async def _finish_claim(store: Store, row: dict[str, Any]) -> bool:
         return True
     if not inbox.exists():
         await store.set_file_status(
-            row["id"], "done", error="file vanished before ingest", finished_at=time.time()
+            row["id"], FileStatus.DONE, error="file vanished before ingest", finished_at=time.time()
         )
         return False
     try:
@@ -92,7 +93,7 @@ async def _finish_claim(store: Store, row: dict[str, Any]) -> bool:
         log.error("cannot take {} from the inbox: {}; it is left there", row["name"], exc)
         await store.set_file_status(
             row["id"],
-            "active",
+            FileStatus.ACTIVE,
             error=f"cannot move out of the inbox: {exc}; the file was left there, not read",
             work_path=row["inbox_path"],
             ingested_at=time.time(),
@@ -110,7 +111,7 @@ async def _quarantine(store: Store, row: dict[str, Any]) -> None:
         "`batchd check`, fix it and drop it again)"
     )
     logger.bind(file=row["name"]).error("{}: {}", row["name"], reason)
-    await store.set_file_status(row["id"], "active", error=reason, ingested_at=time.time())
+    await store.set_file_status(row["id"], FileStatus.ACTIVE, error=reason, ingested_at=time.time())
 
 
 async def _ingest_unknown(
