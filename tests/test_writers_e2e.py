@@ -106,6 +106,7 @@ async def test_lines_appended_after_the_file_was_taken_are_ingested(
     # The linger keeps the first batch back, so the appends come before the file is finished.
     proc = await start_daemon(tmp_path, emulator.url, config_extra="batch_linger_s = 3\n")
     work = await _work_copy(tmp_path)
+    await wait_for_log(proc, "file ingested: grow.jsonl")  # its first pass has read it
     with work.open("a") as f:  # a writer that opened the file after batchd took it
         f.write(_line("late1") + "\n" + _line("late2") + "\n")
     run = await finish(proc, 90)
@@ -129,6 +130,7 @@ async def test_a_line_still_being_written_when_the_file_ends_is_reported(
     write_jsonl(tmp_path / "inbox" / "grow.jsonl", [unified(f"g{i}", MODEL, "x") for i in range(2)])
     proc = await start_daemon(tmp_path, emulator.url, config_extra="batch_linger_s = 2\n")
     work = await _work_copy(tmp_path)
+    await wait_for_log(proc, "file ingested: grow.jsonl")
     fragment = '{"custom_id": "half", "model": '
     with work.open("a") as f:  # held open, its last line unfinished, until the results exist
         f.write(fragment)
