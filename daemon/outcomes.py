@@ -49,6 +49,17 @@ def refused_error(err: AdapterError) -> dict[str, Any]:
     return error_of("batch_refused", str(err))
 
 
+def describe(exc: BaseException) -> str:
+    """An unexpected exception in a few words: its type and message."""
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def internal_error(message: str) -> dict[str, Any]:
+    """The error of every request of a unit (a batch's submission or collection) that failed
+    with an unexpected error, once the requests are out of attempts."""
+    return error_of("internal_error", message)
+
+
 def batch_lost_error(status: BatchStatus) -> dict[str, Any]:
     """The error of a request whose batch failed or vanished whole, once out of attempts."""
     return error_of(f"batch_{status.state}", status.error or status.provider_status)
