@@ -187,3 +187,13 @@ async def test_without_other_accounts_nothing_is_said(store: Store, logged: list
     sched = _scheduler(store, FakeAdapter())
     await sched.poll_due("openai")
     assert not [line for line in logged if "another account" in line]
+
+
+async def test_the_retries_of_one_batch_share_one_retry_time_per_attempt(store: Store) -> None:
+    """So the requests a batch sends back come due together and go out as one batch."""
+    sched = _scheduler(store, FakeAdapter(), retry_base_s=10, retry_max_s=100)
+    first, second = sched.batch_retry_at(), sched.batch_retry_at()
+    assert first(1) == first(1) and first(2) == first(2)
+    assert first(1) < first(2)  # a later attempt still backs off further
+    assert time.time() + 5 <= first(1) <= time.time() + 10
+    assert first(1) != second(1)  # another batch draws its own (jitter between batches)
