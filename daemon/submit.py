@@ -91,7 +91,11 @@ class Submitter:
                 return
             batch_id, rows = claimed
             async with state.semaphore:
-                await self._submit(provider, model, batch_id, tag, rows)
+                try:
+                    await self._submit(provider, model, batch_id, tag, rows)
+                except Exception:  # a bug in the handling of its outcome: never left hanging
+                    sched.reconciler.look_again(batch_id)  # (a no-op once it is not submitting)
+                    raise
 
     async def _rate_wait(self, provider: str, model: str) -> bool:
         """Wait a while (and say so) when the provider's creates of the last hour are used up."""
