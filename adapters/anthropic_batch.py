@@ -1,15 +1,15 @@
 """Anthropic Message Batches adapter: requests inline in the create call, results as JSONL.
 
-Wire facts (fact sheet §3): ``{"requests": [{"custom_id", "params"}]}``; result lines
-``{"custom_id", "result": {"type": succeeded|errored|canceled|expired, ...}}``. Batches carry no
-label, so find() matches on creation time and item count.
+Wire facts (docs/provider-notes.md, "Anthropic"): ``{"requests": [{"custom_id", "params"}]}``;
+result lines ``{"custom_id", "result": {"type": succeeded|errored|canceled|expired, ...}}``.
+Batches carry no label, so find() matches on creation time and item count.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Collection, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from .base import (
     BatchItem,
     BatchStatus,
     ItemError,
+    ItemOutcome,
     ItemResult,
     PermanentError,
     ProviderLimits,
@@ -29,11 +30,10 @@ from .base import (
     TransientError,
     Usage,
 )
+from .facts import ANTHROPIC_DEFAULT_API_VERSION, root_url
 from .http_errors import redact, retry_after_s, status_error, transport_error
+from .wire import obj
 
-# SDK 2.x sends 2026-10-21, which refuses temperature/top_p/top_k even at their defaults;
-# 2023-06-01 keeps them (fact sheet §3.6). The daemon's request adaptation assumes this one.
-DEFAULT_API_VERSION = "2023-06-01"
 FIND_SLACK_S = 60.0
 RETRY_ERROR_TYPES = {"rate_limit_error", "overloaded_error", "api_error", "timeout_error"}
 
@@ -49,14 +49,13 @@ class AnthropicAdapter:
         timeout_s: float,
         spool_dir: Path,
         limits: ProviderLimits,
-        api_version: str = DEFAULT_API_VERSION,
+        api_version: str = ANTHROPIC_DEFAULT_API_VERSION,
     ) -> None:
         self.limits = limits
         self._key = api_key
-        root = base_url.rstrip("/").removesuffix("/v1") if base_url else None
         self._client = anthropic.AsyncAnthropic(
             api_key=api_key,
-            base_url=root,
+            base_url=root_url(base_url) if base_url else None,
             timeout=timeout_s,
             max_retries=0,
             default_headers={"anthropic-version": api_version},
@@ -220,8 +219,7 @@ class AnthropicAdapter:
         try:
             yield
         except anthropic.APIStatusError as exc:
-            body = exc.body if isinstance(exc.body, Mapping) else {}
-            inner = body.get("error") if isinstance(body.get("error"), Mapping) else {}
+            inner = obj(obj(exc.body).get("error"))
             message = redact(str(inner.get("message") or exc.message), self._key)
             retry_after = retry_after_s(exc.response.headers)
             raise status_error(what, exc.status_code, retry_after, message, results) from None
@@ -244,18 +242,17 @@ class AnthropicAdapter:
 
 
 def parse_result(line: dict[str, Any]) -> ItemResult:
-    """One results line as an ItemResult (fact sheet §3.5)."""
+    """One results line as an ItemResult (docs/provider-notes.md, "Anthropic")."""
     key = str(line.get("custom_id"))
-    result = line.get("result") if isinstance(line.get("result"), dict) else {}
+    result = obj(line.get("result"))
     kind = result.get("type")
     if kind == "succeeded":
         return _succeeded(key, result.get("message") or {}, line)
     if kind == "errored":
-        envelope = result.get("error") if isinstance(result.get("error"), dict) else {}
-        inner = envelope.get("error") if isinstance(envelope.get("error"), dict) else {}
+        inner = obj(obj(result.get("error")).get("error"))
         etype = str(inner.get("type") or "api_error")
         error = ItemError(etype, str(inner.get("message") or ""), etype)
-        outcome = "retry" if etype in RETRY_ERROR_TYPES else "failed"
+        outcome: ItemOutcome = "retry" if etype in RETRY_ERROR_TYPES else "failed"
         return ItemResult(key, outcome, error=error, response=line)
     if kind == "canceled":
         return ItemResult(

@@ -114,7 +114,6 @@ class ItemResult:
 class ProviderLimits:
     max_items: int  # hard cap on requests per batch
     max_bytes: int  # hard cap on the batch's request bytes
-    creates_per_hour: int | None = None
 
 
 class ProviderAdapter(Protocol):

@@ -26,6 +26,8 @@ PROVIDER_LIMITS: dict[str, ProviderLimits] = {
 # Anthropic API version sent by default. 2023-06-01 keeps temperature/top_p/top_k, which the
 # 2026-10-21 version refuses; the daemon's request adaptation assumes the version configured.
 ANTHROPIC_DEFAULT_API_VERSION = "2023-06-01"
+# Google's REST reference and batch guide document the batch endpoints under v1beta; the SDK's
+# own default (v1) is not confirmed to serve them on the real service.
 GEMINI_DEFAULT_API_VERSION = "v1beta"
 
 

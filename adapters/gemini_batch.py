@@ -1,9 +1,9 @@
 """Gemini Developer API batch adapter: inline requests for small batches, a JSONL file above.
 
-Wire facts (fact sheet §4): batches are long-running operations named ``batches/<id>``; inputs
-are either inline ``{"request", "metadata": {"key"}}`` entries or an uploaded JSONL file of
-``{"key", "request"}`` lines; results are inline responses on the batch or a generated
-responses file, in input order, one ``response`` or ``error`` each.
+Wire facts (docs/provider-notes.md, "Gemini"): batches are long-running operations named
+``batches/<id>``; inputs are either inline ``{"request", "metadata": {"key"}}`` entries or an
+uploaded JSONL file of ``{"key", "request"}`` lines; results are inline responses on the batch
+or a generated responses file, in input order, one ``response`` or ``error`` each.
 
 The SDK is used for the calls it does faithfully (upload, create, list, cancel, delete). Reads
 of the batch and of the responses file go through plain HTTP: the SDK's BatchJob drops the
@@ -42,12 +42,11 @@ from .base import (
     UnknownOutcome,
     Usage,
 )
+from .facts import GEMINI_DEFAULT_API_VERSION, root_url
 from .http_errors import redact, retry_after_s, status_error, transport_error
 from .spool import write_spool
+from .wire import obj
 
-# The REST reference and Google's batch guide document the batch endpoints under v1beta; the
-# SDK 3.x default (v1) is not confirmed to serve them on the real service (fact sheet §5.4).
-DEFAULT_API_VERSION = "v1beta"
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
 DEFAULT_INLINE_MAX_BYTES = 10_000_000
 INLINE_HARD_MAX_BYTES = 20_000_000  # the API refuses inline create requests above this
@@ -78,7 +77,7 @@ class GeminiAdapter:
         timeout_s: float,
         spool_dir: Path,
         limits: ProviderLimits,
-        api_version: str = DEFAULT_API_VERSION,
+        api_version: str = GEMINI_DEFAULT_API_VERSION,
         inline_max_bytes: int = DEFAULT_INLINE_MAX_BYTES,
     ) -> None:
         if not 0 <= inline_max_bytes < INLINE_HARD_MAX_BYTES:
@@ -87,7 +86,7 @@ class GeminiAdapter:
         self._key = api_key
         self._spool_dir = spool_dir
         self._inline_max_bytes = inline_max_bytes
-        root = (base_url or DEFAULT_BASE_URL).rstrip("/")
+        root = root_url(base_url or DEFAULT_BASE_URL)
         self._base = f"{root}/{api_version}/"
         # Our own httpx2 client: with aiohttp installed the SDK would otherwise talk through
         # aiohttp and silently retry a failed connection once, after sleeping 1-10 s.
@@ -145,7 +144,7 @@ class GeminiAdapter:
         the REST-shaped requests through ``http_options.extra_body``, which it merges into the
         request body verbatim (lists are replaced, not re-mapped).
         """
-        config: dict[str, Any] = {"display_name": tag}
+        config: genai_types.CreateBatchJobConfigDict = {"display_name": tag}
         if inline is not None:
             body = {"batch": {"inputConfig": {"requests": {"requests": inline}}}}
             config["http_options"] = {"extra_body": body}
@@ -230,7 +229,10 @@ class GeminiAdapter:
             if response.status_code == 404:
                 return None
             self._raise_for_status(response)
-            return response.json()
+            answer = response.json()
+            if not isinstance(answer, dict):
+                raise TransientError("gemini batches.get: the answer is not a JSON object")
+            return answer
 
     async def _download_lines(self, file_name: str) -> AsyncIterator[dict[str, Any]]:
         """Stream the responses file line by line (the SDK's download reads it whole)."""
@@ -378,7 +380,8 @@ def retry_delay_s(details: Any) -> float | None:
 
 
 def parse_result(entry: dict[str, Any], fallback_key: str = "") -> ItemResult:
-    """One responses-file line or inline response as an ItemResult (fact sheet §4.6)."""
+    """One responses-file line or inline response (a ``response`` or an ``error``) as an
+    ItemResult (docs/provider-notes.md, "Gemini")."""
     key = str(entry.get("key") or (entry.get("metadata") or {}).get("key") or fallback_key)
     error = entry.get("error")
     if isinstance(error, dict):
@@ -388,14 +391,14 @@ def parse_result(entry: dict[str, Any], fallback_key: str = "") -> ItemResult:
         outcome: ItemOutcome = "retry" if retry else "failed"
         item_error = ItemError(status or f"code_{code}", str(error.get("message") or ""), code)
         return ItemResult(key, outcome, error=item_error, response=entry)
-    response = entry.get("response") if isinstance(entry.get("response"), dict) else {}
+    response = obj(entry.get("response"))
     candidates = response.get("candidates") or []
     if not candidates:
         reason = str((response.get("promptFeedback") or {}).get("blockReason") or "no candidates")
         item_error = ItemError("prompt_blocked", reason, reason)
         return ItemResult(key, "failed", error=item_error, response=entry)
-    candidate = candidates[0]
-    parts = (candidate.get("content") or {}).get("parts") or []
+    candidate = obj(candidates[0])
+    parts = obj(candidate.get("content")).get("parts") or []
     usage = response.get("usageMetadata") or {}
     output_tokens = _int(usage.get("candidatesTokenCount")) or 0
     return ItemResult(

@@ -1,8 +1,9 @@
 """OpenAI Batch API adapter: a JSONL file upload, a batch, and its output and error files.
 
-Wire facts (fact sheet §2): input lines ``{"custom_id", "method", "url", "body"}``; results come
-as lines of two files, the output file (``response.status_code`` 2xx) and the error file
-(non-2xx ``response.status_code``, or a top-level ``error`` such as ``batch_expired``).
+Wire facts (docs/provider-notes.md, "OpenAI"): input lines ``{"custom_id", "method", "url",
+"body"}``; results come as lines of two files, the output file (``response.status_code`` 2xx)
+and the error file (non-2xx ``response.status_code``, or a top-level ``error`` such as
+``batch_expired``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import json
 import re
 from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import httpx2
 import openai
@@ -34,10 +35,12 @@ from .base import (
     UnknownOutcome,
     Usage,
 )
+from .facts import openai_base_url
 from .http_errors import is_retryable_status, redact, retry_after_s, status_error, transport_error
 from .spool import write_spool
+from .wire import obj
 
-ENDPOINT = "/v1/chat/completions"
+ENDPOINT: Final = "/v1/chat/completions"
 TAG_KEY = "batchd_tag"
 FIND_SLACK_S = 300.0  # how far before ``since`` find() still looks (clock skew, slow create)
 STATES: dict[str, BatchState] = {
@@ -70,7 +73,7 @@ class OpenAIAdapter:
         self._key = api_key
         self._client = openai.AsyncOpenAI(
             api_key=api_key,
-            base_url=_v1_url(base_url),
+            base_url=openai_base_url(base_url) if base_url else None,
             timeout=timeout_s,
             max_retries=0,
         )
@@ -219,14 +222,6 @@ class OpenAIAdapter:
 # -- pure helpers ----------------------------------------------------------------------------
 
 
-def _v1_url(base_url: str | None) -> str | None:
-    """The SDK appends paths to its base URL, which must end in /v1; accept the root too."""
-    if base_url is None:
-        return None
-    base = base_url.rstrip("/")
-    return base if base.endswith("/v1") else base + "/v1"
-
-
 def _safe_name(tag: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", tag)[:100] or "batch"
 
@@ -236,7 +231,11 @@ def _line(item: BatchItem) -> dict[str, Any]:
 
 
 def parse_result_line(line: dict[str, Any]) -> ItemResult:
-    """One output- or error-file line as an ItemResult (fact sheet §2.5)."""
+    """One output- or error-file line as an ItemResult.
+
+    A line with a non-2xx ``response.status_code`` is a failure even when its top-level
+    ``error`` is null (docs/provider-notes.md, "OpenAI").
+    """
     key = str(line.get("custom_id"))
     top_error = line.get("error")
     response = line.get("response")
@@ -252,10 +251,10 @@ def parse_result_line(line: dict[str, Any]) -> ItemResult:
         error = ItemError("malformed_result", "result line has neither response nor error")
         return ItemResult(key, "failed", error=error, response=line)
     status = int(response.get("status_code") or 0)
-    body = response.get("body") if isinstance(response.get("body"), dict) else {}
+    body = obj(response.get("body"))
     if 200 <= status < 300:
         return _succeeded(key, body, line)
-    err = body.get("error") if isinstance(body.get("error"), dict) else {}
+    err = obj(body.get("error"))
     outcome: ItemOutcome = "retry" if is_retryable_status(status) else "failed"
     error = ItemError(
         str(err.get("type") or f"http_{status}"),

@@ -12,7 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from .base import AuthError, ProviderAdapter
-from .facts import PROVIDER_LIMITS, PROVIDERS
+from .facts import (
+    ANTHROPIC_DEFAULT_API_VERSION,
+    GEMINI_DEFAULT_API_VERSION,
+    PROVIDER_LIMITS,
+    PROVIDERS,
+)
 
 
 def make_adapter(
@@ -50,17 +55,16 @@ def make_adapter(
         return OpenAIAdapter(**common)
     if provider == "anthropic":
         _check_options(provider, options, {"api_version"})
-        from .anthropic_batch import DEFAULT_API_VERSION, AnthropicAdapter
+        from .anthropic_batch import AnthropicAdapter
 
-        version = str(options.get("api_version", DEFAULT_API_VERSION))
+        version = str(options.get("api_version", ANTHROPIC_DEFAULT_API_VERSION))
         return AnthropicAdapter(**common, api_version=version)
     _check_options(provider, options, {"api_version", "inline_max_bytes"})
-    from .gemini_batch import DEFAULT_API_VERSION as GEMINI_VERSION
     from .gemini_batch import DEFAULT_INLINE_MAX_BYTES, GeminiAdapter
 
     return GeminiAdapter(
         **common,
-        api_version=str(options.get("api_version", GEMINI_VERSION)),
+        api_version=str(options.get("api_version", GEMINI_DEFAULT_API_VERSION)),
         inline_max_bytes=int(options.get("inline_max_bytes", DEFAULT_INLINE_MAX_BYTES)),
     )
 

@@ -31,8 +31,6 @@ import os
 import random
 import shutil
 import signal
-import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
@@ -42,21 +40,30 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 REPO = Path(__file__).resolve().parents[1]
-PROVIDERS = ("openai", "anthropic", "gemini")
+if str(REPO) not in sys.path:  # the daemon harness is shared with the tests, in tests/
+    sys.path.insert(0, str(REPO))
+
+from adapters.facts import PROVIDERS  # noqa: E402
+from daemon.crashpoints import AFTER_INGEST_COMMIT, MID_OUTBOX_WRITE, POINTS  # noqa: E402
+from tests.daemon_harness import (  # noqa: E402
+    DaemonProcess,
+    EmulatorProcess,
+    crash_at,
+    crash_reached,
+    wait_until,
+)
+
 MODELS = {
     "openai": ("gpt-4o-mini", "gpt-4.1-mini"),
     "anthropic": ("claude-haiku-4-5", "claude-sonnet-4-5"),
     "gemini": ("gemini-2.5-flash", "gemini-2.5-pro"),
 }
-CRASH_POINTS = ("after_ingest_commit", "after_create", "after_results_stored", "mid_outbox_write")
 SIGTERM_PHASES = ("startup", "ingest", "outbox", "create", "poll", "results", "idle")
 POISON = "POISON-PILL"  # lines the emulator refuses for good: expected 'failed'
-KEY = "chaos-key-not-secret"
 GRACE_S = 5.0
 
+# The daemon's intervals for the campaign (they replace the harness's faster defaults).
 DAEMON_CONFIG = f"""
 settle_s = 0.2
 scan_interval_s = 0.5
@@ -261,152 +268,6 @@ def drop(src: Path, inbox: Path) -> None:
     os.replace(tmp, inbox / src.name)
 
 
-# -- processes -----------------------------------------------------------------------------------
-
-
-def wait_until(check: Callable[[], bool], timeout: float, step: float = 0.02) -> bool:
-    """A bounded poll; True once ``check()`` holds, False at the deadline."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(step)
-    return check()
-
-
-class EmulatorProcess:
-    """``batchd emulator`` as its own process, with its state on disk."""
-
-    def __init__(self, state_dir: Path, time_scale: float, log: Path) -> None:
-        self.log = log.open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "daemon.cli", "emulator", "--port", "0",
-             "--state-dir", str(state_dir), "--time-scale", str(time_scale)],
-            cwd=REPO, stdout=subprocess.PIPE, stderr=self.log, text=True,
-        )  # fmt: skip
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()  # "batchd emulator listening on http://..."
-        if "listening on" not in line:
-            self.stop()
-            raise RuntimeError(f"the emulator did not start: {line!r}")
-        self.url = line.rsplit(" ", 1)[-1].strip()
-        self.http = httpx.Client(base_url=self.url, timeout=30)
-
-    def journal(self) -> dict[str, Any]:
-        return self.http.get("/_emulator/journal", params={"limit": 0}).json()
-
-    def duplicates(self) -> dict[str, int]:
-        providers = self.journal()["providers"]
-        return {p: providers[p]["duplicate_items"] for p in PROVIDERS}
-
-    def counter(self, provider: str, name: str) -> int:
-        return int(self.journal()["providers"][provider].get(name, 0))
-
-    def set_faults(self, faults: dict[str, Any]) -> None:
-        self.http.put("/_emulator/faults", json=faults).raise_for_status()
-
-    def add_faults(self, faults: list[dict[str, Any]]) -> None:
-        self.http.post("/_emulator/faults", json={"faults": faults}).raise_for_status()
-
-    def provider_files(self) -> dict[str, int]:
-        """Files still stored at OpenAI and Gemini (inputs and results not cleaned up)."""
-        openai = self.http.get("/v1/files", headers={"Authorization": f"Bearer {KEY}"})
-        gemini, token = 0, ""
-        for _ in range(1000):  # pages of 100; bounded
-            page = self.http.get(
-                "/v1beta/files",
-                params={"pageSize": 100, "pageToken": token},
-                headers={"x-goog-api-key": KEY},
-            ).json()
-            gemini += len(page.get("files", []))
-            token = page.get("nextPageToken", "")
-            if not token:
-                break
-        return {"openai": len(openai.json()["data"]), "gemini": gemini}
-
-    def faults_fired(self) -> int:
-        return sum(f["fired"] for f in self.http.get("/_emulator/faults").json()["faults"])
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=15)
-        self.log.close()
-
-
-class Daemon:
-    """``batchd run`` under test; its stderr goes to one log file, read from this run's offset."""
-
-    def __init__(self, root: Path, emulator_url: str) -> None:
-        self.root = root
-        self.url = emulator_url
-        self.config = root / "batchd.toml"
-        self.config.write_text(DAEMON_CONFIG)
-        self.log_path = root / "daemon.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self._offset = 0
-
-    def start(self, *, once: bool = False, crash_at: str | None = None) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("BATCHD_")}
-        env.update(OPENAI_API_KEY=KEY, ANTHROPIC_API_KEY=KEY, GEMINI_API_KEY=KEY)
-        env.pop("GOOGLE_API_KEY", None)
-        if crash_at:
-            env["BATCHD_CRASH_AT"] = crash_at
-        args = [sys.executable, "-m", "daemon.cli", "run", "--root", str(self.root),
-                "--config", str(self.config), "--emulator-url", self.url]  # fmt: skip
-        if once:
-            args.append("--once")
-        self._offset = self.log_path.stat().st_size if self.log_path.exists() else 0
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(args, cwd=REPO, env=env, stderr=log)
-
-    def log(self) -> str:
-        with self.log_path.open("rb") as f:
-            f.seek(self._offset)
-            return f.read().decode(errors="replace")
-
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def wait_log(self, text: str, timeout: float) -> bool:
-        return wait_until(lambda: text in self.log() or not self.running(), timeout) and (
-            text in self.log()
-        )
-
-    def signal(self, sig: int) -> None:
-        if self.running():
-            assert self.proc is not None
-            self.proc.send_signal(sig)
-
-    def wait(self, timeout: float) -> int | None:
-        assert self.proc is not None
-        try:
-            return self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            return None
-
-    def kill(self) -> int:
-        self.signal(signal.SIGKILL)
-        code = self.wait(30)
-        assert code is not None, "the daemon survived SIGKILL"
-        return code
-
-    def db(self, sql: str) -> list[tuple[Any, ...]]:
-        path = self.root / "state" / "batchd.sqlite3"
-        if not path.exists():
-            return []
-        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
-        try:
-            return con.execute(sql).fetchall()
-        except sqlite3.OperationalError:
-            return []
-        finally:
-            con.close()
-
-
 # -- the campaign --------------------------------------------------------------------------------
 
 
@@ -415,7 +276,7 @@ class Campaign:
     plan: Plan
     work: Path
     emulator: EmulatorProcess
-    daemon: Daemon
+    daemon: DaemonProcess
     pending: list[tuple[Path, Expect]]
     expects: list[Expect] = field(default_factory=list)
     runs: list[RunRecord] = field(default_factory=list)
@@ -434,7 +295,7 @@ class Campaign:
 
     def record(self, how: str, started: float, code: int | None, reached: bool = True) -> None:
         now = self.emulator.duplicates()
-        new = {p: now[p] - self._dups[p] for p in PROVIDERS}
+        new: dict[str, int] = {p: now[p] - self._dups[p] for p in PROVIDERS}
         self._dups = now
         seconds = round(time.monotonic() - started, 2)
         run = RunRecord(len(self.runs) + 1, how, seconds, code, reached, new)
@@ -446,7 +307,7 @@ class Campaign:
 
 def kill_schedule(plan: Plan, rng: random.Random) -> list[str | None]:
     """Each crash point at least once (more when there are many kills), the rest random."""
-    points: list[str | None] = list(CRASH_POINTS) * max(1, plan.kills // 8)
+    points: list[str | None] = [*POINTS] * max(1, plan.kills // 8)
     points = points[: plan.kills]
     points += [None] * (plan.kills - len(points))
     rng.shuffle(points)
@@ -461,13 +322,12 @@ def kill_once(c: Campaign, point: str | None) -> None:
         c.daemon.start()
         c.daemon.wait_log("batchd started", c.plan.kill_timeout_s)
         time.sleep(c.rng.uniform(0.0, 2.5))  # the random moment itself
-        code = c.daemon.kill()
-        c.record("SIGKILL at a random moment", started, code)
+        c.record("SIGKILL at a random moment", started, c.daemon.kill())
         return
-    nth = 1 if point in ("after_ingest_commit", "mid_outbox_write") else c.rng.randint(1, 3)
-    c.daemon.start(crash_at=f"{point}:{nth}")
+    nth = 1 if point in (AFTER_INGEST_COMMIT, MID_OUTBOX_WRITE) else c.rng.randint(1, 3)
+    c.daemon.start(env=crash_at(point, nth))
     code = c.daemon.wait(c.plan.kill_timeout_s)
-    reached = code is not None and f"crash point {point} reached" in c.daemon.log()
+    reached = code is not None and crash_reached(point) in c.daemon.log()
     if code is None:
         code = c.daemon.kill()
     c.record(f"crash point {point}:{nth}", started, code, reached)
@@ -747,7 +607,7 @@ def run_campaign(plan: Plan, work: Path) -> dict[str, Any]:
     emulator = EmulatorProcess(work / "emulator", plan.time_scale, work / "emulator.log")
     try:
         emulator.set_faults(harsh(FAULTS) if plan.harsh else FAULTS)
-        daemon = Daemon(work / "root", emulator.url)
+        daemon = DaemonProcess(work / "root", emulator.url, config_extra=DAEMON_CONFIG)
         inputs = make_inputs(plan, work / "inputs")
         c = Campaign(plan, work, emulator, daemon, inputs, rng=random.Random(plan.seed))
         c.drop_next(2 + len(BAD_FILES))

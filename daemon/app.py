@@ -125,10 +125,8 @@ def low_disk(cfg: Config) -> str | None:
 
 
 def _point_at_emulator(cfg: Config, url: str) -> Config:
-    providers = dict(cfg.providers)
-    providers["openai"] = replace(providers["openai"], base_url=url.rstrip("/") + "/v1")
-    providers["anthropic"] = replace(providers["anthropic"], base_url=url)
-    providers["gemini"] = replace(providers["gemini"], base_url=url)
+    """Every provider at the emulator's root (each adapter normalises the URL it is given)."""
+    providers = {name: replace(pc, base_url=url) for name, pc in cfg.providers.items()}
     return replace(cfg, providers=providers)
 
 

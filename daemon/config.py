@@ -83,7 +83,7 @@ class Config:
     on_external_cancel: str = "requeue"  # or "cancel"
     max_request_bytes: int = 10 * 1024 * 1024
     min_free_disk_mb: int = 500  # below this (state or outbox disk) no new file is taken
-    # Model adaptation, prompt caching (issue #4).
+    # Model adaptation (daemon/adapt.py) and prompt caching (daemon/caching.py).
     on_unsupported: str = "adapt"  # or "reject": a line needing a removal/clamp is invalid
     prompt_cache: str = "auto"  # or "off": cache_control on Claude system prompts shared in a batch
     cache_priming: bool = False

@@ -13,11 +13,15 @@ import os
 import sys
 
 EXIT_CODE = 137
+AFTER_INGEST_COMMIT = "after_ingest_commit"
+AFTER_CREATE = "after_create"
+AFTER_RESULTS_STORED = "after_results_stored"
+MID_OUTBOX_WRITE = "mid_outbox_write"
 POINTS = (
-    "after_ingest_commit",  # a file's requests are in SQLite, nothing submitted yet
-    "after_create",  # the provider created the batch; its id is not recorded yet
-    "after_results_stored",  # a batch's results are in SQLite, the outbox not written
-    "mid_outbox_write",  # half of a results file is written to its temp name
+    AFTER_INGEST_COMMIT,  # a file's requests are in SQLite, nothing submitted yet
+    AFTER_CREATE,  # the provider created the batch; its id is not recorded yet
+    AFTER_RESULTS_STORED,  # a batch's results are in SQLite, the outbox not written
+    MID_OUTBOX_WRITE,  # half of a results file is written to its temp name
 )
 # Where BATCHD_FAULT_AT may raise.
 FAULT_POINTS = (

@@ -1,20 +1,52 @@
-"""Shared fixtures: an in-process emulator on loopback and SDK clients pointed at it."""
+"""Shared fixtures: an in-process emulator on loopback and SDK clients pointed at it; the one
+rule for tests that need the providers' OpenAPI specs."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import os
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from adapters.emulator import Emulator
 
-from .daemon_harness import reap_daemons
+from .daemon_harness import TEST_KEY, reap_daemons
+
+__all__ = ["SPECS", "TEST_KEY", "require_specs", "specs_missing"]
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 SPECS = SHARED / "specs"
 
-TEST_KEY = "test-key-not-secret"
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+def specs_missing(*names: str) -> str | None:
+    """Why the OpenAPI specs ``names`` (files in ``../shared/specs``) cannot be used, or None.
+
+    Under CI (``CI=true``) a missing spec fails the calling test or fixture instead: a spec
+    check that quietly does nothing would let CI pass without checking anything.
+    """
+    missing = [name for name in names if not (SPECS / name).is_file()]
+    if not missing:
+        return None
+    reason = f"OpenAPI spec(s) {', '.join(missing)} not found in {SPECS} (see SOURCES.txt there)"
+    if _in_ci():
+        pytest.fail(
+            f"{reason}. CI=true: the spec checks must run in CI; check out the shared specs "
+            "folder beside the repository.",
+            pytrace=False,
+        )
+    return reason
+
+
+def require_specs(*names: str) -> None:
+    """Skip the calling test (outside CI) or fail it (under CI) when a spec is missing."""
+    reason = specs_missing(*names)
+    if reason is not None:
+        pytest.skip(reason)
 
 
 @pytest.fixture
@@ -46,7 +78,7 @@ def genai_client(emulator: Emulator):
 
 
 @pytest.fixture(autouse=True)
-async def _reap() -> AsyncIterator[None]:
+def _reap() -> Iterator[None]:
     """No daemon started by a test outlives it, even one that failed before stopping it."""
     yield
-    await reap_daemons()
+    reap_daemons()

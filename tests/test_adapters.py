@@ -32,7 +32,8 @@ from adapters.base import (
     UnknownOutcome,
 )
 from adapters.emulator import Emulator, FaultSet
-from adapters.registry import PROVIDER_LIMITS, make_adapter
+from adapters.facts import PROVIDER_LIMITS
+from adapters.registry import make_adapter
 
 from .conftest import TEST_KEY
 

@@ -14,8 +14,10 @@ from pathlib import Path
 import pytest
 
 from adapters.emulator import Emulator, FaultSet
+from daemon.crashpoints import AFTER_CREATE
 
 from .daemon_harness import (
+    crash_at,
     journal,
     read_results,
     run_once,
@@ -200,9 +202,9 @@ async def test_kill_right_after_create_submits_nothing_twice(
 ):
     lines = [unified(f"k{i}", MODELS[provider][0], f"kill {i}") for i in range(5)]
     write_jsonl(tmp_path / "inbox" / "k.jsonl", lines)
-    run = await run_once(tmp_path, emulator.url, env={"BATCHD_CRASH_AT": "after_create"})
+    run = await run_once(tmp_path, emulator.url, env=crash_at(AFTER_CREATE))
     assert run.returncode == 137, run.stderr[-3000:]
-    assert "crash point after_create" in run.stderr
+    assert f"crash point {AFTER_CREATE}" in run.stderr
     j = await journal(emulator.url)
     assert j["providers"][provider]["batches_created"] == 1
     run = await run_once(tmp_path, emulator.url)

@@ -28,7 +28,7 @@ from anthropic.types.messages import (
 from adapters.emulator import Emulator, FaultSet
 from adapters.emulator import anthropic_api as api
 from adapters.emulator.answers import estimate_tokens
-from tests.conftest import SPECS, TEST_KEY
+from tests.conftest import SPECS, TEST_KEY, require_specs
 
 SPEC_FILE = SPECS / "anthropic-openapi.tryAGI-ebea3ea.json"
 SPEC_URI = "urn:anthropic-openapi"
@@ -64,8 +64,7 @@ def spec() -> Check:
     JSON Schema 2020-12 and this spec types its nullable fields as ``anyOf [..., null]``, so
     instances are validated as sent, nulls included (stricter than dropping them).
     """
-    if not SPEC_FILE.exists():
-        pytest.skip(f"Anthropic OpenAPI spec not found at {SPEC_FILE} (see specs/SOURCES.txt)")
+    require_specs(SPEC_FILE.name)
     from jsonschema import Draft202012Validator
     from referencing import Registry, Resource
     from referencing.jsonschema import DRAFT202012
@@ -610,7 +609,8 @@ async def test_version_2023_allows_sampling_within_range(emulator) -> None:
         got = await run(
             client,
             [
-                req("ok", temperature=0.5, top_p=0.9, top_k=10),
+                # Sonnet 4 still takes all three together (Sonnet 4.5 takes one of the first two).
+                req("ok", model="claude-sonnet-4-0", temperature=0.5, top_p=0.9, top_k=10),
                 req("hot", temperature=1.5),
                 req("p", top_p=1.2),
                 req("k", top_k=-1),
@@ -637,8 +637,10 @@ async def test_version_2023_allows_sampling_within_range(emulator) -> None:
 # -- prompt caching ------------------------------------------------------------------------
 
 
-async def test_cache_counters_across_items_and_batches(anthropic_client) -> None:
-    shared = "S" * 400
+async def test_cache_counters_across_items_and_batches(emulator, anthropic_client) -> None:
+    """The accounting with one lane (requests one after another): one write, then reads."""
+    emulator.ctx.faults = FaultSet.parse({"cache_lanes": 1})
+    shared = "S" * 4400  # 1,100 tokens: above Sonnet 4.5's 1,024-token minimum
     cached_system = [{"type": "text", "text": shared, "cache_control": {"type": "ephemeral"}}]
     prefix = estimate_tokens(shared)
     total = estimate_tokens(shared + "\nhello there")
@@ -653,11 +655,12 @@ async def test_cache_counters_across_items_and_batches(anthropic_client) -> None
                 system=[
                     {
                         "type": "text",
-                        "text": "T" * 400,
+                        "text": "T" * 4400,
                         "cache_control": {"type": "ephemeral", "ttl": "1h"},
                     }
                 ],
             ),
+            # Haiku 4.5 caches from 4,096 tokens: the same 1,100-token prefix is not cacheable.
             req("other-model", model="claude-haiku-4-5", system=cached_system),
         ],
     )
@@ -677,7 +680,9 @@ async def test_cache_counters_across_items_and_batches(anthropic_client) -> None
     hour = got["hour"].message.usage
     assert hour.cache_creation.ephemeral_1h_input_tokens == prefix
     assert hour.cache_creation.ephemeral_5m_input_tokens == 0
-    assert got["other-model"].message.usage.cache_creation_input_tokens == prefix
+    other = got["other-model"].message.usage
+    assert (other.cache_creation_input_tokens, other.cache_read_input_tokens) == (0, 0)
+    assert other.input_tokens == total
 
     later = await run(anthropic_client, [req("later", "different question", system=cached_system)])
     usage = later["later"].message.usage
@@ -859,7 +864,7 @@ async def test_journal_counts_paid_duplicates_only(emulator, anthropic_client) -
 
 async def test_state_dir_survives_a_restart(tmp_path: Path) -> None:
     state = tmp_path / "state"
-    cached = [{"type": "text", "text": "P" * 200, "cache_control": {"type": "ephemeral"}}]
+    cached = [{"type": "text", "text": "P" * 4400, "cache_control": {"type": "ephemeral"}}]
     async with Emulator(time_scale=0, state_dir=state) as emu, sdk(emu) as client:
         batch = await client.messages.batches.create(requests=[req("a", system=cached), req("b")])
         before = await ended(client, batch.id)
@@ -872,7 +877,7 @@ async def test_state_dir_survives_a_restart(tmp_path: Path) -> None:
         assert await results(client, batch.id) == first
         assert [b.id async for b in client.messages.batches.list()] == [batch.id]
         again = await run(client, [req("c", system=cached)])
-        assert again["c"].message.usage.cache_read_input_tokens == estimate_tokens("P" * 200)
+        assert again["c"].message.usage.cache_read_input_tokens == estimate_tokens("P" * 4400)
         assert journal(emu)["items_received"] == 3
 
 

@@ -21,7 +21,7 @@ from google.genai import _api_client, errors, types
 from adapters.emulator import Emulator
 from adapters.emulator.answers import answer_text
 from adapters.emulator.faults import FaultSet
-from tests.conftest import SPECS, TEST_KEY
+from tests.conftest import SPECS, TEST_KEY, require_specs
 
 MODEL = "gemini-2.5-flash"
 SPEC_FILE = "gemini-v1beta-openapi.tryAGI-be52b85.json"
@@ -154,10 +154,8 @@ class Spec:
 
 @pytest.fixture(scope="session")
 def spec() -> Spec:
-    path = SPECS / SPEC_FILE
-    if not path.exists():
-        pytest.skip(f"Gemini OpenAPI spec not found at {path} (the shared specs folder is absent)")
-    return Spec(json.loads(path.read_text(encoding="utf-8")))
+    require_specs(SPEC_FILE)
+    return Spec(json.loads((SPECS / SPEC_FILE).read_text(encoding="utf-8")))
 
 
 # -- files -----------------------------------------------------------------------------------------
@@ -595,12 +593,48 @@ async def test_create_errors(aio: Any, emulator: Emulator) -> None:
     assert gemini_counters(emulator)["batches_created"] == 0
 
 
+@pytest.mark.parametrize(("char", "escaped"), [("字", 6), ("😀", 12)], ids=["cjk", "emoji"])
+async def test_inline_limit_is_measured_on_the_wire(
+    aio: Any, emulator: Emulator, char: str, escaped: int
+) -> None:
+    """The SDK escapes non-ASCII text (6 bytes a CJK character, 12 an emoji): the 20,000,000-byte
+    limit applies to those bytes, not to the compact UTF-8, which is 2-3 times smaller."""
+
+    def src(n: int) -> list[dict[str, Any]]:
+        return [{"contents": char * n, "config": {"max_output_tokens": 4}} for _ in range(4)]
+
+    def create_size() -> int:
+        assert emulator.ctx is not None
+        call = emulator.ctx.journal.calls[-1]
+        assert call["route"] == "batches.create"
+        return int(call["bytes"])
+
+    probe_chars = 10
+    await aio.batches.create(model=MODEL, src=src(probe_chars))
+    probe = create_size()
+    per_char = 4 * escaped  # one more character in each of the 4 requests
+    under = probe_chars + (20_000_000 - probe) // per_char
+    job = await aio.batches.create(model=MODEL, src=src(under))
+    assert 20_000_000 - per_char < create_size() <= 20_000_000  # just under the limit
+    utf8 = 4 * len((char * under).encode())
+    assert utf8 < 0.6 * 20_000_000  # what a compact UTF-8 measure would have seen
+    done = await aio.batches.get(name=job.name)
+    assert done.state == types.JobState.JOB_STATE_SUCCEEDED
+    assert len(done.dest.inlined_responses) == 4
+    with pytest.raises(errors.ClientError) as exc:
+        await aio.batches.create(model=MODEL, src=src(under + 1))  # just over
+    assert create_size() > 20_000_000
+    assert (exc.value.code, exc.value.status) == (400, "INVALID_ARGUMENT")
+    assert exc.value.message == "Request payload size exceeds the limit: 20000000 bytes."
+    assert gemini_counters(emulator)["batches_created"] == 2
+
+
 async def test_inline_request_over_20_mb_is_refused(aio: Any, emulator: Emulator) -> None:
-    big = "x" * (20 * 1024 * 1024)
+    big = "x" * 20_000_000  # "20 MB" is decimal: the limit is 20,000,000 bytes on the wire
     with pytest.raises(errors.ClientError) as exc:
         await aio.batches.create(model=MODEL, src=[{"contents": big}])
     assert exc.value.code == 400
-    assert exc.value.message == "Request payload size exceeds the limit: 20971520 bytes."
+    assert exc.value.message == "Request payload size exceeds the limit: 20000000 bytes."
     assert gemini_counters(emulator)["batches_created"] == 0
 
 

@@ -1,9 +1,10 @@
 """Provider faults, end to end: the emulator misbehaves on purpose, ``batchd run`` is a real
 subprocess, and every request must still end in its true final state with the daemon alive.
 
-The twelve faults of issue #5, each on every provider where it exists. Each test arranges a
-fault configuration, drops a file, runs the daemon and asserts on the outbox, the daemon's log
-and the emulator's journal (which proves what was, and was not, submitted twice).
+The twelve provider faults of docs/reliability.md, each on every provider where it exists. Each
+test arranges a fault configuration, drops a file, runs the daemon and asserts on the outbox,
+the daemon's log and the emulator's journal (which proves what was, and was not, submitted
+twice).
 """
 
 from __future__ import annotations

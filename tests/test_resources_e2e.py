@@ -18,8 +18,10 @@ from pathlib import Path
 import pytest
 
 from adapters.emulator import Emulator
+from daemon.crashpoints import AFTER_INGEST_COMMIT, MID_OUTBOX_WRITE
 
 from .daemon_harness import (
+    crash_at,
     finish,
     permissions_enforceable,
     read_results,
@@ -112,7 +114,7 @@ async def test_low_disk_stops_new_files_and_finishes_the_work_in_hand(
     """The threshold is set absurdly high: a file already ingested is answered and written;
     a new one waits in the inbox, and the log says why."""
     write_jsonl(tmp_path / "inbox" / "in_hand.jsonl", LINES)
-    crashed = await run_once(tmp_path, emulator.url, env={"BATCHD_CRASH_AT": "after_ingest_commit"})
+    crashed = await run_once(tmp_path, emulator.url, env=crash_at(AFTER_INGEST_COMMIT))
     assert crashed.returncode == 137, crashed.stderr[-4000:]
     write_jsonl(tmp_path / "inbox" / "new.jsonl", LINES)
     proc = await start_daemon(
@@ -140,7 +142,7 @@ async def test_crash_mid_outbox_write_is_redone_and_leaves_no_temp_file(
 ):
     outbox = tmp_path / "outbox"
     write_jsonl(tmp_path / "inbox" / "f.jsonl", LINES)
-    crashed = await run_once(tmp_path, emulator.url, env={"BATCHD_CRASH_AT": "mid_outbox_write"})
+    crashed = await run_once(tmp_path, emulator.url, env=crash_at(MID_OUTBOX_WRITE))
     assert crashed.returncode == 137, crashed.stderr[-4000:]
     [left] = [p.name for p in outbox.iterdir()]  # half a results file, under its temp name
     assert left.startswith(".f.results.jsonl.tmp-")

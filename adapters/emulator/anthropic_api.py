@@ -1,7 +1,7 @@
 """Anthropic wire protocol for the emulator: the Message Batches API under ``/v1/messages``.
 
 The official ``anthropic`` SDK is pointed at the emulator with ``base_url=<emulator url>`` (no
-``/v1``: the SDK's paths carry it). Routes (fact sheet §3.2) and their route classes:
+``/v1``: the SDK's paths carry it). Routes (as the SDK calls them) and their route classes:
 
     POST   /v1/messages/batches                      batches.create
     GET    /v1/messages/batches                      batches.list
@@ -28,7 +28,9 @@ from typing import Any
 
 from aiohttp import web
 
+from . import anthropic_checks as checks
 from . import anthropic_items as items
+from .anthropic_cache import PromptCache
 from .core import ApiError, Context, external_base, json_response, read_json, rfc3339
 from .faults import FaultSet
 from .journal import item_digest
@@ -37,13 +39,13 @@ from .models import ANTHROPIC_VERSIONS
 BATCH_KIND = "anthropic_batch"
 CACHE_KIND = "anthropic_cache_prefix"
 BASE_PATH = "/v1/messages/batches"
-MAX_BATCH_BYTES = 256 * 1024 * 1024
+MAX_BATCH_BYTES = 256_000_000  # "256 MB", decimal (the stricter reading)
 EXPIRES_AFTER_S = 24 * 3600
 RESULTS_KEPT_S = 29 * 24 * 3600  # results downloadable for 29 days after creation
 CUSTOM_ID_PATTERN = "^[a-zA-Z0-9_-]{1,64}$"
 _CUSTOM_ID_RE = re.compile(r"[a-zA-Z0-9_-]{1,64}")
 MAX_REQUESTS = 100_000
-NOT_A_DICT = items.NOT_A_DICT
+NOT_A_DICT = checks.NOT_A_DICT
 AUTH_MESSAGES = {
     "No API key was provided.": "x-api-key header is required",
     "Incorrect API key provided.": "invalid x-api-key",
@@ -55,7 +57,6 @@ class AnthropicProvider:
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
-        self._prefixes: set[str] | None = None
 
     # -- the provider contract -------------------------------------------------------------
     def register(self, app: web.Application) -> None:
@@ -254,11 +255,13 @@ class AnthropicProvider:
             tail=tail,
             fail_all="batch_fail" in fate,
             faults=copy.deepcopy(faults),
-            known_prefixes=set(self._known_prefixes()),
+            cache=PromptCache(
+                self._known_prefixes(), self.ctx.now(), faults.settings.cache_lanes
+            ),
         )
         outcome = await asyncio.to_thread(items.process_batch, plan)
         _merge_faults(faults, plan.faults, fired_before)
-        self._remember_prefixes(outcome.new_prefixes)
+        self._remember_prefixes(plan.cache.changes)
         now = self.ctx.now()
         batch.update(ended_at=now, counts=outcome.counts, results_blob=results_blob)
         if "results_gone" in fate:
@@ -299,17 +302,25 @@ class AnthropicProvider:
             "results_url": results_url if ended else None,
         }
 
-    # -- prompt-cache prefixes seen so far (persisted, so a restart keeps them) -------------
-    def _known_prefixes(self) -> set[str]:
-        if self._prefixes is None:
-            self._prefixes = {obj["id"] for obj in self.ctx.store.all(CACHE_KIND)}
-        return self._prefixes
+    # -- prompt-cache entries (persisted, so a restart keeps them) ---------------------------
+    def _known_prefixes(self) -> dict[str, float]:
+        """Prefix digest -> emulator time its cache entry expires (read from the store each
+        time, so a reset or another process's writes are seen; expired entries are dropped)."""
+        now = self.ctx.now()
+        known: dict[str, float] = {}
+        for obj in self.ctx.store.all(CACHE_KIND):
+            expires = float(obj.get("expires", 0.0))
+            if expires > now:
+                known[obj["id"]] = expires
+            else:
+                self.ctx.store.delete(CACHE_KIND, obj["id"])
+        return known
 
-    def _remember_prefixes(self, digests: set[str]) -> None:
-        known = self._known_prefixes()
-        for digest in digests - known:
-            self.ctx.store.put(CACHE_KIND, digest, {"id": digest})
-        known |= digests
+    def _remember_prefixes(self, changes: dict[str, float]) -> None:
+        for digest, expires in changes.items():
+            current = self.ctx.store.get(CACHE_KIND, digest)
+            if current is None or expires > float(current.get("expires", 0.0)):
+                self.ctx.store.put(CACHE_KIND, digest, {"id": digest, "expires": expires})
 
 
 def _version(request: web.Request) -> str:

@@ -157,7 +157,12 @@ class Context:
                     self.journal.count(provider.name, "faults_slow")
                     await asyncio.sleep(fault.delay_s)
             self.journal.record_call(
-                provider.name, route_class, request.method, request.path, response.status
+                provider.name,
+                route_class,
+                request.method,
+                request.path,
+                response.status,
+                size=request.content_length,
             )
             if any(f.kind == "drop" for f in fired):
                 self.journal.count(provider.name, "faults_drop")
@@ -233,6 +238,22 @@ def external_base(request: web.Request) -> str:
     return f"{request.scheme}://{request.host}"
 
 
+def _not_json(name: str) -> Any:
+    raise json.JSONDecodeError(f"{name} is not valid JSON", name, 0)
+
+
+_STRICT = json.JSONDecoder(parse_constant=_not_json)
+
+
+def strict_loads(raw: bytes | str) -> Any:
+    """JSON as the providers parse it: NaN and Infinity (which Python accepts) are refused.
+
+    Bytes must be UTF-8 (UnicodeDecodeError otherwise); one decoder serves every call.
+    """
+    text = raw.decode("utf-8") if isinstance(raw, bytes | bytearray) else raw
+    return _STRICT.decode(text)
+
+
 async def read_json(request: web.Request, limit: int, code: str = "invalid_request_error") -> Any:
     """Read a JSON body of at most ``limit`` bytes (413 above it, 400 when it is not JSON)."""
     if request.content_length is not None and request.content_length > limit:
@@ -252,6 +273,6 @@ async def read_json(request: web.Request, limit: int, code: str = "invalid_reque
     if not raw:
         return None
     try:
-        return json.loads(raw)
+        return strict_loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ApiError(400, code, f"The request body is not valid JSON: {exc}") from None

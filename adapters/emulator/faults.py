@@ -12,6 +12,9 @@ A fault file (JSON or TOML) or a body sent to ``/_emulator/faults`` looks like::
 Request faults (``http``, ``slow``, ``drop``) act on an incoming call whose provider and route
 class match. Batch faults (``batch_fail``, ``expire``, ``results_gone``) are armed on a batch
 when it is created. ``item_error`` acts on each item when a batch is processed.
+
+The same configuration carries the fault-free behaviours of settings.py (quotas, cache lanes),
+as top-level keys; they travel with the fault set.
 """
 
 from __future__ import annotations
@@ -23,6 +26,9 @@ import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from .settings import KEYS as SETTING_KEYS
+from .settings import Settings, SettingsError
 
 REQUEST_KINDS = {"http", "slow", "drop"}
 BATCH_KINDS = {"batch_fail", "expire", "results_gone"}
@@ -92,20 +98,34 @@ class FaultSet:
     auth: dict[str, str] = field(default_factory=dict)
     seed: int = 0
     rng: random.Random = field(default_factory=random.Random, repr=False)
+    settings: Settings = field(default_factory=Settings)
+    given: set[str] = field(default_factory=set, repr=False)  # setting keys the config named
 
     @classmethod
     def parse(cls, data: dict[str, Any]) -> FaultSet:
         if not isinstance(data, dict):
             raise FaultConfigError("fault configuration must be an object")
-        unknown = set(data) - {"faults", "auth", "seed"}
+        unknown = set(data) - {"faults", "auth", "seed", *SETTING_KEYS}
         if unknown:
             raise FaultConfigError(f"unknown top-level key(s) {sorted(unknown)}")
+        try:
+            settings = Settings.parse(data)
+        except SettingsError as exc:
+            raise FaultConfigError(str(exc)) from None
         auth = data.get("auth", {})
         if not isinstance(auth, dict) or set(auth) - (PROVIDERS - {"*"}):
             raise FaultConfigError("auth must map provider names to keys")
         seed = int(data.get("seed", 0))
         faults = [_parse_fault(f) for f in data.get("faults", [])]
-        return cls(faults=faults, auth=dict(auth), seed=seed, rng=random.Random(seed))
+        given = set(data) & set(SETTING_KEYS)
+        return cls(
+            faults=faults,
+            auth=dict(auth),
+            seed=seed,
+            rng=random.Random(seed),
+            settings=settings,
+            given=given,
+        )
 
     @classmethod
     def load(cls, path: str | Path) -> FaultSet:
@@ -117,12 +137,14 @@ class FaultSet:
     def extend(self, other: FaultSet) -> None:
         self.faults.extend(other.faults)
         self.auth.update(other.auth)
+        self.settings.extend(other.settings, other.given)
 
     def describe(self) -> dict[str, Any]:
         return {
             "seed": self.seed,
             "auth": {k: "<set>" for k in self.auth},
             "faults": [asdict(f) for f in self.faults],
+            **self.settings.describe(),
         }
 
     def _fire(self, fault: Fault) -> bool:

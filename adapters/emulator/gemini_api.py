@@ -26,13 +26,17 @@ from .gemini_files import (
     FILE_KIND,
     GeminiError,
     GeminiFiles,
+    check_batch_input_mime,
     invalid,
 )
-from .journal import RETRYABLE
+from .gemini_quota import check_quota
+from .journal import RETRYABLE, item_digest
 
 BATCH_KIND = "gemini_batch"
 VER = "{ver:v1|v1beta}"
-INLINE_LIMIT = 20 * 1024 * 1024  # the whole batchGenerateContent request
+# The whole batchGenerateContent request as received (bytes on the wire: the SDK escapes every
+# non-ASCII character, so CJK text takes 6 bytes a character and emoji 12). "20 MB", decimal.
+INLINE_LIMIT = 20_000_000
 META_TYPE = "type.googleapis.com/google.ai.generativelanguage.v1main.GenerateContentBatch"
 OUTPUT_TYPE = "type.googleapis.com/google.ai.generativelanguage.v1main.GenerateContentBatchOutput"
 PENDING, RUNNING = "BATCH_STATE_PENDING", "BATCH_STATE_RUNNING"
@@ -75,14 +79,19 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copyfile(src, dst)
 
 
-def _write_inline(path: Path, requests: list[dict[str, Any]], model: str) -> list[str]:
-    """Store inline requests as JSONL (the same streaming path as file input)."""
+def _write_inline(
+    path: Path, requests: list[dict[str, Any]], model: str
+) -> tuple[list[str], int]:
+    """Store inline requests as JSONL (the same streaming path as file input); their journal
+    digests and estimated prompt tokens."""
     digests = []
+    tokens = 0
     with path.open("w", encoding="utf-8") as fh:
         for req in requests:
             fh.write(json.dumps(req, separators=(",", ":")) + "\n")
-            digests.append(items.item_digest(model, req.get("request")))
-    return digests
+            digests.append(item_digest(model, req.get("request")))
+            tokens += items.request_tokens(req.get("request") or {})
+    return digests, tokens
 
 
 class GeminiProvider(GeminiFiles):
@@ -184,7 +193,7 @@ class GeminiProvider(GeminiFiles):
         batch_id = self.ctx.new_id("", 24)
         blob_id, path = self.store.new_blob()
         if "fileName" in config:
-            digests = await self._stage_file_input(config["fileName"], path, model)
+            digests, tokens = await self._stage_file_input(config["fileName"], path, model)
             input_config: dict[str, Any] | None = {"fileName": config["fileName"]}
         else:
             requests = config["requests"].get("requests", [])
@@ -193,8 +202,13 @@ class GeminiProvider(GeminiFiles):
                     "* BatchGenerateContentRequest.batch.input_config.requests.requests: "
                     "requests must not be empty.\n"
                 )
-            digests = await asyncio.to_thread(_write_inline, path, requests, model)
+            digests, tokens = await asyncio.to_thread(_write_inline, path, requests, model)
             input_config = None  # not echoed: it would repeat up to 20 MB on every poll
+        try:
+            check_quota(self.ctx, self.store.all(BATCH_KIND), model, tokens)
+        except GeminiError:
+            self.store.delete_blob(blob_id)
+            raise
         record = {
             "id": batch_id,
             "model": model,
@@ -203,6 +217,7 @@ class GeminiProvider(GeminiFiles):
             "inline": input_config is None,
             "input_blob": blob_id,
             "n": len(digests),
+            "tokens": tokens,
             "created": self.ctx.now(),
             "fate": self.ctx.faults.arm_batch(self.name, model),
             "state": None,
@@ -211,17 +226,23 @@ class GeminiProvider(GeminiFiles):
         self.ctx.journal.receive_items(self.name, digests)
         return json_response(await self._operation(record, polled=False))
 
-    async def _stage_file_input(self, file_name: str, path: Path, model: str) -> list[str]:
-        """Take a reference to the input file's content and read its items' digests."""
+    async def _stage_file_input(
+        self, file_name: str, path: Path, model: str
+    ) -> tuple[list[str], int]:
+        """Take a reference to the input file's content; its items' digests and tokens."""
         if not file_name.startswith("files/"):
             raise invalid(f"* batch.input_config.file_name: invalid file name '{file_name}'.\n")
         f = self._load_file(file_name.removeprefix("files/"))
+        check_batch_input_mime(file_name, f["mime_type"])
         await asyncio.to_thread(_link_or_copy, self.store.blob_path(f["blob"]), path)
-        digests = await asyncio.to_thread(items.scan_input, path, model, False)
+        quotas = bool(self.ctx.faults.settings.enqueued_token_limits)
+        digests, tokens = await asyncio.to_thread(
+            items.scan_input_tokens, path, model, False, quotas
+        )
         if not digests:
             path.unlink(missing_ok=True)
             raise invalid(f"The input file {file_name} contains no requests.")
-        return digests
+        return digests, tokens
 
     # -- batches: state ----------------------------------------------------------------------------
     def _load_batch(self, batch_id: str) -> dict[str, Any]:

@@ -17,15 +17,25 @@ from typing import Any
 from aiohttp import web
 
 from . import gemini_items as items
+from . import gemini_proto as proto
 from .core import ApiError, Context, external_base, json_response, read_json, rfc3339
 from .store import EmulatorStore
 
 FILE_KIND = "gemini_file"
 UPLOAD_KIND = "gemini_upload"
 METADATA_LIMIT = 1024 * 1024
-FILE_LIMIT = 2 * 1024**3
+FILE_LIMIT = 2_000_000_000  # "2 GB" per file, decimal (the stricter reading)
 FILE_TTL_S = 48 * 3600
 FILE_ID_RE = re.compile(r"[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?")
+# A MIME type the Files API takes: type/subtype (parameters allowed), or Google's own "jsonl"
+# alias from its Batch API example. Anything else: 400 "Unsupported MIME type: ...".
+MIME_RE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*(\s*;.*)?", re.I)
+MIME_ALIASES = ("jsonl",)
+# What a batch input file may be labelled: JSON Lines under one of its names, or plain text.
+BATCH_INPUT_MIMES = frozenset(
+    "jsonl application/jsonl application/x-jsonl application/jsonlines application/json-lines "
+    "application/x-ndjson application/ndjson application/json text/jsonl text/plain".split()
+)
 
 
 class GeminiError(ApiError):
@@ -56,6 +66,21 @@ def no_file(file_id: str) -> GeminiError:
         "PERMISSION_DENIED",
         f"You do not have permission to access the File {file_id} or it may not exist.",
     )
+
+
+def check_upload_mime(mime: str) -> None:
+    if mime.lower() not in MIME_ALIASES and not MIME_RE.fullmatch(mime.strip()):
+        raise invalid(f"Unsupported MIME type: {mime}")
+
+
+def check_batch_input_mime(file_name: str, mime: str) -> None:
+    """A batch's input file must be JSON Lines (by its MIME type)."""
+    if mime.split(";")[0].strip().lower() not in BATCH_INPUT_MIMES:
+        raise invalid(
+            f"* BatchGenerateContentRequest.batch.input_config.file_name: {file_name} has MIME "
+            f"type {mime}; a batch input file must be JSON Lines (for example jsonl, "
+            "application/jsonl or text/plain).\n"
+        )
 
 
 def encode_token(kind: str, obj_id: str) -> str:
@@ -103,11 +128,11 @@ class GeminiFiles:
 
     @staticmethod
     def _parse(body: Any, message: str) -> dict[str, Any]:
-        errors: list[items.Violation] = []
-        parsed = items.parse_message({} if body is None else body, message, "", errors)
+        errors: list[proto.Violation] = []
+        parsed = proto.parse_message({} if body is None else body, message, "", errors)
         if errors:
             raise invalid(
-                items.violations_message(errors), details=items.bad_request_details(errors)
+                proto.violations_message(errors), details=proto.bad_request_details(errors)
             )
         return parsed
 
@@ -145,6 +170,8 @@ class GeminiFiles:
         if display is not None and len(display) > 512:
             raise invalid("* File.display_name: must be at most 512 characters.\n")
         mime = file_meta.get("mimeType") or h.get("X-Goog-Upload-Header-Content-Type")
+        if mime:
+            check_upload_mime(mime)
         upload_id = secrets.token_urlsafe(24)
         blob_id, path = self.store.new_blob()
         path.touch()

@@ -38,7 +38,16 @@ class Journal:
         self._store = store
         self.calls: deque[dict[str, Any]] = deque(maxlen=MAX_CALLS_KEPT)
 
-    def record_call(self, provider: str, route: str, method: str, path: str, status: int) -> None:
+    def record_call(
+        self,
+        provider: str,
+        route: str,
+        method: str,
+        path: str,
+        status: int,
+        size: int | None = None,
+    ) -> None:
+        """One answered call; ``size`` is the request body's Content-Length (bytes on the wire)."""
         self.calls.append(
             {
                 "t": round(time.time(), 3),
@@ -47,6 +56,7 @@ class Journal:
                 "method": method,
                 "path": path,
                 "status": status,
+                "bytes": size,
             }
         )
 
@@ -90,6 +100,8 @@ class Journal:
                 "items_succeeded": c.get("items_succeeded", 0),
                 "items_failed": c.get("items_failed", 0),
                 "items_retryable": c.get("items_retryable", 0),
+                # Batches refused for an enqueued-token or concurrency quota (settings.py).
+                "enqueued_limit_refusals": c.get("enqueued_limit_refusals", 0),
                 **{k: v for k, v in c.items() if k.startswith("faults_")},
             }
         calls = list(self.calls)

@@ -8,7 +8,7 @@ from typing import Any
 from aiohttp import web
 
 from .core import ApiError, read_json
-from .openai_items import ItemError, invalid_type, invalid_value, missing, out_of_range
+from .openai_errors import ItemError, invalid_type, invalid_value, missing, out_of_range
 
 UPLOAD_PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
 MAX_JSON_BODY = 1024**2

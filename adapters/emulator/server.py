@@ -90,9 +90,10 @@ class Emulator:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
         await site.start()
-        server = site._server  # the bound socket tells us the port when 0 was asked
-        if server is not None and server.sockets:
-            self.port = server.sockets[0].getsockname()[1]
+        # The bound socket tells us the port when 0 was asked.
+        sockets = getattr(site._server, "sockets", None)
+        if sockets:
+            self.port = sockets[0].getsockname()[1]
         return self.url
 
     async def stop(self) -> None:

@@ -14,7 +14,7 @@ import secrets
 import shutil
 import sqlite3
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -110,7 +110,7 @@ class EmulatorStore:
             yield json.loads(data)
 
     # -- item ledger (for the journal's duplicate counter) ----------------------------------
-    def item_statuses(self, provider: str, digests: list[str]) -> dict[str, str]:
+    def item_statuses(self, provider: str, digests: Sequence[str]) -> dict[str, str]:
         found: dict[str, str] = {}
         for start in range(0, len(digests), 500):
             chunk = digests[start : start + 500]
@@ -122,7 +122,7 @@ class EmulatorStore:
                 found[digest] = status
         return found
 
-    def set_item_statuses(self, provider: str, pairs: list[tuple[str, str]]) -> None:
+    def set_item_statuses(self, provider: str, pairs: Iterable[tuple[str, str]]) -> None:
         self._db.execute("BEGIN")
         self._db.executemany(
             "INSERT INTO items (provider, digest, status) VALUES (?, ?, ?) "
