@@ -3,9 +3,9 @@
 A batch row left in ``submitting`` (the process died mid-create, or the call's outcome was
 unknown) is looked up at the provider by its tag, never blindly resubmitted: found, it is
 recorded as submitted; not found twice (some time apart), its requests go back to pending (an
-attempt counted, with a backoff, when the create call had raised an unexpected error). A
-provider that cannot answer yet, or a lookup that fails unexpectedly, is asked again, backing
-off.
+attempt counted, with a backoff, when the create call ended in this process, unknown or with an
+unexpected error; not when a crash cut it short). A provider that cannot answer yet, or a
+lookup that fails unexpectedly, is asked again, backing off.
 
 Only the batches of the provider's current account (its base URL and a digest of its key) are
 polled, collected and looked up. An open batch of another account (the key or base URL changed
@@ -25,7 +25,7 @@ from loguru import logger
 
 from adapters.base import AdapterError, AuthError
 
-from .outcomes import internal_error
+from .outcomes import create_error
 from .states import BatchRowStatus
 from .store import state_failure
 
@@ -121,9 +121,9 @@ class Reconciler:
 
     async def _never_created(self, row: dict[str, Any], log: Logger) -> None:
         """The batch is not at the provider: its requests go back to pending. When its create
-        call had raised an unexpected error, that counts an attempt and backs off (a create
-        that always fails must not spin); a create cut short by a crash or a lost answer
-        does not."""
+        call had ended in this process without a known outcome (noted on the row: unknown, or
+        an unexpected error), that counts an attempt and backs off (a create that always ends
+        so must not loop for ever); a create cut short by a crash does not."""
         sched = self.sched
         if not row["error"]:
             log.warning(
@@ -139,7 +139,7 @@ class Reconciler:
             return
         delay = sched.unit_failed(row["provider"], row["model"])
         log.warning(
-            "reconcile: batch {} was never created (its create call failed: {}); its requests "
+            "reconcile: batch {} was never created (its create call: {}); its requests "
             "go back to pending (retry in {:.1f}s) or fail once out of attempts",
             row["tag"],
             row["error"],
@@ -151,7 +151,7 @@ class Reconciler:
             next_attempt_at=time.time() + delay,
             count_attempt=True,
             max_attempts=sched.cfg.max_attempts,
-            final_error=internal_error(row["error"]),
+            final_error=create_error(row["error"]),
         )
 
     async def other_accounts(self, provider: str) -> float | None:

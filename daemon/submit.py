@@ -12,8 +12,10 @@ create call (building the items, prompt caching) nothing has reached the provide
 is released, its requests back to pending with a backoff and an attempt counted (``failed``
 with ``internal_error`` once out of attempts). From the create call on, the call may have taken
 effect: the error is noted on the batch row and the batch is reconciled like any unknown
-outcome (a batch never created then counts the attempt). An error of the state database is
-not contained (see ``scheduler.py``).
+outcome. A create call that ended without a known outcome (unknown, or an unexpected error)
+and was never created counts an attempt, with a backoff, so a create that always ends so
+cannot loop for ever; a create cut short by a crash (nothing noted) does not. An error of the
+state database is not contained (see ``scheduler.py``).
 """
 
 from __future__ import annotations
@@ -36,7 +38,14 @@ from adapters.base import (
 
 from .caching import prepare_items
 from .crashpoints import crash_point, fault_point
-from .outcomes import describe, internal_error, refused_error
+from .outcomes import (
+    CREATE_UNKNOWN,
+    INTERNAL_ERROR,
+    describe,
+    internal_error,
+    noted_create_error,
+    refused_error,
+)
 from .store import state_failure
 
 if TYPE_CHECKING:
@@ -129,6 +138,8 @@ class Submitter:
             fault_point("create")
         except UnknownOutcome as err:
             log.warning("batch create outcome unknown ({}); will look it up, not resubmit", err)
+            noted = noted_create_error(CREATE_UNKNOWN, str(err))
+            await asyncio.shield(sched.store.note_create_error(batch_id, noted))
             sched.reconciler.look_again(batch_id)
             return
         except (TransientError, AuthError, PermanentError) as err:
@@ -140,7 +151,8 @@ class Submitter:
                 "will look it up, not resubmit",
                 describe(exc),
             )
-            await asyncio.shield(sched.store.note_create_error(batch_id, describe(exc)))
+            noted = noted_create_error(INTERNAL_ERROR, describe(exc))
+            await asyncio.shield(sched.store.note_create_error(batch_id, noted))
             sched.reconciler.look_again(batch_id)
             return
         sched.providers[provider].submit_failures = 0

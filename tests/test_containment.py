@@ -29,6 +29,7 @@ from adapters.base import (
     ProviderLimits,
     ProviderName,
     Submitted,
+    UnknownOutcome,
 )
 from daemon import submit as submit_module
 from daemon.collect import COLLECT_TRIES
@@ -232,8 +233,8 @@ async def test_a_batch_that_never_prepares_fails_with_internal_error_the_others_
     rows = await _drive(_scheduler(store, adapter))
     broken = [r for r in rows if r["model"] == MODEL]
     assert {(r["status"], r["attempts"]) for r in broken} == {("failed", MAX_ATTEMPTS)}
-    assert all(_error(r) == {"type": "internal_error", "message": "KeyError: 'system'",
-                             "code": None} for r in broken)  # fmt: skip
+    expected = {"type": "internal_error", "message": "KeyError: 'system'", "code": None}
+    assert all(_error(r) == expected for r in broken)
     assert {r["status"] for r in rows if r["model"] == OTHER} == {"succeeded"}
     assert len(calls) == MAX_ATTEMPTS  # one try per attempt: no spinning
     gaps = [b - a for a, b in itertools.pairwise(calls)]
@@ -269,7 +270,8 @@ async def test_a_create_that_raised_before_taking_effect_is_looked_up_then_retri
     assert {(r["status"], r["attempts"]) for r in rows} == {("succeeded", 2)}
     assert adapter.calls["find"] == 2  # not found twice before it counts as never created
     assert adapter.creates == [MODEL]
-    assert any("was never created (its create call failed: TypeError" in x for x in logged)
+    said = "was never created (its create call: internal_error: TypeError: a bug before"
+    assert any(said in line for line in logged)
 
 
 async def test_a_create_that_always_raises_ends_failed_after_max_attempts(
@@ -284,6 +286,23 @@ async def test_a_create_that_always_raises_ends_failed_after_max_attempts(
     assert {_error(r)["type"] for r in rows} == {"internal_error"}
     assert "AttributeError" in _error(rows[0])["message"]
     assert adapter.calls["submit"] == MAX_ATTEMPTS and not adapter.creates
+
+
+async def test_a_create_whose_outcome_is_never_known_ends_failed_not_looping(
+    store: Store, logged: list[str]
+) -> None:
+    """A create that always times out (or loses its answer) and never takes effect: each time
+    it is looked up, found never created, and counts an attempt with a backoff."""
+    await _add(store, 2)
+    adapter = ScriptedAdapter()
+    adapter.submit_errors = [UnknownOutcome("openai batches.create: timed out")]
+    adapter.forever = {"submit"}
+    rows = await _drive(_scheduler(store, adapter))
+    assert {(r["status"], r["attempts"]) for r in rows} == {("failed", MAX_ATTEMPTS)}
+    expected = {"type": "create_outcome_unknown", "message": "openai batches.create: timed out"}
+    assert _error(rows[0]) == {**expected, "code": None}
+    assert adapter.calls["submit"] == MAX_ATTEMPTS
+    assert adapter.calls["find"] == 2 * MAX_ATTEMPTS  # looked up, never sent again blindly
 
 
 # -- polling and collection ------------------------------------------------------------------
