@@ -43,7 +43,7 @@ from .base import (
     Usage,
 )
 from .facts import GEMINI_DEFAULT_API_VERSION, root_url
-from .gemini_errors import HTTPStatus, raise_for_status, retry_delay_s
+from .gemini_errors import HTTPStatus, Unreadable, raise_for_status, retry_delay_s
 from .http_errors import listing, redact, retry_after_s, status_error, transport_error, unreadable
 from .spool import write_spool
 from .wire import obj, parse_body, text
@@ -300,6 +300,8 @@ class GeminiAdapter:
             raise status_error(what, status, retry_after, message, results) from None
         except httpx2.TransportError as exc:
             raise transport_error(what, exc, mutating=mutating) from None
+        except Unreadable as exc:
+            raise unreadable(what, str(exc), mutating=mutating) from None
         except (json.JSONDecodeError, UnicodeDecodeError):  # an answer or a line, not JSON
             raise unreadable(what, "not JSON", mutating=mutating) from None
 
