@@ -166,7 +166,7 @@ class RecordResults(RuleBasedStateMachine):
         for m in self.model.values():
             if m["batch_id"] == batch_id and m["status"] == RequestStatus.BATCHED:
                 m["attempts"] += int(count)
-                exhausted = count and m["attempts"] >= MAX_ATTEMPTS
+                exhausted = m["attempts"] >= MAX_ATTEMPTS  # already out of attempts, or now
                 m["status"] = RequestStatus.FAILED if exhausted else RequestStatus.PENDING
                 m["batch_id"] = None
 
