@@ -15,6 +15,7 @@ from typing import Any
 
 import anthropic
 import httpx2
+from anthropic.types.messages import MessageBatch, MessageBatchRequestCounts
 
 from .base import (
     BatchItem,
@@ -31,8 +32,16 @@ from .base import (
     Usage,
 )
 from .facts import ANTHROPIC_DEFAULT_API_VERSION, root_url
-from .http_errors import redact, retry_after_s, status_error, transport_error
-from .wire import obj
+from .http_errors import (
+    answer_as,
+    listing,
+    redact,
+    retry_after_s,
+    status_error,
+    transport_error,
+    unreadable,
+)
+from .wire import obj, text
 
 FIND_SLACK_S = 60.0
 RETRY_ERROR_TYPES = {"rate_limit_error", "overloaded_error", "api_error", "timeout_error"}
@@ -78,7 +87,8 @@ class AnthropicAdapter:
         if not requests:
             raise PermanentError("anthropic batch has no items")
         with self._mapped("batches.create", mutating=True):
-            batch = await self._client.messages.batches.create(requests=requests)  # type: ignore[arg-type]
+            created = await self._client.messages.batches.create(requests=requests)  # type: ignore[arg-type]
+        batch = answer_as(created, MessageBatch, "anthropic batches.create", mutating=True)
         return Submitted(provider_batch_id=batch.id)
 
     # -- find / poll -----------------------------------------------------------------------
@@ -120,7 +130,7 @@ class AnthropicAdapter:
         self, n_items: int, since: float, exclude: Collection[str]
     ) -> list[anthropic.types.messages.MessageBatch]:
         candidates = []
-        with self._mapped("batches.list"):
+        with self._mapped("batches.list"), listing("anthropic batches.list"):
             async for batch in self._client.messages.batches.list(limit=100):
                 if batch.created_at.timestamp() < since - FIND_SLACK_S:
                     break  # newest first
@@ -158,10 +168,11 @@ class AnthropicAdapter:
     async def poll(self, provider_batch_id: str) -> BatchStatus:
         with self._mapped("batches.retrieve"):
             try:
-                batch = await self._client.messages.batches.retrieve(provider_batch_id)
+                answer = await self._client.messages.batches.retrieve(provider_batch_id)
             except anthropic.NotFoundError:
                 return BatchStatus(provider_batch_id, "gone", "not_found", error="batch not found")
-        c = batch.request_counts
+        batch = answer_as(answer, MessageBatch, "anthropic batches.retrieve")
+        c = answer_as(batch.request_counts, MessageBatchRequestCounts, "anthropic batches.retrieve")
         total = c.processing + c.succeeded + c.errored + c.canceled + c.expired
         status = batch.processing_status
         if status == "ended" and batch.archived_at is not None:
@@ -180,7 +191,8 @@ class AnthropicAdapter:
     # -- results ---------------------------------------------------------------------------
     async def results(self, provider_batch_id: str) -> AsyncIterator[ItemResult]:
         with self._mapped("batches.retrieve", results=True):
-            batch = await self._client.messages.batches.retrieve(provider_batch_id)
+            answer = await self._client.messages.batches.retrieve(provider_batch_id)
+        batch = answer_as(answer, MessageBatch, "anthropic batches.retrieve")
         if batch.processing_status != "ended":
             raise TransientError(f"anthropic batch {provider_batch_id} has not ended yet")
         if batch.archived_at is not None or not batch.results_url:
@@ -220,7 +232,7 @@ class AnthropicAdapter:
             yield
         except anthropic.APIStatusError as exc:
             inner = obj(obj(exc.body).get("error"))
-            message = redact(str(inner.get("message") or exc.message), self._key)
+            message = redact(text(inner.get("message")) or exc.message, self._key)
             retry_after = retry_after_s(exc.response.headers)
             raise status_error(what, exc.status_code, retry_after, message, results) from None
         except (anthropic.APIConnectionError, httpx2.TransportError) as exc:
@@ -231,8 +243,8 @@ class AnthropicAdapter:
                 wrapper=anthropic.APIConnectionError,
                 timeout=anthropic.APITimeoutError,
             ) from None
-        except json.JSONDecodeError:
-            raise TransientError(f"{what}: a result line was cut short or is not JSON") from None
+        except (json.JSONDecodeError, UnicodeDecodeError):  # an answer or a line, not JSON
+            raise unreadable(what, "not JSON", mutating=mutating) from None
         except anthropic.AnthropicError as exc:  # e.g. "No results_url for the given batch"
             message = redact(str(exc), self._key)
             raise (ResultsGone if results else PermanentError)(f"{what}: {message}") from None

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Collection, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,9 +43,10 @@ from .base import (
     Usage,
 )
 from .facts import GEMINI_DEFAULT_API_VERSION, root_url
-from .http_errors import redact, retry_after_s, status_error, transport_error
+from .gemini_errors import HTTPStatus, Unreadable, raise_for_status, retry_delay_s
+from .http_errors import listing, redact, retry_after_s, status_error, transport_error, unreadable
 from .spool import write_spool
-from .wire import obj
+from .wire import obj, parse_body, text
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
 DEFAULT_INLINE_MAX_BYTES = 10_000_000
@@ -89,8 +90,11 @@ class GeminiAdapter:
         root = root_url(base_url or DEFAULT_BASE_URL)
         self._base = f"{root}/{api_version}/"
         # Our own httpx2 client: with aiohttp installed the SDK would otherwise talk through
-        # aiohttp and silently retry a failed connection once, after sleeping 1-10 s.
-        self._http = httpx2.AsyncClient(timeout=timeout_s)
+        # aiohttp and silently retry a failed connection once, after sleeping 1-10 s. Every
+        # error answer is read by our hook, before the SDK (see adapters/gemini_errors.py).
+        self._http = httpx2.AsyncClient(
+            timeout=timeout_s, event_hooks={"response": [raise_for_status]}
+        )
         options = genai_types.HttpOptions(
             base_url=root,
             api_version=api_version,
@@ -165,7 +169,7 @@ class GeminiAdapter:
         exclude: Collection[str],
         keys: Collection[str] = (),
     ) -> str | None:
-        with self._mapped("batches.list"):
+        with self._mapped("batches.list"), listing("gemini batches.list"):
             pager = await self._client.batches.list(config={"page_size": 100})
             scanned = 0
             async for job in pager:
@@ -225,11 +229,13 @@ class GeminiAdapter:
 
     async def _get_batch(self, name: str, *, results: bool) -> dict[str, Any] | None:
         with self._mapped("batches.get", results=results):
-            response = await self._http.get(self._base + name, headers=self._auth())
-            if response.status_code == 404:
-                return None
-            self._raise_for_status(response)
-            answer = response.json()
+            try:
+                response = await self._http.get(self._base + name, headers=self._auth())
+            except HTTPStatus as exc:
+                if exc.code == 404:
+                    return None
+                raise
+            answer = parse_body(response.content)
             if not isinstance(answer, dict):
                 raise TransientError("gemini batches.get: the answer is not a JSON object")
             return answer
@@ -239,10 +245,7 @@ class GeminiAdapter:
         with self._mapped("files.download", results=True):
             url = f"{self._base}{file_name}:download"
             request = self._http.stream("GET", url, params={"alt": "media"}, headers=self._auth())
-            async with request as response:
-                if response.status_code != 200:
-                    await response.aread()
-                    self._raise_for_status(response)
+            async with request as response:  # an error status raised in the hook
                 async for line in response.aiter_lines():
                     if line.strip():
                         yield json.loads(line)
@@ -280,17 +283,6 @@ class GeminiAdapter:
             await self._client.files.delete(name=name)
 
     # -- errors: the one place SDK and HTTP failures become the daemon's taxonomy ----------
-    def _raise_for_status(self, response: httpx2.Response) -> None:
-        if response.status_code == 200:
-            return
-        try:
-            details = response.json()
-            err = details.get("error") or {}
-            message = str(err.get("message") or err.get("status") or "")
-        except (ValueError, AttributeError):
-            details, message = None, response.reason_phrase
-        raise _HTTPStatus(response.status_code, response.headers, message, details)
-
     @contextlib.contextmanager
     def _mapped(
         self, call: str, *, mutating: bool = False, results: bool = False
@@ -299,34 +291,19 @@ class GeminiAdapter:
         what = f"gemini {call}"
         try:
             yield
-        except (genai_errors.APIError, _HTTPStatus) as exc:
+        except (genai_errors.APIError, HTTPStatus) as exc:
             headers = getattr(exc.response, "headers", None)
             retry_after = retry_after_s(headers) or retry_delay_s(exc.details)
-            message = redact(str(exc.message or exc.status or ""), self._key)
+            message = redact(text(exc.message) or text(exc.status) or "", self._key)
             # Gemini answers 403 PERMISSION_DENIED for a file that does not exist (any more).
             status = 404 if exc.code == 403 and call.startswith("files.") else exc.code
             raise status_error(what, status, retry_after, message, results) from None
         except httpx2.TransportError as exc:
             raise transport_error(what, exc, mutating=mutating) from None
-        except json.JSONDecodeError:
-            raise TransientError(f"{what}: a result line was cut short or is not JSON") from None
-
-
-class _HTTPStatus(Exception):
-    """An error answer to one of our plain-HTTP reads, shaped like the SDK's APIError."""
-
-    def __init__(self, code: int, headers: Mapping[str, str], message: str, details: Any) -> None:
-        super().__init__(f"HTTP {code}")
-        self.code = code
-        self.status: str | None = None
-        self.message = message
-        self.details = details
-        self.response = _Headers(headers)
-
-
-class _Headers:
-    def __init__(self, headers: Mapping[str, str]) -> None:
-        self.headers = headers
+        except Unreadable as exc:
+            raise unreadable(what, str(exc), mutating=mutating) from None
+        except (json.JSONDecodeError, UnicodeDecodeError):  # an answer or a line, not JSON
+            raise unreadable(what, "not JSON", mutating=mutating) from None
 
 
 # -- pure helpers ----------------------------------------------------------------------------
@@ -367,16 +344,6 @@ def _int(value: Any) -> int | None:
         return None if value is None else int(value)
     except (TypeError, ValueError):
         return None
-
-
-def retry_delay_s(details: Any) -> float | None:
-    """The ``google.rpc.RetryInfo`` delay ("30s") of an error body, which Gemini's 429s carry."""
-    error = details.get("error") if isinstance(details, dict) else None
-    for detail in (error or {}).get("details") or []:
-        if isinstance(detail, dict) and str(detail.get("@type", "")).endswith("rpc.RetryInfo"):
-            with contextlib.suppress(TypeError, ValueError):
-                return max(0.0, float(str(detail.get("retryDelay")).removesuffix("s")))
-    return None
 
 
 def parse_result(entry: dict[str, Any], fallback_key: str = "") -> ItemResult:

@@ -8,9 +8,11 @@ between retrying, pausing and giving up live in one place.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
+import math
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from typing import TypeVar
 
 import httpx2
 
@@ -22,6 +24,8 @@ from .base import (
     TransientError,
     UnknownOutcome,
 )
+
+T = TypeVar("T")
 
 RETRY_STATUSES = frozenset({408, 409, 429})  # and every 5xx, 529 (Anthropic overloaded) included
 
@@ -36,20 +40,56 @@ def redact(text: str, secret: str) -> str:
 
 
 def retry_after_s(headers: Mapping[str, str] | None) -> float | None:
-    """Seconds from ``retry-after-ms`` or ``retry-after`` (seconds or an HTTP date)."""
+    """Seconds from ``retry-after-ms`` or ``retry-after`` (seconds or an HTTP date); None when
+    absent or unreadable (never negative, infinite or NaN: a proxy may send anything)."""
     if not headers:
         return None
-    with contextlib.suppress(TypeError, ValueError):
+    with contextlib.suppress(TypeError, ValueError, AttributeError):
         if headers.get("retry-after-ms"):
-            return float(headers["retry-after-ms"]) / 1000
+            return _seconds(float(headers["retry-after-ms"]) / 1000)
     value = headers.get("retry-after")
     if not value:
         return None
-    with contextlib.suppress(ValueError):
-        return max(0.0, float(value))
-    with contextlib.suppress(TypeError, ValueError, IndexError):
-        return max(0.0, (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds())
+    with contextlib.suppress(TypeError, ValueError):
+        return _seconds(float(value))
+    with contextlib.suppress(TypeError, ValueError, IndexError, OverflowError):
+        return _seconds((parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds())
     return None
+
+
+def _seconds(value: float) -> float | None:
+    return max(0.0, value) if math.isfinite(value) else None
+
+
+def unreadable(what: str, detail: str, *, mutating: bool) -> AdapterError:
+    """A successful answer that cannot be read (an HTML page, a bare string or number, a cut
+    body): a read is tried again; a mutating call may have taken effect, so its outcome is
+    unknown (looked up, never sent again blindly)."""
+    if mutating:
+        return UnknownOutcome(
+            f"{what}: the answer could not be read ({detail}); the call may or may not have "
+            "taken effect"
+        )
+    return TransientError(f"{what}: the answer could not be read ({detail})")
+
+
+def answer_as(value: object, kind: type[T], what: str, *, mutating: bool = False) -> T:
+    """``value`` if the SDK read the answer as a ``kind``; an SDK hands back the raw body (a
+    ``str``, a number, a list) when a successful answer is not the JSON object it expects."""
+    if isinstance(value, kind):
+        return value
+    detail = f"a {type(value).__name__} instead of a {kind.__name__}"
+    raise unreadable(what, detail, mutating=mutating)
+
+
+@contextlib.contextmanager
+def listing(what: str) -> Iterator[None]:
+    """Around a listing read: a page the SDK cannot read (not the JSON object it expects, so
+    its paginator raises ``AttributeError`` or ``TypeError``) is a failed read, tried again."""
+    try:
+        yield
+    except (AttributeError, TypeError) as exc:
+        raise unreadable(what, type(exc).__name__, mutating=False) from None
 
 
 def status_error(

@@ -12,12 +12,13 @@ import asyncio
 import contextlib
 import json
 import re
-from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Collection, Iterable, Iterator
 from pathlib import Path
 from typing import Any, Final
 
 import httpx2
 import openai
+from openai.types import Batch
 
 from .base import (
     AdapterError,
@@ -36,9 +37,18 @@ from .base import (
     Usage,
 )
 from .facts import openai_base_url
-from .http_errors import is_retryable_status, redact, retry_after_s, status_error, transport_error
+from .http_errors import (
+    answer_as,
+    is_retryable_status,
+    listing,
+    redact,
+    retry_after_s,
+    status_error,
+    transport_error,
+    unreadable,
+)
 from .spool import write_spool
-from .wire import obj
+from .wire import obj, text
 
 ENDPOINT: Final = "/v1/chat/completions"
 TAG_KEY = "batchd_tag"
@@ -85,19 +95,21 @@ class OpenAIAdapter:
         )
         try:
             with self._mapped("files.create"), path.open("rb") as fh:
-                upload = await self._client.files.create(
+                answer = await self._client.files.create(
                     file=(f"{_safe_name(tag)}.jsonl", fh, "application/jsonl"), purpose="batch"
                 )
+            upload = answer_as(answer, openai.types.FileObject, "openai files.create")
         finally:
             path.unlink(missing_ok=True)
         try:
             with self._mapped("batches.create", mutating=True):
-                batch = await self._client.batches.create(
+                created = await self._client.batches.create(
                     input_file_id=upload.id,
                     endpoint=ENDPOINT,
                     completion_window="24h",
                     metadata={TAG_KEY: tag},
                 )
+            batch = answer_as(created, Batch, "openai batches.create", mutating=True)
         except UnknownOutcome:
             raise  # the batch may exist and needs its input file: keep it
         except AdapterError:
@@ -115,7 +127,7 @@ class OpenAIAdapter:
         exclude: Collection[str],
         keys: Collection[str] = (),
     ) -> str | None:
-        with self._mapped("batches.list"):
+        with self._mapped("batches.list"), listing("openai batches.list"):
             async for batch in self._client.batches.list(limit=100):
                 if batch.created_at < since - FIND_SLACK_S:
                     return None  # newest first: everything further is older still
@@ -126,9 +138,10 @@ class OpenAIAdapter:
     async def poll(self, provider_batch_id: str) -> BatchStatus:
         with self._mapped("batches.retrieve"):
             try:
-                batch = await self._client.batches.retrieve(provider_batch_id)
+                answer = await self._client.batches.retrieve(provider_batch_id)
             except openai.NotFoundError:
                 return BatchStatus(provider_batch_id, "gone", "not_found", error="batch not found")
+        batch = answer_as(answer, Batch, "openai batches.retrieve")
         counts = batch.request_counts
         error = None
         if batch.status == "failed":
@@ -149,7 +162,8 @@ class OpenAIAdapter:
     # -- results ---------------------------------------------------------------------------
     async def results(self, provider_batch_id: str) -> AsyncIterator[ItemResult]:
         with self._mapped("batches.retrieve", results=True):
-            batch = await self._client.batches.retrieve(provider_batch_id)
+            answer = await self._client.batches.retrieve(provider_batch_id)
+        batch = answer_as(answer, Batch, "openai batches.retrieve")
         if STATES.get(batch.status) == "running":
             raise TransientError(f"openai batch {provider_batch_id} has not ended yet")
         for file_id in (batch.output_file_id, batch.error_file_id):
@@ -180,7 +194,8 @@ class OpenAIAdapter:
         file_ids = [input_file_id]
         with self._mapped("batches.retrieve"):
             with contextlib.suppress(openai.NotFoundError):
-                batch = await self._client.batches.retrieve(provider_batch_id)
+                answer = await self._client.batches.retrieve(provider_batch_id)
+                batch = answer_as(answer, Batch, "openai batches.retrieve")
                 file_ids += [batch.input_file_id, batch.output_file_id, batch.error_file_id]
         for file_id in dict.fromkeys(f for f in file_ids if f):
             with self._mapped("files.delete"), contextlib.suppress(openai.NotFoundError):
@@ -203,8 +218,7 @@ class OpenAIAdapter:
         try:
             yield
         except openai.APIStatusError as exc:
-            body = exc.body if isinstance(exc.body, Mapping) else {}
-            message = redact(str(body.get("message") or exc.message), self._key)
+            message = redact(text(obj(exc.body).get("message")) or exc.message, self._key)
             retry_after = retry_after_s(exc.response.headers)
             raise status_error(what, exc.status_code, retry_after, message, results) from None
         except (openai.APIConnectionError, httpx2.TransportError) as exc:
@@ -215,8 +229,8 @@ class OpenAIAdapter:
                 wrapper=openai.APIConnectionError,
                 timeout=openai.APITimeoutError,
             ) from None
-        except json.JSONDecodeError:
-            raise TransientError(f"{what}: a result line was cut short or is not JSON") from None
+        except (json.JSONDecodeError, UnicodeDecodeError):  # an answer or a line, not JSON
+            raise unreadable(what, "not JSON", mutating=mutating) from None
 
 
 # -- pure helpers ----------------------------------------------------------------------------

@@ -5,7 +5,15 @@ Only the batches of the provider's current account are polled (see ``reconcile.p
 others). A running batch is polled again later, sooner when it made progress; a batch that
 failed or vanished whole puts its requests back to pending; an ended batch's results are
 stored chunk by chunk under ``asyncio.shield`` (idempotently, so a collection cut short is
-simply run again), and what each result does to its request is ``outcomes.py``'s to say.
+simply run again), and what each result does to its request is ``outcomes.py``'s to say. The
+requests one batch sends back share one retry time (per attempt number), so they come due
+together and go out together.
+
+An unexpected error (a bug) is contained to its batch. While polling, the batch is polled again
+later on its own backoff (a poll has no effect, so it can be repeated). While collecting, the
+collection is tried again after a backoff, ``COLLECT_TRIES`` times in all (the results stored so
+far are kept); then the batch is given up: its requests without a result go back to pending
+with an attempt counted (they are sent again), or end ``failed`` with ``internal_error``.
 """
 
 from __future__ import annotations
@@ -20,8 +28,17 @@ from loguru import logger
 from adapters.base import AdapterError, AuthError, BatchStatus, ResultsGone
 
 from .crashpoints import crash_point, fault_point
-from .outcomes import RequestUpdate, batch_lost_error, item_update, missing_update
+from .outcomes import (
+    RequestUpdate,
+    RetryAt,
+    batch_lost_error,
+    describe,
+    internal_error,
+    item_update,
+    missing_update,
+)
 from .retry import next_poll_interval_s
+from .store import state_failure
 
 if TYPE_CHECKING:
     from loguru import Logger
@@ -29,11 +46,13 @@ if TYPE_CHECKING:
     from .scheduler import Scheduler
 
 RESULT_CHUNK = 500  # results stored per transaction
+COLLECT_TRIES = 3  # collections of one ended batch that failed unexpectedly before giving up
 
 
 class Collector:
     def __init__(self, sched: Scheduler) -> None:
         self.sched = sched
+        self._collect_failures: dict[int, int] = {}  # batch row -> failed collections so far
 
     async def poll_due(self, provider: str) -> float | None:
         """Poll every batch of ``provider`` that is due; returns when the next one is due."""
@@ -43,7 +62,17 @@ class Collector:
             return state.paused_until
         say_again_at = await sched.reconciler.other_accounts(provider)
         for row in await sched.store.due_polls(provider, state.account, time.time()):
-            await self._poll_one(row)
+            try:
+                await self._poll_one(row)
+            except Exception as exc:  # contained to this batch; polled again on its backoff
+                if state_failure(exc):
+                    raise
+                _log(row).opt(exception=exc).error(
+                    "polling batch {} failed with an unexpected error ({}); will poll again",
+                    row["provider_batch_id"],
+                    describe(exc),
+                )
+                await self._poll_later(row, None, str(row["provider_status"]), progressed=False)
         next_poll = await sched.store.next_poll_at(provider, state.account)
         if say_again_at is None:
             return next_poll
@@ -53,7 +82,7 @@ class Collector:
         sched = self.sched
         provider = row["provider"]
         adapter = sched.providers[provider].adapter
-        log = logger.bind(provider=provider, model=row["model"], batch=row["provider_batch_id"])
+        log = _log(row)
         try:
             status = await sched.call(lambda: adapter.poll(row["provider_batch_id"]))
         except AuthError as err:
@@ -105,9 +134,7 @@ class Collector:
 
     async def _batch_lost(self, row: dict[str, Any], status: BatchStatus) -> None:
         sched = self.sched
-        log = logger.bind(
-            provider=row["provider"], model=row["model"], batch=row["provider_batch_id"]
-        )
+        log = _log(row)
         log.warning(
             "batch {}: {} ({}); its requests are re-queued",
             status.state,
@@ -127,24 +154,43 @@ class Collector:
     # -- results ---------------------------------------------------------------------------
     async def _collect(self, row: dict[str, Any], status: BatchStatus) -> None:
         sched = self.sched
-        provider = row["provider"]
-        adapter = sched.providers[provider].adapter
-        pid = row["provider_batch_id"]
-        log = logger.bind(provider=provider, model=row["model"], batch=pid)
-        fault_point("collect")
-        outstanding = dict(await sched.store.batch_requests(row["id"]))
+        log = _log(row)
         try:
-            counts, gone = await self._store_results(row, outstanding, log)
+            fault_point("collect")
+            stored = await self._collect_results(row, status, log)
+        except Exception as exc:
+            if state_failure(exc):
+                raise
+            await self._collect_failed(row, status, exc, log)
+            return
+        if not stored:
+            return
+        self._collect_failures.pop(row["id"], None)
+        if not sched.cfg.keep_provider_files:
+            await self._cleanup(row, log)
+        sched.wake.set()
+
+    async def _collect_results(
+        self, row: dict[str, Any], status: BatchStatus, log: Logger
+    ) -> bool:
+        """Store an ended batch's results; False when fetching them failed (tried again at
+        a later poll)."""
+        sched = self.sched
+        pid = row["provider_batch_id"]
+        outstanding = dict(await sched.store.batch_requests(row["id"]))
+        retry_at = sched.batch_retry_at()  # one retry time per attempt number for the batch
+        try:
+            counts, gone = await self._store_results(row, outstanding, retry_at, log)
         except AdapterError as err:
             if isinstance(err, AuthError):  # as for a poll: the provider pauses, loudly
-                sched.pause(provider, err)
+                sched.pause(row["provider"], err)
             log.warning("fetching results failed ({}); will try again", err)
             await self._poll_later(
                 row, None, status.provider_status, progressed=False, retry_after=_after(err)
             )
-            return
+            return False
         missing = [
-            missing_update(rid, attempts, status, sched.policy, sched.retry_at)
+            missing_update(rid, attempts, status, sched.policy, retry_at)
             for rid, attempts in outstanding.items()
         ]
         if missing:
@@ -165,15 +211,69 @@ class Collector:
             len(missing),
             f"; retry scheduled for up to {retries}" if retries else "",
         )
-        if not sched.cfg.keep_provider_files:
-            try:
-                await sched.call(lambda: adapter.cleanup(pid, row["input_file_id"]))
-            except AdapterError as err:
-                log.warning("cleanup of provider files failed: {}", err)
+        return True
+
+    async def _collect_failed(
+        self, row: dict[str, Any], status: BatchStatus, exc: Exception, log: Logger
+    ) -> None:
+        """An unexpected error while collecting: try again after a backoff, ``COLLECT_TRIES``
+        times in all; then give the batch up (its unanswered requests are sent again)."""
+        sched = self.sched
+        pid = row["provider_batch_id"]
+        tries = self._collect_failures[row["id"]] = self._collect_failures.get(row["id"], 0) + 1
+        if tries < COLLECT_TRIES:
+            delay = sched.backoff(tries)
+            log.opt(exception=exc).error(
+                "collecting batch {} failed with an unexpected error ({}); trying again in "
+                "{:.1f}s ({} of {} tries)",
+                pid,
+                describe(exc),
+                delay,
+                tries,
+                COLLECT_TRIES,
+            )
+            await self._poll_later(
+                row, None, status.provider_status, progressed=False, retry_after=delay
+            )
+            return
+        self._collect_failures.pop(row["id"], None)
+        delay = sched.unit_failed(row["provider"], row["model"])
+        log.opt(exception=exc).error(
+            "collecting batch {} failed with an unexpected error ({}) {} times; it is given "
+            "up: its requests without a result go back to pending (sent again in {:.1f}s) or "
+            "fail once out of attempts",
+            pid,
+            describe(exc),
+            tries,
+            delay,
+        )
+        await asyncio.shield(
+            sched.store.abort_batch(
+                row["id"],
+                f"collection failed: {describe(exc)}",
+                next_attempt_at=time.time() + delay,
+                count_attempt=True,
+                max_attempts=sched.cfg.max_attempts,
+                final_error=internal_error(describe(exc)),
+            )
+        )
         sched.wake.set()
 
+    async def _cleanup(self, row: dict[str, Any], log: Logger) -> None:
+        """Delete the batch's files at the provider; a failure is said, never more."""
+        adapter = self.sched.providers[row["provider"]].adapter
+        pid = row["provider_batch_id"]
+        try:
+            await self.sched.call(lambda: adapter.cleanup(pid, row["input_file_id"]))
+        except AdapterError as err:
+            log.warning("cleanup of provider files failed: {}", err)
+        except Exception as exc:
+            if state_failure(exc):
+                raise
+            log.opt(exception=exc).error("cleanup of provider files failed unexpectedly")
+
     async def _store_results(
-        self, row: dict[str, Any], outstanding: dict[int, int], log: Logger
+        self, row: dict[str, Any], outstanding: dict[int, int], retry_at: RetryAt, log: Logger
     ) -> tuple[dict[str, int], bool]:
         """Stream a batch's results into the store, chunk by chunk, taking each answered request
         out of ``outstanding``. Returns the outcome counts and whether the results were gone.
@@ -190,7 +290,7 @@ class Collector:
                 if rid not in outstanding:
                     continue
                 attempts = outstanding.pop(rid)
-                chunk.append(item_update(rid, attempts, item, sched.policy, sched.retry_at))
+                chunk.append(item_update(rid, attempts, item, sched.policy, retry_at))
                 counts[item.outcome] = counts.get(item.outcome, 0) + 1
                 if len(chunk) >= RESULT_CHUNK:
                     await asyncio.shield(sched.store.record_results(row["id"], chunk))
@@ -207,6 +307,10 @@ class Collector:
             if chunk:
                 await asyncio.shield(sched.store.record_results(row["id"], chunk))
         return counts, gone
+
+
+def _log(row: dict[str, Any]) -> Logger:
+    return logger.bind(provider=row["provider"], model=row["model"], batch=row["provider_batch_id"])
 
 
 def _after(err: AdapterError) -> float | None:

@@ -27,6 +27,7 @@ POINTS = (
 FAULT_POINTS = (
     "plan",  # the planner's step, outside any unit of work
     "submit",  # a per-model submit task, before the create call
+    "create",  # right after a create call that took effect (its outcome not recorded yet)
     "collect",  # a batch's collection, before its results are fetched
 )
 _hits: dict[str, int] = {}

@@ -31,7 +31,7 @@ from .config import Config, adapt_policy
 from .cost import cache_savings, cost_of
 from .registry import Registry
 from .states import FileStatus, RequestStatus
-from .store import Store, iter_file_rows
+from .store import Store, iter_file_rows, state_failure
 
 
 def _rows(db_path: Path, file_id: int, registry: Registry) -> Iterator[dict[str, Any]]:
@@ -77,7 +77,7 @@ async def finish_file(cfg: Config, store: Store, row: dict[str, Any]) -> bool:
     try:
         grown = await _finish(cfg, store, row)
     except Exception as exc:
-        if ingest.state_failure(exc):
+        if state_failure(exc):
             raise
         log = logger.bind(file=row["name"])
         if row["id"] not in _FAILED:

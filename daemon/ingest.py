@@ -43,7 +43,7 @@ from .config import Config, adapt_policy
 from .crashpoints import crash_point
 from .reading import Progress, iter_lines, sniff
 from .states import FileStatus, RequestStatus
-from .store import Store, StoreError
+from .store import Store, state_failure
 from .validate import Invalid, Request
 from .writers import WriterCheck
 
@@ -222,14 +222,6 @@ class _Tally:
                 self.rejected - MAX_REJECT_LOGS,
                 self.name,
             )
-
-
-def state_failure(exc: Exception) -> bool:
-    """An error of the state database (disk full, locked, corrupt): not the file's doing."""
-    return isinstance(exc, StoreError | sqlite3.OperationalError) or type(exc) in (
-        sqlite3.DatabaseError,
-        sqlite3.InternalError,
-    )
 
 
 async def ingest(

@@ -49,6 +49,35 @@ def refused_error(err: AdapterError) -> dict[str, Any]:
     return error_of("batch_refused", str(err))
 
 
+def describe(exc: BaseException) -> str:
+    """An unexpected exception in a few words: its type and message."""
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+INTERNAL_ERROR = "internal_error"  # a unit failed with an unexpected error (a bug)
+CREATE_UNKNOWN = "create_outcome_unknown"  # a create call ended without a known outcome
+
+
+def internal_error(message: str) -> dict[str, Any]:
+    """The error of every request of a unit (a batch's submission or collection) that failed
+    with an unexpected error, once the requests are out of attempts."""
+    return error_of(INTERNAL_ERROR, message)
+
+
+def noted_create_error(kind: str, message: str) -> str:
+    """How a create call that ended without a known outcome is noted on its batch row."""
+    return f"{kind}: {message}"
+
+
+def create_error(noted: str) -> dict[str, Any]:
+    """The error of the requests of a batch that was never created after its create call
+    failed (as noted by ``noted_create_error``), once they are out of attempts."""
+    kind, _, message = noted.partition(": ")
+    if kind not in (INTERNAL_ERROR, CREATE_UNKNOWN):
+        return internal_error(noted)
+    return error_of(kind, message)
+
+
 def batch_lost_error(status: BatchStatus) -> dict[str, Any]:
     """The error of a request whose batch failed or vanished whole, once out of attempts."""
     return error_of(f"batch_{status.state}", status.error or status.provider_status)

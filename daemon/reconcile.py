@@ -2,8 +2,10 @@
 
 A batch row left in ``submitting`` (the process died mid-create, or the call's outcome was
 unknown) is looked up at the provider by its tag, never blindly resubmitted: found, it is
-recorded as submitted; not found twice (some time apart), its requests go back to pending. A
-provider that cannot answer yet is asked again, backing off.
+recorded as submitted; not found twice (some time apart), its requests go back to pending (an
+attempt counted, with a backoff, when the create call ended in this process, unknown or with an
+unexpected error; not when a crash cut it short). A provider that cannot answer yet, or a
+lookup that fails unexpectedly, is asked again, backing off.
 
 Only the batches of the provider's current account (its base URL and a digest of its key) are
 polled, collected and looked up. An open batch of another account (the key or base URL changed
@@ -23,9 +25,13 @@ from loguru import logger
 
 from adapters.base import AdapterError, AuthError
 
+from .outcomes import create_error
 from .states import BatchRowStatus
+from .store import state_failure
 
 if TYPE_CHECKING:
+    from loguru import Logger
+
     from .scheduler import Scheduler
 
 NOT_FOUND_TIMES = 2  # lookups that found nothing before a batch counts as never created
@@ -81,11 +87,13 @@ class Reconciler:
         except AdapterError as err:
             # Not an answer: the provider failed, or cannot tell yet (an unlabelled candidate
             # still running). Look again, backing off: that can take as long as a batch runs.
-            failures = self._lookups[row["id"]] = self._lookups.get(row["id"], 0) + 1
-            retry_after = getattr(err, "retry_after", None)
-            delay = max(sched.cfg.reconcile_after_s, sched.backoff(failures, retry_after))
-            log.warning("reconcile: no answer yet ({}); looking again in {:.1f}s", err, delay)
-            self.look_again(row["id"], delay)
+            self._no_answer(row, err, log)
+            return
+        except Exception as exc:  # a bug in the lookup: no answer either, said with its trace
+            if state_failure(exc):
+                raise
+            log.opt(exception=exc).error("reconcile: the lookup failed unexpectedly")
+            self._no_answer(row, exc, log)
             return
         self._lookups.pop(row["id"], None)
         if found is not None:
@@ -100,13 +108,51 @@ class Reconciler:
         if tries < NOT_FOUND_TIMES:
             self.look_again(row["id"])
             return
+        await asyncio.shield(self._never_created(row, log))
+        sched.wake.set()
+
+    def _no_answer(self, row: dict[str, Any], err: Exception, log: Logger) -> None:
+        sched = self.sched
+        failures = self._lookups[row["id"]] = self._lookups.get(row["id"], 0) + 1
+        retry_after = getattr(err, "retry_after", None)
+        delay = max(sched.cfg.reconcile_after_s, sched.backoff(failures, retry_after))
+        log.warning("reconcile: no answer yet ({}); looking again in {:.1f}s", err, delay)
+        self.look_again(row["id"], delay)
+
+    async def _never_created(self, row: dict[str, Any], log: Logger) -> None:
+        """The batch is not at the provider: its requests go back to pending. When its create
+        call had ended in this process without a known outcome (noted on the row: unknown, or
+        an unexpected error), that counts an attempt and backs off (a create that always ends
+        so must not loop for ever); a create cut short by a crash does not."""
+        sched = self.sched
+        if not row["error"]:
+            log.warning(
+                "reconcile: batch {} was never created; its requests go back to pending",
+                row["tag"],
+            )
+            await sched.store.abort_batch(
+                row["id"],
+                "never created at the provider",
+                next_attempt_at=0.0,
+                count_attempt=False,
+            )
+            return
+        delay = sched.unit_failed(row["provider"], row["model"])
         log.warning(
-            "reconcile: batch {} was never created; its requests go back to pending", row["tag"]
+            "reconcile: batch {} was never created (its create call: {}); its requests "
+            "go back to pending (retry in {:.1f}s) or fail once out of attempts",
+            row["tag"],
+            row["error"],
+            delay,
         )
         await sched.store.abort_batch(
-            row["id"], "never created at the provider", next_attempt_at=0.0, count_attempt=False
+            row["id"],
+            row["error"],
+            next_attempt_at=time.time() + delay,
+            count_attempt=True,
+            max_attempts=sched.cfg.max_attempts,
+            final_error=create_error(row["error"]),
         )
-        sched.wake.set()
 
     async def other_accounts(self, provider: str) -> float | None:
         """Batches of another account: adopt those the configured account can see at the
@@ -154,6 +200,13 @@ class Reconciler:
             sched.pause(provider, err)
             return False
         except AdapterError:
+            return False
+        except Exception as exc:  # a bug in the poll: left alone, as for any other error
+            if state_failure(exc):
+                raise
+            logger.bind(provider=provider, batch=pid).opt(exception=exc).error(
+                "polling another account's batch failed unexpectedly; it is left alone"
+            )
             return False
         if status.state == "gone":
             return False

@@ -2,11 +2,19 @@
 
 It owns what the three stages share: each provider's adapter, account, pause and per-model
 submit task; ``call`` (every provider call goes through it, under the configured timeout);
-``spawn`` (every task the stages start is supervised: an unexpected error in one is logged
-with its traceback and stops the daemon non-zero, through ``monitor``); and ``plan``, which
-decides which model is due for a batch. The stages are their own modules: ``submit.py``
-(create calls), ``reconcile.py`` (batches whose create call has no recorded outcome) and
-``collect.py`` (polling and results); ``outcomes.py`` says what a result does to a request.
+``spawn`` (every task the stages start is supervised); the backoff of units that failed with
+an unexpected error; and ``plan``, which decides which model is due for a batch.
+
+Containment: an unexpected error inside one unit of work (one batch's submission or
+collection, one poll, one lookup, one model's submit loop) is contained by the stage that runs
+it: logged once with its traceback, the unit's requests back to pending with a backoff and an
+attempt counted (``failed`` with ``internal_error`` once out of attempts), and the daemon goes
+on. What escapes a unit (the planner's own step, the state database failing) ends the task; it
+is logged once with its traceback and ``monitor`` stops the daemon non-zero.
+
+The stages are their own modules: ``submit.py`` (create calls), ``reconcile.py`` (batches
+whose create call has no recorded outcome) and ``collect.py`` (polling and results);
+``outcomes.py`` says what a result does to a request.
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ from adapters.base import AuthError, ProviderAdapter, TransientError, UnknownOut
 from .collect import Collector
 from .config import Config
 from .crashpoints import fault_point
-from .outcomes import OutcomePolicy
+from .outcomes import OutcomePolicy, RetryAt
 from .reconcile import Reconciler
 from .retry import backoff_s
 from .store import Store
@@ -49,6 +57,8 @@ class ProviderState:
     paused_until: float = 0.0
     last_auth_log: float = 0.0
     submit_failures: int = 0
+    unit_failures: dict[str, int] = field(default_factory=dict)  # model -> unexpected errors
+    model_retry_at: dict[str, float] = field(default_factory=dict)  # model -> submit loop waits
     tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)  # model -> its submitter
     other_accounts_check_at: float = 0.0  # when to look for other accounts' batches again
 
@@ -113,6 +123,34 @@ class Scheduler:
     def retry_at(self, attempt: int) -> float:
         """When attempt number ``attempt + 1`` of a request may run."""
         return time.time() + self.backoff(attempt)
+
+    def batch_retry_at(self) -> RetryAt:
+        """``retry_at`` with one draw per attempt number for one batch's results: the requests
+        a batch sends back come due together, so they go out together (not one per batch)."""
+        drawn: dict[int, float] = {}
+
+        def at(attempt: int) -> float:
+            if attempt not in drawn:
+                drawn[attempt] = self.retry_at(attempt)
+            return drawn[attempt]
+
+        return at
+
+    # -- units that failed with an unexpected error ----------------------------------------
+    def unit_failed(self, provider: str, model: str) -> float:
+        """One more unexpected error in a unit of ``model``: the backoff before its requests
+        (or its submit loop) may run again, growing while the errors go on."""
+        failures = self.providers[provider].unit_failures
+        failures[model] = failures.get(model, 0) + 1
+        return self.backoff(failures[model])
+
+    def unit_ok(self, provider: str, model: str) -> None:
+        self.providers[provider].unit_failures.pop(model, None)
+
+    def hold_model(self, provider: str, model: str, delay_s: float) -> None:
+        """The model's submit loop failed outside any batch: no loop for it for ``delay_s``."""
+        self.providers[provider].model_retry_at[model] = time.time() + delay_s
+        self.wake.set()
 
     # -- supervision -----------------------------------------------------------------------
     def spawn(
@@ -197,6 +235,10 @@ class Scheduler:
             if state is None or self.paused(provider):
                 continue
             if model in state.tasks and not state.tasks[model].done():
+                continue
+            held_until = state.model_retry_at.get(model, 0.0)
+            if held_until > now:
+                wake_at = _sooner(wake_at, held_until)
                 continue
             size = min(self.cfg.providers[provider].batch_size, state.adapter.limits.max_items)
             ready_at = oldest + self.cfg.batch_linger_s

@@ -177,9 +177,12 @@ SELECT_FILE_REQUESTS_PAGE = (
 )
 
 # -- planning and submission ----------------------------------------------------------------
+# "oldest": when the longest-waiting due request became due: its retry time (a request sent
+# back with a backoff) or, for one due at once, when it was stored or released. The linger is
+# measured from then, so retries that come due together go out together.
 SELECT_DUE_MODELS = (
-    "SELECT provider, model, COUNT(*) AS n, MIN(updated_at) AS oldest FROM requests"
-    " WHERE status = ? AND next_attempt_at <= ? GROUP BY provider, model"
+    "SELECT provider, model, COUNT(*) AS n, MIN(MAX(next_attempt_at, updated_at)) AS oldest"
+    " FROM requests WHERE status = ? AND next_attempt_at <= ? GROUP BY provider, model"
 )
 SELECT_NEXT_DUE_AT = "SELECT MIN(next_attempt_at) FROM requests WHERE status = ?"
 SELECT_CLAIMABLE = (
@@ -201,6 +204,7 @@ NOTE_PROVIDER_BATCH_ID = (  # each request lists every provider batch it was par
     " WHERE batch_id = ? AND status = ?"
 )
 END_BATCH = "UPDATE batches SET status = ?, error = ?, ended_at = ? WHERE id = ?"
+NOTE_CREATE_ERROR = "UPDATE batches SET error = ? WHERE id = ? AND status = ?"
 FAIL_EXHAUSTED_REQUESTS = (  # requests of an aborted batch that are out of attempts
     "UPDATE requests SET status = ?, error = ?, attempts = attempts + ?,"
     " batch_id = NULL, updated_at = ? WHERE batch_id = ? AND status = ?"
@@ -279,6 +283,15 @@ REPORT_ERRORS = (
 
 class StoreError(RuntimeError):
     pass
+
+
+def state_failure(exc: BaseException) -> bool:
+    """An error of the state database itself (disk full, locked, corrupt, closed): no unit of
+    work can be contained without it, so it ends the process (a supervisor restarts it)."""
+    return isinstance(exc, StoreError | sqlite3.OperationalError) or type(exc) in (
+        sqlite3.DatabaseError,
+        sqlite3.InternalError,
+    )
 
 
 def _dumps(value: Any) -> str | None:
@@ -586,6 +599,13 @@ class Store:
                 FAIL_BATCH_REQUESTS,
                 (RequestStatus.FAILED, _dumps(error), now, batch_id, RequestStatus.BATCHED),
             )
+
+    async def note_create_error(self, batch_id: int, error: str) -> None:
+        """The create call of a batch still ``submitting`` raised an unexpected error: it may
+        have taken effect, so the batch is reconciled; if it was never created, the error
+        counts an attempt of its requests (``batch["error"]`` says so)."""
+        async with self.transaction() as db:
+            await db.execute(NOTE_CREATE_ERROR, (error, batch_id, BatchRowStatus.SUBMITTING))
 
     async def batches_in(self, *statuses: BatchRowStatus) -> list[dict[str, Any]]:
         return [dict(r) for r in await self._all(SELECT_BATCHES_IN, (_statuses(statuses),))]

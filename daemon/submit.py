@@ -6,6 +6,16 @@ unknown (timeout, dropped connection) is never retried blindly: the batch is han
 reconciler, which looks it up at the provider by its tag. A refused create puts the requests
 back to pending with a backoff (transient), pauses the provider (authentication), or fails
 them (permanent).
+
+An unexpected error (a bug) is contained to its batch, or to its model's loop. Before the
+create call (building the items, prompt caching) nothing has reached the provider: the batch
+is released, its requests back to pending with a backoff and an attempt counted (``failed``
+with ``internal_error`` once out of attempts). From the create call on, the call may have taken
+effect: the error is noted on the batch row and the batch is reconciled like any unknown
+outcome. A create call that ended without a known outcome (unknown, or an unexpected error)
+and was never created counts an attempt, with a backoff, so a create that always ends so
+cannot loop for ever; a create cut short by a crash (nothing noted) does not. An error of the
+state database is not contained (see ``scheduler.py``).
 """
 
 from __future__ import annotations
@@ -28,9 +38,19 @@ from adapters.base import (
 
 from .caching import prepare_items
 from .crashpoints import crash_point, fault_point
-from .outcomes import refused_error
+from .outcomes import (
+    CREATE_UNKNOWN,
+    INTERNAL_ERROR,
+    describe,
+    internal_error,
+    noted_create_error,
+    refused_error,
+)
+from .store import state_failure
 
 if TYPE_CHECKING:
+    from loguru import Logger
+
     from .scheduler import Scheduler
 
 CREATES_WINDOW_S = 3600.0  # creates_per_hour counts the creates of the last hour
@@ -43,7 +63,24 @@ class Submitter:
 
     async def run_model(self, provider: str, model: str, size: int) -> None:
         """Claim and submit batches of ``model`` until none of its requests is due (or the
-        provider pauses, or shutdown begins). At most ``size`` requests per batch."""
+        provider pauses, or shutdown begins). At most ``size`` requests per batch. An
+        unexpected error outside any one batch holds the model's loop for a backoff."""
+        try:
+            await self._run_model(provider, model, size)
+        except Exception as exc:
+            if state_failure(exc):
+                raise
+            delay = self.sched.unit_failed(provider, model)
+            logger.bind(provider=provider, model=model).opt(exception=exc).error(
+                "the submit loop of {} failed with an unexpected error ({}); its requests stay "
+                "pending, trying again in {:.1f}s",
+                model,
+                describe(exc),
+                delay,
+            )
+            self.sched.hold_model(provider, model, delay)
+
+    async def _run_model(self, provider: str, model: str, size: int) -> None:
         sched = self.sched
         state = sched.providers[provider]
         while not sched.paused(provider) and not sched.stopping:
@@ -63,7 +100,11 @@ class Submitter:
                 return
             batch_id, rows = claimed
             async with state.semaphore:
-                await self._submit(provider, model, batch_id, tag, rows)
+                try:
+                    await self._submit(provider, model, batch_id, tag, rows)
+                except Exception:  # a bug in the handling of its outcome: never left hanging
+                    sched.reconciler.look_again(batch_id)  # (a no-op once it is not submitting)
+                    raise
 
     async def _rate_wait(self, provider: str, model: str) -> bool:
         """Wait a while (and say so) when the provider's creates of the last hour are used up."""
@@ -83,19 +124,39 @@ class Submitter:
         sched = self.sched
         adapter = sched.providers[provider].adapter
         log = logger.bind(provider=provider, model=model, batch=tag)
-        fault_point("submit")
-        items = [BatchItem(key=f"r{rid}", body=body) for rid, body in rows]
-        items = await prepare_items(provider, model, items, sched.cfg, adapter)
+        try:
+            fault_point("submit")
+            items = [BatchItem(key=f"r{rid}", body=body) for rid, body in rows]
+            items = await prepare_items(provider, model, items, sched.cfg, adapter)
+        except Exception as exc:  # nothing reached the provider: safe to release
+            if state_failure(exc):
+                raise
+            await asyncio.shield(self._release(provider, model, batch_id, exc, len(rows), log))
+            return
         try:
             submitted = await sched.call(lambda: adapter.submit(tag, model, items), mutating=True)
+            fault_point("create")
         except UnknownOutcome as err:
             log.warning("batch create outcome unknown ({}); will look it up, not resubmit", err)
+            noted = noted_create_error(CREATE_UNKNOWN, str(err))
+            await asyncio.shield(sched.store.note_create_error(batch_id, noted))
             sched.reconciler.look_again(batch_id)
             return
         except (TransientError, AuthError, PermanentError) as err:
             await asyncio.shield(self._submit_failed(provider, batch_id, err, len(items)))
             return
+        except Exception as exc:  # from the create call on, the outcome is unknown
+            log.opt(exception=exc).error(
+                "batch create failed with an unexpected error ({}); it may have taken effect: "
+                "will look it up, not resubmit",
+                describe(exc),
+            )
+            noted = noted_create_error(INTERNAL_ERROR, describe(exc))
+            await asyncio.shield(sched.store.note_create_error(batch_id, noted))
+            sched.reconciler.look_again(batch_id)
+            return
         sched.providers[provider].submit_failures = 0
+        sched.unit_ok(provider, model)
         crash_point("after_create")
         await asyncio.shield(
             sched.store.mark_submitted(
@@ -110,6 +171,32 @@ class Submitter:
             "batch submitted: {} requests as {} ({})", len(items), submitted.provider_batch_id, tag
         )
         sched.wake.set()
+
+    async def _release(
+        self, provider: str, model: str, batch_id: int, exc: Exception, n: int, log: Logger
+    ) -> None:
+        """A batch that failed with an unexpected error before its create call: its requests
+        go back to pending after a backoff, an attempt counted (or end ``failed``)."""
+        sched = self.sched
+        delay = sched.unit_failed(provider, model)
+        log.opt(exception=exc).error(
+            "preparing a batch of {} requests failed with an unexpected error ({}); nothing was "
+            "sent; they go back to pending (retry in {:.1f}s) or fail once out of attempts",
+            n,
+            describe(exc),
+            delay,
+        )
+        try:
+            await sched.store.abort_batch(
+                batch_id,
+                describe(exc),
+                next_attempt_at=time.time() + delay,
+                count_attempt=True,
+                max_attempts=sched.cfg.max_attempts,
+                final_error=internal_error(describe(exc)),
+            )
+        finally:
+            sched.wake.set()
 
     async def _submit_failed(self, provider: str, batch_id: int, err: AdapterError, n: int) -> None:
         """Record a refused create; then wake the planner, whose last plan ran before the

@@ -634,7 +634,7 @@ async def test_gemini_inline_is_chosen_below_the_threshold(
 
 
 def test_gemini_retry_delay_from_error_details() -> None:
-    from adapters.gemini_batch import retry_delay_s
+    from adapters.gemini_errors import retry_delay_s
 
     info = {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "31s"}
     assert retry_delay_s({"error": {"code": 429, "details": [info]}}) == 31.0

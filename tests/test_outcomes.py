@@ -3,7 +3,16 @@
 from __future__ import annotations
 
 from adapters.base import BatchStatus, ItemError, ItemOutcome, ItemResult, Usage
-from daemon.outcomes import OutcomePolicy, item_update, missing_update
+from daemon.outcomes import (
+    CREATE_UNKNOWN,
+    INTERNAL_ERROR,
+    OutcomePolicy,
+    create_error,
+    describe,
+    item_update,
+    missing_update,
+    noted_create_error,
+)
 from daemon.states import RequestStatus
 
 REQUEUE = OutcomePolicy(max_attempts=3, keep_cancelled=False)
@@ -62,3 +71,18 @@ def test_a_request_the_ended_batch_did_not_report() -> None:
     lost = missing_update(7, 2, ended, REQUEUE, retry_at)
     assert lost["status"] == "failed" and lost["error"] is not None
     assert lost["error"]["message"] == "no result for this request (result_missing)"
+
+
+def test_a_create_error_noted_on_a_batch_becomes_the_requests_error() -> None:
+    noted = noted_create_error(CREATE_UNKNOWN, "openai batches.create: timed out: x")
+    assert create_error(noted) == {
+        "type": "create_outcome_unknown",
+        "message": "openai batches.create: timed out: x",
+        "code": None,
+    }
+    assert create_error(noted_create_error(INTERNAL_ERROR, "KeyError: 'a'"))["type"] == (
+        "internal_error"
+    )
+    # a note of another shape is still an error with its whole text
+    assert create_error("boom") == {"type": "internal_error", "message": "boom", "code": None}
+    assert describe(KeyError("a")) == "KeyError: 'a'" and describe(RuntimeError()) == "RuntimeError"

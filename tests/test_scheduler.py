@@ -1,5 +1,6 @@
 """The scheduler over a real SQLite store and an in-memory fake adapter: supervision of its tasks,
-and batches of another account left alone."""
+and batches of another account left alone. Containment of unexpected errors in its units (and
+the state database failure that still stops it) is in ``test_containment.py``."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from adapters.base import (
     Submitted,
 )
 from daemon.config import Config
-from daemon.scheduler import Scheduler, TaskFailed
+from daemon.scheduler import Scheduler
 from daemon.states import BatchRowStatus, FileStatus, RequestStatus
 from daemon.store import Store
 
@@ -119,21 +120,6 @@ def logged() -> Iterable[list[str]]:
     logger.remove(sink)
 
 
-async def test_an_unexpected_error_in_a_submit_task_is_logged_once_and_stops_the_scheduler(
-    store: Store, logged: list[str]
-) -> None:
-    await _add_requests(store, 2)
-    sched = _scheduler(store, FakeAdapter(submit_error=RuntimeError("a bug in the adapter")))
-    await sched.plan()
-    with pytest.raises(TaskFailed, match="submit-openai-gpt-4o-mini"):
-        await asyncio.wait_for(sched.monitor(), timeout=10)
-    await asyncio.wait_for(sched.shutdown(grace_s=1), timeout=10)
-    died = [line for line in logged if "died of an unexpected error" in line]
-    assert len(died) == 1
-    assert "Traceback" in died[0] and "RuntimeError: a bug in the adapter" in died[0]
-    assert sched.failure is not None
-
-
 async def test_monitor_ends_quietly_when_shutdown_ends_without_a_failure(store: Store) -> None:
     await _add_requests(store, 2)
     adapter = FakeAdapter()
@@ -201,3 +187,13 @@ async def test_without_other_accounts_nothing_is_said(store: Store, logged: list
     sched = _scheduler(store, FakeAdapter())
     await sched.poll_due("openai")
     assert not [line for line in logged if "another account" in line]
+
+
+async def test_the_retries_of_one_batch_share_one_retry_time_per_attempt(store: Store) -> None:
+    """So the requests a batch sends back come due together and go out as one batch."""
+    sched = _scheduler(store, FakeAdapter(), retry_base_s=10, retry_max_s=100)
+    first, second = sched.batch_retry_at(), sched.batch_retry_at()
+    assert first(1) == first(1) and first(2) == first(2)
+    assert first(1) < first(2)  # a later attempt still backs off further
+    assert time.time() + 5 <= first(1) <= time.time() + 10
+    assert first(1) != second(1)  # another batch draws its own (jitter between batches)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from daemon.packing import BatchPacker
-from daemon.store import MIGRATIONS, Store, StoreError, iter_file_rows
+from daemon.store import MIGRATIONS, Store, StoreError, iter_file_rows, state_failure
 
 
 async def _store(tmp_path: Path) -> Store:
@@ -184,3 +184,58 @@ async def test_claim_packs_as_the_shared_packing_rule(tmp_path: Path) -> None:
         got.append([int(body["messages"][0]["content"]) for _, body in claimed[1]])
     assert got == expected == [[1, 2], [3, 4], [5, 6, 7]]  # the byte cap closes the first two
     await store.close()
+
+
+async def test_due_models_measures_the_linger_from_when_requests_became_due(
+    tmp_path: Path,
+) -> None:
+    """A request sent back with a backoff became due when its backoff ended, not when it was
+    last updated (that is older than the linger by then, and sent retries out one by one)."""
+    store = await _store(tmp_path)
+    fid = await store.claim_file("a.jsonl", "/in", "/w", 1)
+    await store.add_requests(fid, [_req(i) for i in range(1, 4)])
+    stored_at = (await store.due_models(now=1e12))[0][3]  # new requests: when stored
+    claimed = await store.claim_batch(
+        "openai", "gpt-4o-mini", "t1", "a", max_items=2, max_bytes=10**9, now=1e12
+    )
+    assert claimed is not None
+    await store.abort_batch(claimed[0], "x", next_attempt_at=5e12, count_attempt=True)
+    assert await store.due_models(now=1e12) == [("openai", "gpt-4o-mini", 1, stored_at)]
+    await store.forget_requests(fid)
+    await store.add_requests(fid, [_req(i) for i in range(1, 3)])
+    claimed = await store.claim_batch(
+        "openai", "gpt-4o-mini", "t2", "a", max_items=2, max_bytes=10**9, now=1e12
+    )
+    assert claimed is not None
+    await store.abort_batch(claimed[0], "x", next_attempt_at=5e12, count_attempt=True)
+    assert await store.due_models(now=4e12) == []
+    assert await store.due_models(now=6e12) == [("openai", "gpt-4o-mini", 2, 5e12)]
+    await store.close()
+
+
+async def test_a_create_error_is_noted_only_on_a_batch_still_submitting(tmp_path: Path) -> None:
+    store = await _store(tmp_path)
+    fid = await store.claim_file("a.jsonl", "/in", "/w", 1)
+    await store.add_requests(fid, [_req(i) for i in range(1, 3)])
+    ids = []
+    for tag in ("t1", "t2"):
+        claimed = await store.claim_batch(
+            "openai", "gpt-4o-mini", tag, "a", max_items=1, max_bytes=10**9, now=1e12
+        )
+        assert claimed is not None
+        ids.append(claimed[0])
+    await store.mark_submitted(ids[1], "pb", None, poll_interval_s=1, now=1e12)
+    for batch_id in ids:
+        await store.note_create_error(batch_id, "RuntimeError: boom")
+    first, second = [await store.batch(i) for i in ids]
+    assert first is not None and first["error"] == "RuntimeError: boom"
+    assert second is not None and second["error"] is None
+    await store.close()
+
+
+def test_state_failures_are_the_databases_own_errors() -> None:
+    assert state_failure(sqlite3.OperationalError("disk I/O error"))
+    assert state_failure(sqlite3.DatabaseError("file is not a database"))
+    assert state_failure(StoreError("store is not open"))
+    assert not state_failure(sqlite3.IntegrityError("UNIQUE constraint failed"))
+    assert not state_failure(RuntimeError("a bug"))
