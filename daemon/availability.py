@@ -42,7 +42,7 @@ RUNNING, PAUSED, NO_KEY = "running", "paused", "no key"
 
 
 def no_key_reason(provider: str) -> str:
-    return f"no API key (set {' or '.join(KEY_ENV[provider])} and restart batchd)"
+    return f"no API key: set {' or '.join(KEY_ENV[provider])} and restart batchd"
 
 
 def build_adapters(
