@@ -11,6 +11,7 @@ The ``[models."…"]`` tables are the model registry's to check (``daemon/regist
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -166,7 +167,10 @@ def _text(rule: Rule, value: Any) -> Any:
     if kind == "path":
         if not value:
             raise ValueError("must be a folder path, got an empty string")
-        return Path(value).expanduser()
+        expanded = os.path.expanduser(value)
+        if expanded.startswith("~"):
+            raise ValueError(f"cannot expand {value!r}: no such user's home folder")
+        return Path(expanded)
     if kind == "url":
         if not _URL.match(value):
             raise ValueError(f"must be an http:// or https:// URL, got {value!r}")
