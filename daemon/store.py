@@ -108,6 +108,10 @@ DB_FILE_MODE = 0o600
 # A reader's connection (batchd status): read-only at the SQLite level, so it never migrates,
 # never switches the journal mode and never writes; it waits this long for a busy database.
 READ_ONLY_URI = "file:{path}?mode=ro"
+# When the reader may not create the -shm file SQLite needs for a WAL database (a read-only
+# folder, no daemon running, so no -wal and no -shm), the file is read as it stands: nothing
+# else is writing it then, and the -wal it would miss does not exist.
+IMMUTABLE_URI = "file:{path}?mode=ro&immutable=1"
 READ_ONLY_TIMEOUT_S = 10.0
 # The start-up integrity check: "ok", or one line per problem found.
 QUICK_CHECK = "PRAGMA quick_check"
@@ -315,11 +319,21 @@ class Store:
         """Open for reading only (``batchd status``): no migration, no journal-mode switch, no
         write of any kind, so a user who may read but not write the state folder can use it,
         beside a running daemon too. Raises StoreError for a database batchd never set up."""
-        uri = READ_ONLY_URI.format(path=quote(str(self.path.absolute())))
-        self._db = await aiosqlite.connect(uri, uri=True, timeout=READ_ONLY_TIMEOUT_S)
+        path = quote(str(self.path.absolute()))
+        self._db = await aiosqlite.connect(
+            READ_ONLY_URI.format(path=path), uri=True, timeout=READ_ONLY_TIMEOUT_S
+        )
         self._db.row_factory = aiosqlite.Row
         try:
-            version = await self.schema_version()
+            try:
+                version = await self.schema_version()
+            except sqlite3.OperationalError:
+                if not self._wal_index_unwritable():
+                    raise
+                await self.close()
+                self._db = await aiosqlite.connect(IMMUTABLE_URI.format(path=path), uri=True)
+                self._db.row_factory = aiosqlite.Row
+                version = await self.schema_version()
             if version == 0:
                 raise StoreError(f"{self.path} holds no batchd state yet (never started on it)")
             if version > len(MIGRATIONS):
@@ -331,6 +345,12 @@ class Store:
             await self.close()
             raise
         return self
+
+    def _wal_index_unwritable(self) -> bool:
+        """No -wal and no -shm file beside the database, and no right to create them."""
+        wal, shm = (self.path.with_name(self.path.name + s) for s in ("-wal", "-shm"))
+        folder_writable = os.access(self.path.parent, os.W_OK | os.X_OK)
+        return not wal.exists() and not shm.exists() and not folder_writable
 
     async def quick_check(self) -> list[str]:
         """SQLite's own consistency check of the whole file: [] when sound, else the problems
