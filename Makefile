@@ -16,12 +16,14 @@ $(STAMP): $(BIN)/python pyproject.toml constraints.txt
 
 install: $(STAMP)
 
-test: $(STAMP)
-	$(BIN)/ruff check daemon adapters tests bench
-	$(BIN)/pytest -q $(PYTEST_ARGS)
-
+# Lint: ruff, and mypy (strict on daemon/ and the adapter clients, default on the emulator;
+# settings in pyproject.toml).
 lint: $(STAMP)
 	$(BIN)/ruff check daemon adapters tests bench
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/pytest -q $(PYTEST_ARGS)
 
 # The demo: the example inbox through the daemon and the in-process emulator, no API keys.
 demo: $(STAMP)

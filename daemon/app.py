@@ -194,7 +194,8 @@ class App:
         for row in rows:
             if self.stop.is_set():
                 break
-            await finish.finish_file(self.cfg, self.store, row)
+            if await finish.finish_file(self.cfg, self.store, row):
+                self.nudges.all()  # its work copy grew: new requests to plan
             now = await self.store.file(row["id"])
             unfinished += now is None or now["status"] != FileStatus.DONE
         if self.cfg.once and await self._drained():
@@ -213,7 +214,10 @@ class App:
 
     async def _drained(self) -> bool:
         open_files = await self.store.files_in(*FILE_OPEN)
-        return not open_files and self._settling == 0 and not self.inbox.scan()[0]
+        # Not before start-up recovery ran: it may find work the database does not list yet
+        # (work copies it did not know).
+        recovered = self._recovered
+        return recovered and not open_files and self._settling == 0 and not self.inbox.scan()[0]
 
     async def _guard_step(self) -> float | None:
         """The state files still the ones opened, the providers' states published, a SIGHUP

@@ -23,8 +23,10 @@ from typing import Any
 from adapters.base import ProviderLimits
 from adapters.facts import PROVIDER_LIMITS
 
+from . import names
 from .config import Config, adapt_policy
 from .cost import DIGITS, estimate
+from .logs import escape
 from .packing import BatchPacker
 from .reading import iter_lines, sniff
 from .registry import Registry
@@ -66,23 +68,26 @@ def check_file(
     """The check report for one file (see the module docstring); ``ok`` is False when any
     line is invalid or the file cannot be read. ``limits`` are the providers' batch caps."""
     path = Path(path)
-    report: dict[str, Any] = {"file": str(path), "file_error": sniff(path)}
+    report: dict[str, Any] = {"file": names.display(str(path)), "file_error": sniff(path)}
     if report["file_error"] is not None:
-        return report | {"ok": False, "lines": 0, "requests": 0, "invalid": 0, "models": []}
+        return report | _unreadable()
     models: dict[tuple[str, str], _Model] = {}
     invalid: list[dict[str, Any]] = []
     n_invalid = 0
     policy = adapt_policy(cfg)
     lines = iter_lines(path, max_request_bytes=cfg.max_request_bytes, policy=policy)
-    for item in lines:
-        if isinstance(item, Invalid):
-            n_invalid += 1
-            if len(invalid) < max_invalid:
-                invalid.append(
-                    {"line": item.line, "custom_id": item.custom_id, "reason": item.reason}
-                )
-            continue
-        _count(models, item, cfg, limits)
+    try:
+        for item in lines:
+            if isinstance(item, Invalid):
+                n_invalid += 1
+                if len(invalid) < max_invalid:
+                    invalid.append(
+                        {"line": item.line, "custom_id": item.custom_id, "reason": item.reason}
+                    )
+                continue
+            _count(models, item, cfg, limits)
+    except OSError as exc:  # as the daemon: a file that fails mid-read is a file error
+        return report | {"file_error": f"read failed: {exc.strerror or exc}"} | _unreadable()
     rows = [_model_report(m, policy.registry) for m in models.values()]
     requests = sum(m.requests for m in models.values())
     return report | {
@@ -95,6 +100,10 @@ def check_file(
         "invalid_not_shown": n_invalid - len(invalid),
         "totals": _totals(rows),
     }
+
+
+def _unreadable() -> dict[str, Any]:
+    return {"ok": False, "lines": 0, "requests": 0, "invalid": 0, "models": []}
 
 
 def _count(
@@ -157,8 +166,8 @@ def _usd(value: float | None) -> str:
 
 
 def render(report: Mapping[str, Any]) -> str:
-    """The report as text for a terminal."""
-    head = f"batchd check {report['file']}"
+    """The report as text for a terminal (control characters from the file shown escaped)."""
+    head = f"batchd check {escape(report['file'])}"
     if report.get("file_error"):
         return f"{head}: cannot be read: {report['file_error']}\n"
     out = [
@@ -170,7 +179,7 @@ def render(report: Mapping[str, Any]) -> str:
     ]
     for m in report["models"]:
         out.append(
-            f"{m['model']:<28} {m['provider']:<10} {m['requests']:>8} {m['batches']:>7} "
+            f"{escape(m['model']):<28} {m['provider']:<10} {m['requests']:>8} {m['batches']:>7} "
             f"{m['input_tokens_est']:>11,} {_usd(m['cost_usd_est']):>13} "
             f"{_usd(m['cost_usd_live_est']):>13}"
         )
@@ -186,11 +195,12 @@ def render(report: Mapping[str, Any]) -> str:
         f"{_usd(t['cost_usd_live_est']):>13}"
     )
     if t["unpriced_models"]:
-        out.append(f"    no prices for: {', '.join(t['unpriced_models'])} (not in the totals)")
+        unpriced = ", ".join(escape(m) for m in t["unpriced_models"])
+        out.append(f"    no prices for: {unpriced} (not in the totals)")
     out.append("    (~ estimates: input tokens are characters / 4; cost covers input only)")
     if report["invalid_lines"]:
         out += ["", "INVALID LINES"]
-        out += [f"  {x['reason']}" for x in report["invalid_lines"]]
+        out += [f"  {escape(x['reason'])}" for x in report["invalid_lines"]]
         if report["invalid_not_shown"]:
             out.append(f"  ... and {report['invalid_not_shown']} more invalid lines")
     return "\n".join(out) + "\n"

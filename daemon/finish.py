@@ -3,6 +3,16 @@
 The output names are reserved in the file's row (status ``writing``) before anything is
 written, so a crash mid-write is repaired by writing the same names again at start-up, never
 by adding a second copy. The writer runs in a worker thread and streams rows from SQLite.
+
+Before the names are reserved, lines a writer appended to the work copy since it was read are
+ingested (:func:`daemon.ingest.take_growth`): the file then has more requests to run. Bytes that
+arrive later than that (or a last line still without its end) are named in the summary's
+``file_error``, and logged again if more arrive before the input is archived: they are in the
+archived input, never dropped without a word.
+
+A file that could not be moved out of the inbox (refused) gets its summary and stays where it
+is. An unexpected error while writing one file is logged once with its traceback and retried
+with a backoff, like an outbox that cannot be written; the other files go on.
 """
 
 from __future__ import annotations
@@ -15,7 +25,7 @@ from typing import Any
 
 from loguru import logger
 
-from . import outbox
+from . import ingest, names, outbox
 from .caching import cache_note
 from .config import Config, adapt_policy
 from .cost import cache_savings, cost_of
@@ -57,33 +67,64 @@ def _rows(db_path: Path, file_id: int, registry: Registry) -> Iterator[dict[str,
         }
 
 
-def _stem(name: str) -> str:
-    return name[: -len(".jsonl")] if name.endswith(".jsonl") else name
+# Files whose last write failed with an unexpected error (logged once with its traceback).
+_FAILED: set[int] = set()
 
 
-async def finish_file(cfg: Config, store: Store, row: dict[str, Any]) -> None:
+async def finish_file(cfg: Config, store: Store, row: dict[str, Any]) -> bool:
+    """Write a finished file's outbox files and archive its input. True when the work copy
+    had grown: new requests were stored instead (the planner has work, the file waits)."""
+    try:
+        grown = await _finish(cfg, store, row)
+    except Exception as exc:
+        if ingest.state_failure(exc):
+            raise
+        log = logger.bind(file=row["name"])
+        if row["id"] not in _FAILED:
+            _FAILED.add(row["id"])
+            log.opt(exception=exc).error(
+                "cannot finish {}: unexpected {}: {}; will retry",
+                row["name"],
+                type(exc).__name__,
+                exc,
+            )
+        else:
+            log.error("cannot finish {} yet: {}: {}", row["name"], type(exc).__name__, exc)
+        return False
+    _FAILED.discard(row["id"])
+    return grown
+
+
+async def _finish(cfg: Config, store: Store, row: dict[str, Any]) -> bool:
     file_id, name = row["id"], row["name"]
     log = logger.bind(file=name)
+    stem = names.stem(name)
     if row["status"] == FileStatus.ACTIVE:
-        results, summary = outbox.reserve_names(cfg.outbox, _stem(name), file_id)
+        if await ingest.take_growth(cfg, store, row):
+            return True
+        row = await store.file(file_id) or row
+        results, summary = outbox.reserve_names(cfg.outbox, stem, file_id)
         await store.set_file_status(
             file_id, FileStatus.WRITING, results_path=str(results), summary_path=str(summary)
         )
         row = {**row, "results_path": str(results), "summary_path": str(summary)}
     targets = (Path(row["results_path"]), Path(row["summary_path"]))
+    late = ingest.late_bytes(row)
     meta = {
         "file": name,
         "job_id": file_id,
         "started_at": row["created_at"],
         "ended_at": time.time(),
         "batches": await store.file_batches(file_id),
-        "error": row.get("error"),
+        "error": _with_late(row.get("error"), late),
     }
+    if late:
+        log.error("file {}: {}", name, _late_text(late))
     try:
         await asyncio.to_thread(
             outbox.write_outputs,
             cfg.outbox,
-            _stem(name),
+            stem,
             file_id,
             _rows(store.path, file_id, adapt_policy(cfg).registry),
             summary_meta=meta,
@@ -91,15 +132,41 @@ async def finish_file(cfg: Config, store: Store, row: dict[str, Any]) -> None:
         )
     except OSError as exc:
         log.error("cannot write results of {} to {}: {}; will retry", name, cfg.outbox, exc)
-        return
+        return False
     log.info("results written: {} and {}", targets[0], targets[1])
-    await _archive(cfg, store, row)
+    await _archive(cfg, store, row, late)
+    return False
 
 
-async def _archive(cfg: Config, store: Store, row: dict[str, Any]) -> None:
+def _late_text(late: int) -> str:
+    return (
+        f"{late} bytes arrived after the file was read (a writer still had it open, or its "
+        "last line had no line end yet); they were not sent and are not in the results, only "
+        "in the archived input"
+    )
+
+
+def _with_late(error: str | None, late: int) -> str | None:
+    if not late:
+        return error
+    return _late_text(late) if error is None else f"{error}; {_late_text(late)}"
+
+
+async def _archive(cfg: Config, store: Store, row: dict[str, Any], late: int) -> None:
     work = Path(row["work_path"])
+    log = logger.bind(file=row["name"])
     archived: str | None = None
-    if work.exists():
+    if work.exists() and row["work_path"] == row["inbox_path"]:
+        log.warning("{} could not be taken from the inbox; it is left there", row["name"])
+    elif work.exists():
+        more = ingest.late_bytes(row) - late
+        if more > 0:  # arrived while the results were written: in the archive, said here
+            log.error(
+                "file {}: {} more bytes arrived after its results were written; they are only "
+                "in the archived input",
+                row["name"],
+                more,
+            )
         try:
             archived = str(
                 await asyncio.to_thread(
@@ -107,9 +174,9 @@ async def _archive(cfg: Config, store: Store, row: dict[str, Any]) -> None:
                 )
             )
         except OSError as exc:
-            logger.bind(file=row["name"]).error("cannot archive {}: {}", row["name"], exc)
+            log.error("cannot archive {}: {}", row["name"], exc)
             return
     await store.set_file_status(
         row["id"], FileStatus.DONE, archived_path=archived, finished_at=time.time()
     )
-    logger.bind(file=row["name"]).info("input archived: {}", archived)
+    log.info("input archived: {}", archived)

@@ -4,15 +4,31 @@ Claiming writes the file's intent row first and then moves the file out of the i
 the state folder, so the same name can be dropped again at once, and a crash between the two
 steps is repaired at start-up. Lines are parsed in a worker thread, a chunk at a time, so a
 large file never sits in memory and never stalls the event loop.
+
+Containment. One line never stops a file: whatever it holds becomes a request or an ``invalid``
+line (:mod:`daemon.reading`), and a line the store will not take becomes ``invalid`` naming the
+error. One file never stops the daemon: an unexpected error while ingesting it is logged once
+with its traceback, and the file ends with that error in its summary (``file_error``); the
+lines stored before it go on. Errors of the state database itself are not the file's doing and
+still end the process.
+
+Passes. Each pass reads the work copy from its start (so duplicate ``custom_id``s are still
+seen) and stores only the lines after the last one stored: a pass resumed after a crash or a
+shutdown never stores, or sends, a line twice. Passes are counted in the file's row before
+they run; :mod:`daemon.recovery` quarantines a file whose passes killed the process twice.
+
+Growth. A writer batchd did not see (:mod:`daemon.writers`) may still append to the work copy.
+The row records the bytes read; after a pass, and before the outbox is written, a larger file
+gets another pass for its new complete lines; :mod:`daemon.finish` reports later bytes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-import os
 import secrets
-import shutil
+import sqlite3
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -21,16 +37,22 @@ from typing import Any
 
 from loguru import logger
 
+from . import names, watcher
+from .archive import move
 from .config import Config, adapt_policy
 from .crashpoints import crash_point
-from .reading import iter_lines, sniff
+from .reading import Progress, iter_lines, sniff
 from .states import FileStatus, RequestStatus
-from .store import Store
+from .store import Store, StoreError
 from .validate import Invalid, Request
+from .writers import WriterCheck
 
 MAX_REJECT_LOGS = 100  # "line rejected" log lines per file
 CHUNK = 2000  # lines per store write...
 CHUNK_BYTES = 4 * 1024 * 1024  # ...or fewer, when the lines are big: memory stays flat
+# Errors a row can raise on its way into SQLite that are about the row, not the database.
+ROW_ERRORS = (ValueError, TypeError, OverflowError, RecursionError, sqlite3.InterfaceError)
+LATE_LINE = "bytes were added to line"  # start of the error of a line read before its end
 
 
 def _weight(item: Request | Invalid) -> int:
@@ -55,6 +77,13 @@ def _next_chunk(lines: Iterator[Request | Invalid]) -> list[Request | Invalid]:
     return chunk
 
 
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
 def _no_requests(path: Path) -> str:
     """Why a readable file gave no request at all."""
     try:
@@ -64,59 +93,52 @@ def _no_requests(path: Path) -> str:
     return "no requests: the file is empty" if empty else "no requests: only blank lines"
 
 
-def _move(src: Path, dst: Path) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.replace(src, dst)
-    except OSError:
-        shutil.move(str(src), str(dst))  # another filesystem: copy, then remove
-
-
 async def claim(
     cfg: Config, store: Store, path: Path, stop: asyncio.Event | None = None
 ) -> int | None:
-    """Take ``path`` out of the inbox and ingest it; returns the job (file) id."""
+    """Take ``path`` out of the inbox and ingest it; returns the job (file) id, or None when
+    the file is gone or a writer has opened it since the scan."""
     try:
         size = path.stat().st_size
     except FileNotFoundError:
         return None
-    work = cfg.state_dir / "work" / f"{secrets.token_hex(4)}-{path.name}"
-    file_id = await store.claim_file(path.name, str(path), str(work), size)
+    if await asyncio.to_thread(WriterCheck().held, path):
+        return None  # opened for writing since the scan: the inbox waits for it again
+    name = names.display(path.name)
+    work = cfg.state_dir / "work" / names.work_name(secrets.token_hex(4), path.name)
+    file_id = await store.claim_file(name, names.display(str(path)), str(work), size)
     try:
-        await asyncio.to_thread(_move, path, work)
+        await asyncio.to_thread(move, path, work)
     except OSError as exc:
-        logger.bind(file=path.name).error("cannot take {} from the inbox: {}", path.name, exc)
+        # Refused once: the file stays in the inbox, untaken until it changes (a retry each
+        # second would make a new job each time). Its summary says why.
+        watcher.refuse(path)
+        logger.bind(file=name).error(
+            "cannot take {} from the inbox: {}; it is left there and not tried again until it "
+            "changes",
+            name,
+            exc,
+        )
         await store.set_file_status(
             file_id,
             FileStatus.ACTIVE,
-            error=f"cannot move out of the inbox: {exc}",
-            work_path=str(path),
+            error=f"cannot move out of the inbox: {exc}; the file was left there, not read",
+            work_path=names.display(str(path)),
             ingested_at=time.time(),
         )
         return file_id
     await ingest(cfg, store, file_id, stop)
+    row = await store.file(file_id)
+    if row is not None and row["status"] == FileStatus.ACTIVE:
+        await take_growth(cfg, store, row)  # a writer still appending as the pass ended
     return file_id
 
 
 async def recover(cfg: Config, store: Store, stop: asyncio.Event | None = None) -> None:
-    """Finish claims and ingests that a crash (or a shutdown) interrupted."""
-    for row in await store.files_in(FileStatus.CLAIMED, FileStatus.INGESTING):
-        if stop is not None and stop.is_set():
-            return
-        work, inbox = Path(row["work_path"]), Path(row["inbox_path"])
-        if row["status"] == FileStatus.CLAIMED and not work.exists():
-            if not inbox.exists():
-                await store.set_file_status(
-                    row["id"],
-                    FileStatus.DONE,
-                    error="file vanished before ingest",
-                    finished_at=time.time(),
-                )
-                continue
-            await asyncio.to_thread(_move, inbox, work)
-        await store.forget_requests(row["id"])
-        logger.bind(file=row["name"]).info("resuming ingest of {}", row["name"])
-        await ingest(cfg, store, row["id"], stop)
+    """Finish what a crash or a shutdown interrupted (see :mod:`daemon.recovery`)."""
+    from . import recovery  # it drives this module's passes, so it imports this module
+
+    await recovery.recover(cfg, store, stop)
 
 
 def _row(item: Request | Invalid) -> dict[str, Any]:
@@ -144,16 +166,41 @@ def _row(item: Request | Invalid) -> dict[str, Any]:
     }
 
 
+async def _store_lines(
+    store: Store, file_id: int, items: list[Request | Invalid]
+) -> list[Request | Invalid]:
+    """Store ``items``; a line the store refuses (whatever was missed before) is stored as
+    ``invalid`` naming the error instead. Returns what was stored."""
+    try:
+        await store.add_requests(file_id, [_row(item) for item in items])
+        return items
+    except ROW_ERRORS:
+        pass  # one line spoils the chunk's transaction: find it, line by line
+    stored: list[Request | Invalid] = []
+    for item in items:
+        try:
+            await store.add_requests(file_id, [_row(item)])
+        except ROW_ERRORS as exc:
+            reason = f"line {item.line}: cannot be stored: {type(exc).__name__}: {exc}"[:400]
+            item = Invalid(item.line, f"line-{item.line}", reason, item.model, item.provider)
+            await store.add_requests(file_id, [_row(item)])
+        stored.append(item)
+    return stored
+
+
 @dataclass
 class _Tally:
-    """Counts of an ingest, and its "line rejected" log lines: the first MAX_REJECT_LOGS of a
-    file, then one line saying how many more (all reasons are in the results file anyway; a
-    million bad lines must not become a million log lines)."""
+    """Counts of an ingest pass (every line of the file, also those stored by an earlier
+    pass), and its "line rejected" log lines: only for lines after ``logged_to``, the first
+    MAX_REJECT_LOGS of them, then one line saying how many more (all reasons are in the
+    results file anyway; a million bad lines must not become a million log lines)."""
 
     name: str
     log: Any
+    logged_to: int = 0
     total: int = 0
     invalid: int = 0
+    rejected: int = 0
     models: dict[str, int] = field(default_factory=dict)
 
     def add(self, chunk: list[Request | Invalid]) -> None:
@@ -162,49 +209,117 @@ class _Tally:
                 self.models[item.model] = self.models.get(item.model, 0) + 1
                 continue
             self.invalid += 1
-            if self.invalid <= MAX_REJECT_LOGS:
-                self.log.warning("line rejected: {}: {}", self.name, item.reason)
+            if item.line > self.logged_to:
+                self.rejected += 1
+                if self.rejected <= MAX_REJECT_LOGS:
+                    self.log.warning("line rejected: {}: {}", self.name, item.reason)
         self.total += len(chunk)
 
     def close(self) -> None:
-        if self.invalid > MAX_REJECT_LOGS:
+        if self.rejected > MAX_REJECT_LOGS:
             self.log.warning(
                 "{} more lines rejected in {}; every reason is in its results file",
-                self.invalid - MAX_REJECT_LOGS,
+                self.rejected - MAX_REJECT_LOGS,
                 self.name,
             )
+
+
+def state_failure(exc: Exception) -> bool:
+    """An error of the state database (disk full, locked, corrupt): not the file's doing."""
+    return isinstance(exc, StoreError | sqlite3.OperationalError) or type(exc) in (
+        sqlite3.DatabaseError,
+        sqlite3.InternalError,
+    )
 
 
 async def ingest(
     cfg: Config, store: Store, file_id: int, stop: asyncio.Event | None = None
 ) -> None:
-    """Stream a claimed file into the store. Stopped by shutdown between two chunks, it stays
-    ``ingesting`` and starts over at the next start (its stored lines are forgotten first)."""
+    """One ingest pass of a claimed file (see the module docstring). Stopped by shutdown
+    between two chunks, it stays ``ingesting`` and goes on at the next start."""
     row = await store.file(file_id)
     assert row is not None
-    path = Path(row["work_path"])
     log = logger.bind(file=row["name"])
     await store.set_file_status(file_id, FileStatus.INGESTING)
+    await store.note_ingest_start(file_id)
+    tally = _Tally(row["name"], log)
+    try:
+        await _pass(cfg, store, row, stop, tally)
+    except asyncio.CancelledError:  # the grace period ran out mid-pass: a shutdown, no death
+        with contextlib.suppress(Exception):
+            await asyncio.shield(store.note_ingest_ended(file_id))
+        raise
+    except Exception as exc:
+        if state_failure(exc):
+            raise
+        stored = await store.last_stored_line(file_id)
+        log.opt(exception=exc).error(
+            "ingest of {} failed after line {}: {}: {}; the file ends with this error, the "
+            "lines stored so far go on",
+            row["name"],
+            stored,
+            type(exc).__name__,
+            exc,
+        )
+        error = f"ingest failed after line {stored}: {type(exc).__name__}: {exc}"[:500]
+        await store.set_file_status(
+            file_id,
+            FileStatus.ACTIVE,
+            error=error + "; the rest of the file was not read (it is in the archived input)",
+            lines=tally.total,
+            invalid=tally.invalid,
+            ingested_at=time.time(),
+        )
+        await store.note_ingest_ended(file_id)
+
+
+def _still_written(path: Path, settle_s: float) -> bool:
+    """Whether a last line without a line end may still grow: a writer holds the file, or
+    (when that cannot be known) it changed within the settle time."""
+    held = WriterCheck().held(path)
+    if held is not None:
+        return held
+    try:
+        return time.time() - path.stat().st_mtime < settle_s
+    except OSError:
+        return False
+
+
+async def _pass(
+    cfg: Config, store: Store, row: dict[str, Any], stop: asyncio.Event | None, tally: _Tally
+) -> None:
+    file_id, name, path = row["id"], row["name"], Path(row["work_path"])
     reason = await asyncio.to_thread(sniff, path)
     if reason is not None:
-        log.error("file {} cannot be read: {}", row["name"], reason)
+        tally.log.error("file {} cannot be read: {}", name, reason)
         await store.set_file_status(
             file_id, FileStatus.ACTIVE, error=reason, ingested_at=time.time()
         )
+        await store.note_ingest_ended(file_id)
         return
-    lines = iter_lines(path, max_request_bytes=cfg.max_request_bytes, policy=adapt_policy(cfg))
-    tally = _Tally(row["name"], log)
+    done = tally.logged_to = await store.last_stored_line(file_id)
+    progress = Progress(resume_at=max(0, row["read_bytes"]))
+    complete_only = await asyncio.to_thread(_still_written, path, cfg.settle_s)
+    lines = iter_lines(
+        path,
+        max_request_bytes=cfg.max_request_bytes,
+        policy=adapt_policy(cfg),
+        progress=progress,
+        complete_only=complete_only,
+    )
     try:
         while chunk := await asyncio.to_thread(_next_chunk, lines):
             if stop is not None and stop.is_set():
-                log.info(
-                    "ingest of {} stopped by shutdown; it resumes at the next start", row["name"]
-                )
+                tally.log.info("ingest of {} stopped by shutdown; goes on at the next start", name)
+                await store.note_ingest_ended(file_id)
                 return
+            crash_point("mid_ingest")
+            new = [item for item in chunk if item.line > done]
+            if new:
+                chunk = chunk[: len(chunk) - len(new)] + await _store_lines(store, file_id, new)
             tally.add(chunk)
-            await store.add_requests(file_id, [_row(item) for item in chunk])
     except OSError as exc:
-        log.error("file {}: read failed after {} lines: {}", row["name"], tally.total, exc)
+        tally.log.error("file {}: read failed after {} lines: {}", name, tally.total, exc)
         await store.set_file_status(
             file_id,
             FileStatus.ACTIVE,
@@ -213,25 +328,76 @@ async def ingest(
             invalid=tally.invalid,
             ingested_at=time.time(),
         )
+        await store.note_ingest_ended(file_id)
         return
     tally.close()
-    error = None
-    if tally.total == 0:
-        error = _no_requests(path)
-        log.warning("file {} has {}", row["name"], error)
     await store.set_file_status(
         file_id,
         FileStatus.ACTIVE,
         lines=tally.total,
         invalid=tally.invalid,
-        error=error,
+        error=_pass_error(row, path, tally, progress),
         ingested_at=time.time(),
     )
+    await store.note_ingest_ended(file_id, progress.bytes)
     crash_point("after_ingest_commit")
-    log.info(
+    tally.log.info(
         "file ingested: {} ({} lines, {} invalid, models {})",
-        row["name"],
+        name,
         tally.total,
         tally.invalid,
         tally.models,
     )
+
+
+def _pass_error(row: dict[str, Any], path: Path, tally: _Tally, progress: Progress) -> str | None:
+    """The file's error after a complete pass: no requests at all, or bytes added to a line
+    after an earlier pass had read it (kept until the file is written)."""
+    if tally.total == 0 and progress.bytes < _size(path):
+        return None  # only a first line still being written: growth, or late bytes, tell
+    if tally.total == 0:
+        error = _no_requests(path)
+        tally.log.warning("file {} has {}", row["name"], error)
+        return error
+    if progress.late_bytes:
+        error = (
+            f"{progress.late_bytes} {LATE_LINE} {tally.logged_to} after it had been read "
+            "(it was taken before its end was written); they are not in its request, only in "
+            "the archived input"
+        )
+        tally.log.error("file {}: {}", row["name"], error)
+        return error
+    old = row.get("error")
+    return old if isinstance(old, str) and LATE_LINE in old else None
+
+
+def reads_growth(row: dict[str, Any]) -> bool:
+    """Whether the file was read to its end by a pass (so bytes past that are new)."""
+    return int(row["read_bytes"]) >= 0 and row["work_path"] != row["inbox_path"]
+
+
+def late_bytes(row: dict[str, Any]) -> int:
+    """Bytes of the work copy past what its passes read (0 when unknown or none)."""
+    if not reads_growth(row):
+        return 0
+    try:
+        return max(0, Path(row["work_path"]).stat().st_size - int(row["read_bytes"]))
+    except OSError:
+        return 0
+
+
+async def take_growth(cfg: Config, store: Store, row: dict[str, Any]) -> bool:
+    """Ingest what a writer appended to the work copy since it was read. True when new lines
+    were stored (the file then has more requests to run before it is finished)."""
+    grown = late_bytes(row)
+    if not grown:
+        return False
+    before = await store.last_stored_line(row["id"])
+    logger.bind(file=row["name"]).warning(
+        "{} grew by {} bytes after it was taken (a writer still had it open); reading the new "
+        "lines",
+        row["name"],
+        grown,
+    )
+    await ingest(cfg, store, row["id"])
+    return await store.last_stored_line(row["id"]) > before

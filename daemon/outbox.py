@@ -4,6 +4,8 @@ The contract with whoever reads the outbox:
 
 * ``{stem}.results.jsonl`` appears whole or not at all: it is written under a hidden temporary
   name (``.{stem}.results.jsonl.tmp-<pid>``), fsynced, then renamed onto its final name.
+* Every name fits NAME_MAX (255 bytes), however long the input's name: the rules are in
+  :mod:`daemon.names` (a long name is cut and a stable hash put in its place).
 * ``{stem}.summary.json`` appears last, so its presence means the results file is complete.
 * Another job's file is never overwritten. The writer first reserves its names with
   :func:`reserve_names` (the first pair free for both files: ``{stem}``, then
@@ -15,24 +17,24 @@ The contract with whoever reads the outbox:
   no chmod): a stricter umask set by the administrator (e.g. 077 → 0600) is respected, and the
   result is never looser than 0640.
 
-:func:`archive_input` moves a finished input into the processed folder under the same naming
-sequence, with a hard link so that a name taken meanwhile is never replaced.
+:func:`archive_input` (in :mod:`daemon.archive`, re-exported here) moves a finished input into
+the processed folder under the same naming sequence, never replacing a file.
 """
 from __future__ import annotations
 
 import contextlib
-import errno
 import glob
 import json
 import os
-import shutil
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, is_dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
+from daemon import names
+from daemon.archive import archive_input, fsync_dir
 from daemon.cost import Cost, CostTotals
 from daemon.crashpoints import crash_point
 from daemon.states import RequestStatus
@@ -52,9 +54,6 @@ TOKEN_FIELDS = (
 )
 FILE_MODE = 0o640
 
-# errno values meaning "this filesystem cannot hard-link", where we fall back to rename.
-# EXDEV is not one of them: across filesystems a rename fails too (see archive_input).
-_NO_LINK = {errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -245,7 +244,7 @@ def _write_results(tmp: Path, rows: Iterable[Mapping[str, Any]], summary: Summar
         for n, row in enumerate(rows):
             result = result_line(row)
             summary.add(result, row.get("cost_usd_live"), row.get("cache_savings_usd"))
-            f.write(json.dumps(result, ensure_ascii=False))
+            _write_text(f, json.dumps(result, ensure_ascii=False), result)
             f.write("\n")
             if n == 0:
                 f.flush()
@@ -254,38 +253,29 @@ def _write_results(tmp: Path, rows: Iterable[Mapping[str, Any]], summary: Summar
         os.fsync(f.fileno())
 
 
+def _write_text(f: TextIO, text: str, obj: Any, indent: int | None = None) -> None:
+    """Write ``text``; if it holds a lone surrogate (a provider's answer can carry one as a
+    JSON escape), write ``obj`` with ASCII escapes instead: still valid JSON, valid UTF-8."""
+    try:
+        f.write(text)  # encoded whole before anything is written, so a failure writes nothing
+    except UnicodeEncodeError:
+        f.write(json.dumps(obj, indent=indent))
+
+
 def _write_json(tmp: Path, obj: Any) -> None:
     with open(_create(tmp), "w", encoding="utf-8", newline="\n") as f:
-        json.dump(obj, f, ensure_ascii=False, indent=2)
+        _write_text(f, json.dumps(obj, ensure_ascii=False, indent=2), obj, indent=2)
         f.write("\n")
         f.flush()
         os.fsync(f.fileno())
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _names(stem: str, job_id: int | str) -> Iterator[str]:
-    """The never-overwrite naming sequence: stem, stem.job, stem.job.1, stem.job.2, ..."""
-    yield stem
-    yield f"{stem}.{job_id}"
-    k = 1
-    while True:
-        yield f"{stem}.{job_id}.{k}"
-        k += 1
 
 
 def reserve_names(outbox: Path, stem: str, job_id: int | str) -> tuple[Path, Path]:
     """The first (results, summary) pair of names free in ``outbox``, for a writer that
     records them before writing (so a crash mid-write is redone under the same names, never
     under a second pair)."""
-    for name in _names(stem, job_id):
-        results, summary = outbox / f"{name}.results.jsonl", outbox / f"{name}.summary.json"
+    for base, suffix in names.candidates(stem, job_id):
+        results, summary = (outbox / name for name in names.outbox_pair(base, suffix))
         if not os.path.lexists(results) and not os.path.lexists(summary):
             return results, summary
     raise AssertionError("unreachable: the naming sequence is endless")
@@ -298,20 +288,22 @@ def _replace_pair(tmp_results: Path, tmp_summary: Path, targets: tuple[Path, Pat
     os.replace(tmp_summary, targets[1])
 
 
-def _remove_stale_temps(outbox: Path, stem: str) -> None:
-    """Remove this stem's temporary files left by a writer that died (a crash mid-write): a
-    temp name ends in its writer's pid, and a pid that is not running is not coming back."""
-    for tmp in outbox.glob(f".{glob.escape(stem)}.*.tmp-*"):
-        writer = tmp.name.rsplit("-", 1)[-1]
-        if not writer.isdigit() or int(writer) == os.getpid():
-            continue
-        try:
-            os.kill(int(writer), 0)
-        except ProcessLookupError:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-        except OSError:
-            continue  # alive, under another user
+def _remove_stale_temps(outbox: Path, targets: tuple[Path, Path]) -> None:
+    """Remove the temporary files of ``targets`` left by a writer that died (a crash
+    mid-write): a temp name ends in its writer's pid, and a pid that is not running is not
+    coming back."""
+    for target in targets:
+        for tmp in outbox.glob(glob.escape(names.temp_prefix(target.name)) + "*"):
+            writer = tmp.name.rsplit("-", 1)[-1]
+            if not writer.isdigit() or int(writer) == os.getpid():
+                continue
+            try:
+                os.kill(int(writer), 0)
+            except ProcessLookupError:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+            except OSError:
+                continue  # alive, under another user
 
 
 def write_outputs(
@@ -333,10 +325,8 @@ def write_outputs(
     complete, and the caller retries under the same ``targets``.
     """
     outbox = Path(outbox)
-    pid = os.getpid()
-    tmp_results = outbox / f".{stem}.results.jsonl.tmp-{pid}"
-    tmp_summary = outbox / f".{stem}.summary.json.tmp-{pid}"
-    _remove_stale_temps(outbox, stem)
+    tmp_results, tmp_summary = (outbox / names.temp_name(t.name) for t in targets)
+    _remove_stale_temps(outbox, targets)
     try:
         builder = SummaryBuilder()
         _write_results(tmp_results, rows, builder)
@@ -354,68 +344,9 @@ def write_outputs(
         for tmp in (tmp_results, tmp_summary):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
-    _fsync_dir(outbox)
+    fsync_dir(outbox)
     return targets
 
 
-def archive_input(
-    src: Path, processed_dir: Path, job_id: int | str, name: str | None = None
-) -> Path:
-    """Move a finished input file into ``processed_dir`` (created if needed), never replacing.
-
-    It keeps ``name`` (default: the source's own name). A taken name falls back to
-    ``{stem}.{job_id}{suffix}``, then ``{stem}.{job_id}.{k}{suffix}``.
-    Across filesystems the file is copied under a hidden name first, then placed.
-    """
-    src, processed_dir = Path(src), Path(processed_dir)
-    processed_dir.mkdir(parents=True, exist_ok=True)
-    original = Path(name or src.name)
-    for candidate in _names(original.stem, job_id):
-        dst = processed_dir / f"{candidate}{original.suffix}"
-        if os.path.lexists(dst):
-            continue
-        try:
-            _move(src, dst)
-        except FileExistsError:
-            continue
-        _fsync_dir(processed_dir)
-        if processed_dir.resolve() != src.parent.resolve():
-            _fsync_dir(src.parent)
-        return dst
-    raise AssertionError("unreachable: the naming sequence is endless")
-
-
-def _move(src: Path, dst: Path) -> None:
-    try:
-        _place(src, dst)
-    except OSError as exc:
-        if exc.errno != errno.EXDEV:
-            raise
-        tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
-        try:
-            shutil.copy2(src, tmp)
-            _place(tmp, dst)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-        os.unlink(src)
-
-
-def _place(src: Path, dst: Path) -> None:
-    """Give ``src`` the name ``dst``, raising FileExistsError rather than replacing a file.
-
-    ``os.rename`` silently replaces; a hard link fails when the name is taken, atomically.
-    On filesystems without hard links, fall back to check-then-rename.
-    """
-    try:
-        os.link(src, dst)
-    except FileExistsError:
-        raise
-    except OSError as exc:
-        if exc.errno not in _NO_LINK:
-            raise
-        if os.path.lexists(dst):
-            raise FileExistsError(errno.EEXIST, "file exists", str(dst)) from None
-        os.rename(src, dst)
-        return
-    os.unlink(src)
+__all__ = ["STATUSES", "SummaryBuilder", "archive_input", "reserve_names", "result_line",
+           "write_outputs"]  # fmt: skip

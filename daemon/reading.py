@@ -18,13 +18,28 @@ What counts as a line:
   line number, so later lines still point at the right place in the editor).
 * Every other line yields exactly one :class:`Request` or :class:`Invalid`. A bad line never
   fails the file; only :func:`sniff` decides that a whole file cannot be read as JSONL.
+
+Containment: whatever one line holds, it becomes a Request or an Invalid, never an exception.
+Besides the syntax, a decoded line is refused when a later stage could not carry it: JSON
+nested deeper than ``MAX_DEPTH`` levels (a thousand ``[`` would exhaust the parser's stack), a
+string with an unpaired surrogate escape such as ``"\\ud800"`` (valid JSON syntax, but not
+Unicode: it cannot be stored, written as UTF-8 or sent), and a number too large for a float
+(``1e999`` would become ``Infinity``, which is not JSON). Any other exception while one line is
+decoded, validated or adapted makes that line an Invalid naming the error.
+
+Progress: :class:`Progress` tells how far the file was read (so bytes a writer appends later
+are found), and ``complete_only`` leaves a last line without its line end for later, as one
+still being written.
 """
 
 from __future__ import annotations
 
 import codecs
 import json
+import math
+import re
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -37,6 +52,9 @@ DEFAULT_MAX_REQUEST_BYTES = 10 * 1024 * 1024
 SNIFF_BYTES = 8 * 1024
 READ_BUFFER_BYTES = 256 * 1024
 BOM = codecs.BOM_UTF8
+# Levels of arrays and objects a line may nest. A request nests about five; 100 leaves room
+# for deep metadata or tool schemas, far below what would exhaust a stack anywhere later.
+MAX_DEPTH = 100
 
 
 # ---------------------------------------------------------------------------------------------
@@ -98,56 +116,110 @@ def _not_utf8(head: bytes) -> str | None:
 # Streaming
 
 
+@dataclass
+class Progress:
+    """How far :func:`iter_lines` has read: ``bytes`` is the offset after the last line it
+    consumed. ``resume_at`` (set by the caller) is where an earlier pass stopped: a line that
+    began before it and ends after it was cut short then, and ``late_bytes`` counts what was
+    added to it afterwards (its line was taken as it was)."""
+
+    resume_at: int = 0
+    bytes: int = 0
+    late_bytes: int = 0
+
+
 def iter_lines(
     path: Path | str,
     *,
     overrides: Mapping[str, str] | None = None,
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
     policy: Policy | None = None,
+    progress: Progress | None = None,
+    complete_only: bool = False,
 ) -> Iterator[Line]:
     """Yield a Request or an Invalid for every non-blank line of ``path``, in file order.
 
     ``policy`` carries the registry, the routes and the adaptation settings (the daemon passes
     :func:`daemon.config.adapt_policy`); without one, the ``overrides`` routes are used with
-    the packaged registry and the defaults.
+    the packaged registry and the defaults. ``progress`` is kept up to date as lines are read;
+    with ``complete_only`` a last line without a line end is not read (a writer may still be
+    adding to it).
     Raises OSError only if the file itself cannot be read; call :func:`sniff` first to turn
     that into a reason.
     """
     if policy is None:
         policy = Policy(routes=dict(overrides or {}))
     validator = Validator(policy)
+    progress = progress if progress is not None else Progress()
     with open(path, "rb", buffering=READ_BUFFER_BYTES) as f:
-        for n, content, size in _physical_lines(f, max_request_bytes):
+        for n, content, size in _physical_lines(f, max_request_bytes, progress, complete_only):
             if content is None:
                 limit = f"the per-request limit of {max_request_bytes} bytes (max_request_bytes)"
                 yield validator.unreadable(n, f"{size} bytes, over {limit}")
             elif content.strip():
-                value, error = _decode(content)
-                if error is not None:
-                    yield validator.unreadable(n, error)
-                else:
-                    yield validator.validate(n, value)
+                yield read_line(validator, n, content)
 
 
-def _physical_lines(f: BinaryIO, limit: int) -> Iterator[tuple[int, bytes | None, int]]:
+def read_line(validator: Validator, n: int, content: bytes) -> Line:
+    """Line ``n`` (its bytes, without the line end) as a Request or an Invalid; never raises."""
+    try:
+        value, error = _decode(content)
+        if error is not None:
+            return validator.unreadable(n, error)
+        return validator.validate(n, value)
+    except Exception as exc:  # one line must never stop a file, whatever it holds
+        return validator.unreadable(n, f"could not be processed: {_describe(exc)}")
+
+
+def _describe(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def _physical_lines(
+    f: BinaryIO, limit: int, progress: Progress, complete_only: bool
+) -> Iterator[tuple[int, bytes | None, int]]:
     """(line number, content without line end or None if over ``limit``, content size).
 
     ``readline`` is bounded, so an over-long line is measured and skipped in bounded pieces
-    instead of being held whole.
+    instead of being held whole. ``progress.bytes`` moves past each line as it is yielded.
     """
     n = 0
-    while raw := f.readline(limit + 2):
+    while True:
+        start = f.tell()
+        raw = f.readline(limit + 2)
+        if not raw:
+            return
         n += 1
         if n == 1:
             raw = raw.removeprefix(BOM)
         if not raw.endswith(b"\n") and len(raw) == limit + 2:
-            yield n, None, len(raw) + _skip_rest_of_line(f)
+            size = len(raw) + _skip_rest_of_line(f)
+            if complete_only and not _ended_line(f):
+                return
+            _advance(progress, start, f.tell())
+            yield n, None, size
             continue
+        if complete_only and not raw.endswith(b"\n"):
+            return  # a last line still being written: read it when it is complete
+        _advance(progress, start, f.tell())
         content = raw.rstrip(b"\r\n") if raw.endswith(b"\n") else raw
         if len(content) > limit:
             yield n, None, len(content)
         else:
             yield n, content, len(content)
+
+
+def _advance(progress: Progress, start: int, end: int) -> None:
+    if start < progress.resume_at < end:
+        progress.late_bytes += end - progress.resume_at
+    progress.bytes = end
+
+
+def _ended_line(f: BinaryIO) -> bool:
+    """After :func:`_skip_rest_of_line`: whether the line ended with a line end (not EOF)."""
+    f.seek(-1, 1)
+    return f.read(1) == b"\n"
 
 
 def _skip_rest_of_line(f: BinaryIO) -> int:
@@ -167,20 +239,86 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"the number {text[:40]} is out of range (larger than a 64-bit float)")
+    return value
+
+
 # Built once: json.loads with non-default options builds a new decoder on every call.
-_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
+# A JSON escape of a surrogate code point (\ud800-\udfff): a pair is a valid character, an
+# unpaired one is not. Only lines with one are searched (the search of the value is slower).
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 def _decode(content: bytes) -> tuple[Any, str | None]:
-    """(the line's JSON value, None), or (None, why it is not UTF-8 JSON)."""
+    """(the line's JSON value, None), or (None, why it is not UTF-8 JSON we can carry)."""
     try:
         text = content.decode("utf-8")
     except UnicodeDecodeError as exc:
         where = f"byte 0x{content[exc.start]:02x} at byte {exc.start + 1} of the line"
         return None, f"not valid UTF-8 ({where})"
     try:
-        return _DECODER.decode(text), None
+        value = _DECODER.decode(text)
     except json.JSONDecodeError as exc:
         return None, f"invalid JSON: {exc.msg} (column {exc.colno})"
-    except ValueError as exc:  # NaN / Infinity
+    except ValueError as exc:  # NaN / Infinity, a number out of range, too many digits
         return None, f"invalid JSON: {exc}"
+    except RecursionError:
+        return None, _too_deep()
+    deep = text.count("[") + text.count("{") > MAX_DEPTH
+    if deep or _SURROGATE_ESCAPE.search(text) is not None:
+        problem = _uncarriable(value, deep)
+        if problem is not None:
+            return None, problem
+    return value, None
+
+
+def _too_deep() -> str:
+    return f"JSON nested too deeply (more than {MAX_DEPTH} levels of arrays and objects)"
+
+
+def _uncarriable(value: Any, check_depth: bool) -> str | None:
+    """Why a decoded value cannot be carried further (too deep, an unpaired surrogate), or
+    None. Walks the value with its own stack, so depth cannot hurt the walk itself."""
+    stack: list[tuple[Any, str, int]] = [(value, "", 1)]
+    while stack:
+        node, where, depth = stack.pop()
+        if isinstance(node, str):
+            if (bad := _surrogate(node)) is not None:
+                return _unpaired(bad, f"'{where}'" if where else "the line")
+            continue
+        if not isinstance(node, dict | list):
+            continue
+        if check_depth and depth > MAX_DEPTH:
+            return _too_deep()
+        items = node.items() if isinstance(node, dict) else enumerate(node)
+        for key, child in reversed(list(items)):
+            if isinstance(key, str) and (bad := _surrogate(key)) is not None:
+                return _unpaired(bad, f"a key in '{where}'" if where else "a key")
+            stack.append((child, _path(where, key), depth + 1))
+    return None
+
+
+def _path(where: str, key: str | int) -> str:
+    if isinstance(key, int):
+        return f"{where}[{key}]"
+    return f"{where}.{key}" if where else key
+
+
+def _surrogate(text: str) -> str | None:
+    """The first unpaired surrogate in ``text`` (a decoded pair is one valid character)."""
+    try:
+        text.encode("utf-8")
+        return None
+    except UnicodeEncodeError as exc:
+        return text[exc.start]
+
+
+def _unpaired(char: str, where: str) -> str:
+    return (
+        f"{where} contains an unpaired surrogate (\\u{ord(char):04x}), which is not valid "
+        "Unicode; no provider can take it (write the character itself, or both halves of its pair)"
+    )

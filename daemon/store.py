@@ -97,6 +97,28 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX requests_batch ON requests (batch_id);
     CREATE INDEX batches_status ON batches (status, provider);
     """,
+    # 2: ingest bookkeeping: passes begun (a pass that a crash cut short stays counted, so a
+    # file that keeps killing the process is quarantined), and the bytes of the work copy read
+    # so far (what a writer appended after that is found and ingested, or reported; -1: not
+    # read to its end by a pass)
+    """
+    ALTER TABLE files ADD COLUMN ingest_starts INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE files ADD COLUMN read_bytes INTEGER NOT NULL DEFAULT -1
+    """,
+)
+
+# -- ingest bookkeeping (files) -----------------------------------------------------------------
+COUNT_INGEST_START = (
+    "UPDATE files SET ingest_starts = ingest_starts + 1 WHERE id = ? RETURNING ingest_starts"
+)
+UNCOUNT_INGEST_START = (  # a pass that ended cleanly (done, or stopped by a shutdown)
+    "UPDATE files SET ingest_starts = MAX(ingest_starts - 1, 0) WHERE id = ?"
+)
+SET_READ_BYTES = "UPDATE files SET read_bytes = ? WHERE id = ?"
+SELECT_LAST_STORED_LINE = "SELECT COALESCE(MAX(line), 0) FROM requests WHERE file_id = ?"
+SELECT_WORK_PATHS_NAMED = (  # work paths ending in one of the given names (one JSON list)
+    "SELECT f.work_path FROM files f, json_each(?) j"
+    " WHERE substr(f.work_path, -length(j.value)) = j.value"
 )
 
 
@@ -482,6 +504,33 @@ class Store:
             d["counts"] = json.loads(d["counts"]) if d["counts"] else None
             out.append(d)
         return out
+
+    async def note_ingest_start(self, file_id: int) -> int:
+        """Count one more ingest pass of the file, before it runs; returns the count."""
+        async with self.transaction() as db:
+            async with db.execute(COUNT_INGEST_START, (file_id,)) as cur:
+                row = await cur.fetchone()
+        return 0 if row is None else int(row[0])
+
+    async def note_ingest_ended(self, file_id: int, read_bytes: int | None = None) -> None:
+        """A pass ended without a crash; ``read_bytes``: how far the work copy was read."""
+        async with self.transaction() as db:
+            await db.execute(UNCOUNT_INGEST_START, (file_id,))
+            if read_bytes is not None:
+                await db.execute(SET_READ_BYTES, (read_bytes, file_id))
+
+    async def last_stored_line(self, file_id: int) -> int:
+        """The last line of the file already stored (0: none): a resumed ingest goes on after
+        it instead of storing (and maybe sending) the earlier lines a second time."""
+        row = await self._one(SELECT_LAST_STORED_LINE, (file_id,))
+        return 0 if row is None else int(row[0])
+
+    async def known_work_names(self, names: Iterable[str]) -> set[str]:
+        """Which of ``names`` (of files in the work folder) some file row holds as its work
+        copy. Names, not whole paths: the same folder may be spelled another way next run."""
+        wanted = set(names)
+        rows = await self._all(SELECT_WORK_PATHS_NAMED, (json.dumps(sorted(wanted)),))
+        return {Path(r[0]).name for r in rows} & wanted
 
     # -- planning and submission -----------------------------------------------------------
     async def due_models(self, now: float) -> list[tuple[str, str, int, float]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from daemon.ingest import claim
 from daemon.packing import ITEM_OVERHEAD_BYTES
 from daemon.reading import iter_lines
 from daemon.store import Store
+from daemon.validate import Request
 
 
 def write(path: Path, lines: list[dict[str, Any] | str]) -> Path:
@@ -191,3 +193,29 @@ async def test_check_and_the_store_claim_agree_when_the_per_item_overhead_matter
         await store.close()
     assert sum(claimed) == n
     assert len(claimed) == model["batches"]
+
+
+def test_lines_that_used_to_kill_are_reported_never_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The same lines and reasons as ingest gives, with no traceback, also for a file whose
+    name is not UTF-8 (printed in its escaped form)."""
+    path = Path(os.fsdecode(os.path.join(os.fsencode(tmp_path), b"k\xff.jsonl")))
+    good = json.dumps(line("g", "gpt-4o-mini"))
+    bad = [
+        "[" * 1100 + "]" * 1100,
+        '{"custom_id": "s", "model": "gpt-4o-mini", "messages": '
+        '[{"role": "user", "content": "\\ud800"}]}',
+        '{"custom_id": "m", "model": "gpt-4o-mini", "messages": '
+        '[{"role": "user", "content": "x"}], "metadata": {"x": 1e999}}',
+    ]
+    path.write_text("\n".join([good, *bad, good.replace('"g"', '"h"')]) + "\n")
+    code, out = run(capsys, str(path), "--json")
+    assert code == 1
+    report = json.loads(out)
+    assert report["file"].endswith("k\\xff.jsonl")
+    expected = [(x.line, x.reason) for x in iter_lines(path) if not isinstance(x, Request)]
+    assert [(x["line"], x["reason"]) for x in report["invalid_lines"]] == expected
+    assert [n for n, _ in expected] == [2, 3, 4]
+    code, out = run(capsys, str(path))
+    assert code == 1 and "line 2: JSON nested too deeply" in out
