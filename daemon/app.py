@@ -20,7 +20,6 @@ import signal
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack, suppress
-from dataclasses import replace
 from typing import Any
 
 from loguru import logger
@@ -28,7 +27,7 @@ from loguru import logger
 from adapters.facts import PROVIDERS
 
 from . import finish, ingest
-from .availability import EXIT_STUCK, Availability, build_adapters
+from .availability import EXIT_STUCK, Availability, build_adapters, point_at_emulator
 from .config import Config
 from .logs import setup_logging
 from .reload import reload_config, take_early_sighup
@@ -109,12 +108,6 @@ def low_disk(cfg: Config) -> str | None:
                 f"below min_free_disk_mb = {cfg.min_free_disk_mb}"
             )
     return None
-
-
-def _point_at_emulator(cfg: Config, url: str) -> Config:
-    """Every provider at the emulator's root (each adapter normalises the URL it is given)."""
-    providers = {name: replace(pc, base_url=url) for name, pc in cfg.providers.items()}
-    return replace(cfg, providers=providers)
 
 
 class App:
@@ -258,7 +251,7 @@ class App:
         load, url = self.reload, self._emulator_url
 
         def loaded() -> Config:
-            return load() if url is None else _point_at_emulator(load(), url)
+            return load() if url is None else point_at_emulator(load(), url)
 
         new = await asyncio.to_thread(reload_config, self.cfg, loaded)
         if new is None:
@@ -296,7 +289,7 @@ class App:
             elif cfg.emulator_url:
                 self._emulator_url = cfg.emulator_url
             if self._emulator_url is not None:
-                cfg = self.cfg = _point_at_emulator(cfg, self._emulator_url)
+                cfg = self.cfg = point_at_emulator(cfg, self._emulator_url)
             self.store = await open_store(self.store.path)
             stack.push_async_callback(self.store.close)
             self.watch = StateWatch(self.store.path, lock.path)

@@ -19,6 +19,7 @@ import math
 import os
 import time
 from contextlib import suppress
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -78,6 +79,12 @@ def build_adapters(
             options=dict(pc.options),
         )
     return adapters, accounts, missing
+
+
+def point_at_emulator(cfg: Config, url: str) -> Config:
+    """Every provider at the emulator's root (each adapter normalises the URL it is given)."""
+    providers = {name: replace(pc, base_url=url) for name, pc in cfg.providers.items()}
+    return replace(cfg, providers=providers)
 
 
 class Availability:
@@ -185,4 +192,11 @@ def read_snapshot(state_dir: Path) -> dict[str, Any] | None:
     return None
 
 
-__all__ = ["EXIT_STUCK", "Availability", "build_adapters", "no_key_reason", "read_snapshot"]
+__all__ = [
+    "EXIT_STUCK",
+    "Availability",
+    "build_adapters",
+    "no_key_reason",
+    "point_at_emulator",
+    "read_snapshot",
+]

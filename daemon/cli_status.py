@@ -19,6 +19,7 @@ from typing import Any
 from adapters.facts import PROVIDERS
 
 from .availability import read_snapshot
+from .logs import escape
 from .startup import db_path, lock_holder
 from .store import Store, StoreError
 
@@ -85,12 +86,13 @@ def render(report: dict[str, Any]) -> str:
     out.append("FILES")
     for f in report["files"]:
         counts = " ".join(f"{k}={v}" for k, v in sorted(f["counts"].items()))
-        err = f"  error: {f['error']}" if f["error"] else ""
-        out.append(f"  #{f['id']} {f['name']} [{f['status']}] lines={f['lines']} {counts}{err}")
+        err = f"  error: {escape(f['error'])}" if f["error"] else ""
+        name = escape(f["name"])  # a newline in a name must not forge a line of the report
+        out.append(f"  #{f['id']} {name} [{f['status']}] lines={f['lines']} {counts}{err}")
     out.append("BATCHES")
     for b in report["batches"]:
         out.append(
-            f"  #{b['id']} {b['provider']} {b['model']} {b['provider_batch_id'] or '-'} "
+            f"  #{b['id']} {b['provider']} {escape(b['model'])} {b['provider_batch_id'] or '-'} "
             f"[{b['status']}/{b['provider_status'] or '-'}] n={b['n_items']} "
             f"age={_fmt_age(b['created_at'])}"
         )

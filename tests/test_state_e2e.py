@@ -7,7 +7,7 @@ modes, and SIGHUP. Each with ``batchd run`` as a real subprocess.
   file and what to do (exit 2, no traceback); a missing one is created.
 * A database deleted or replaced while the daemon runs ends it non-zero, said in the log.
 * Under umask 022 the state folder is 0700 and the database files 0600; looser modes found at
-  start are tightened and said.
+  start are tightened and said. An archived input gets the outbox's mode, not the dropper's.
 * SIGHUP reloads the configuration: live keys take effect, others are said to need a restart,
   an invalid file is refused with the running configuration kept.
 """
@@ -145,9 +145,12 @@ async def test_a_database_lost_while_running_stops_the_daemon(
 async def test_state_files_are_owner_only_under_umask_022(
     tmp_path: Path, emulator: Emulator, umask_022: None
 ):
-    write_jsonl(tmp_path / "inbox" / "a.jsonl", LINES)
+    dropped = write_jsonl(tmp_path / "inbox" / "a.jsonl", LINES)
+    assert _mode(dropped) == 0o644  # world-readable, as the dropper made it
     proc = await start_daemon(tmp_path, emulator.url, once=False)
-    await wait_for(lambda: _exists(tmp_path / "outbox" / "a.results.jsonl"), what="results")
+    await wait_for(lambda: _exists(tmp_path / "processed" / "a.jsonl"), what="the archived input")
+    assert _mode(tmp_path / "outbox" / "a.results.jsonl") == 0o640
+    assert _mode(tmp_path / "processed" / "a.jsonl") == 0o640  # the outbox's mode, not 0644
     state = tmp_path / "state"
     assert _mode(state) == 0o700
     db_files = [p for p in state.iterdir() if p.name.startswith("batchd.sqlite3")]
