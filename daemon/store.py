@@ -783,7 +783,8 @@ def iter_file_rows(path: Path, file_id: int, chunk: int = 2000) -> Iterator[dict
     # A writer that fails mid-file (outbox full) drops the generator unfinished; it is then
     # closed wherever it is collected, so the connection must allow another thread's close()
     # (it is only ever used by one thread at a time). Otherwise each failed write leaked one.
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+    uri = READ_ONLY_URI.format(path=quote(str(Path(path).absolute())))  # '#', '?', '%' in names
+    db = sqlite3.connect(uri, uri=True, check_same_thread=False)
     db.row_factory = sqlite3.Row
     try:
         last = -1

@@ -30,6 +30,7 @@ from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -388,7 +389,7 @@ def query(root: Path, sql: str) -> list[tuple[Any, ...]]:
     path = root / "state" / "batchd.sqlite3"
     if not path.exists():
         return []
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+    db = sqlite3.connect(f"file:{quote(str(path.absolute()))}?mode=ro", uri=True, timeout=5)
     try:
         return db.execute(sql).fetchall()
     except sqlite3.OperationalError:  # created, not migrated yet

@@ -203,3 +203,14 @@ def test_the_unit_does_not_restart_on_a_configuration_error() -> None:
     assert lines["RestartPreventExitStatus"].split() == ["2"]
     assert lines["ExecReload"] == "/bin/kill -HUP $MAINPID"
 
+
+
+async def test_a_state_folder_whose_path_has_uri_characters(tmp_path: Path, emulator: Emulator):
+    """'#', '?' and '%' in the folder's path: the database is opened read-only by URI (outbox
+    writer, status), where they would cut or change the path unless escaped."""
+    root = tmp_path / "batch #1 ?50% done"
+    write_jsonl(root / "inbox" / "a.jsonl", LINES)
+    run = await run_once(root, emulator.url)
+    assert run.returncode == 0, run.stderr[-3000:]
+    results = read_results(root / "outbox" / "a.results.jsonl")
+    assert [r["status"] for r in results] == ["succeeded"] * 3
