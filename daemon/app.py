@@ -39,6 +39,7 @@ from .startup import (
     clear_spool,
     db_path,
     open_store,
+    prepare_folders,
     prepare_state_dir,
 )
 from .states import FILE_OPEN, FileStatus
@@ -270,8 +271,7 @@ class App:
         """Raises StartupError (exit 2) when the state folder cannot be used."""
         self._install_signals()
         cfg = self.cfg
-        for folder in (cfg.inbox, cfg.outbox, cfg.processed):
-            folder.mkdir(parents=True, exist_ok=True)
+        prepare_folders(cfg.inbox, cfg.outbox, cfg.processed)
         prepare_state_dir(cfg.state_dir)
         async with AsyncExitStack() as stack:
             # One daemon per state folder: nothing in it is read or changed before the lock.

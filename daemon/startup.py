@@ -50,6 +50,17 @@ def db_path(state_dir: Path) -> Path:
 # -- the folder and its modes ------------------------------------------------------------------
 
 
+def prepare_folders(*folders: Path) -> None:
+    """The inbox, outbox and processed folders, created if missing (a clear error if not)."""
+    for folder in folders:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StartupError(f"cannot create the folder {folder}: {_why(exc)}") from None
+        if not folder.is_dir():
+            raise StartupError(f"{folder} is not a folder")
+
+
 def prepare_state_dir(state_dir: Path) -> None:
     """Create the state folder owner-only, or tighten an existing one (said once)."""
     try:
@@ -268,6 +279,7 @@ __all__ = [
     "db_path",
     "lock_holder",
     "open_store",
+    "prepare_folders",
     "prepare_state_dir",
     "secure_db_files",
 ]

@@ -238,3 +238,11 @@ def test_submit_unreadable_file_and_unwritable_inbox_are_clean_errors(tmp_path: 
     assert out.returncode == 2, out.stderr
     assert f"the inbox {inbox} is not writable" in out.stderr and "Traceback" not in out.stderr
     assert not list(inbox.iterdir())
+
+
+def test_run_with_a_folder_it_cannot_create_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "outbox").write_text("a file where the outbox should be\n")
+    out = run_cli(["run", "--root", str(tmp_path), "--once", "--emulate"])
+    assert out.returncode == 2, out.stderr
+    assert f"batchd cannot start: cannot create the folder {tmp_path / 'outbox'}" in out.stderr
+    assert "Traceback" not in out.stderr
