@@ -35,7 +35,6 @@ SQLITE_HEADER = b"SQLite format 3\x00"
 # calling the folder taken.
 LOCK_TRIES = 10
 LOCK_RETRY_S = 0.05
-WATCH_INTERVAL_S = 2.0  # how often the database's identity is checked while batchd runs
 
 
 class StartupError(RuntimeError):
@@ -270,7 +269,6 @@ __all__ = [
     "DB_NAME",
     "LOCK_NAME",
     "STATE_DIR_MODE",
-    "WATCH_INTERVAL_S",
     "StartupError",
     "StateLock",
     "StateWatch",
