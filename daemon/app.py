@@ -29,8 +29,9 @@ from adapters.facts import PROVIDERS
 from . import finish, ingest
 from .availability import EXIT_STUCK, Availability, build_adapters, point_at_emulator
 from .config import Config
+from .early_signals import take_sighup
 from .logs import setup_logging
-from .reload import reload_config, take_early_sighup
+from .reload import reload_config
 from .retry import backoff_s
 from .scheduler import Scheduler, TaskFailed
 from .startup import (
@@ -317,7 +318,7 @@ class App:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_signal, sig)
         loop.add_signal_handler(signal.SIGHUP, self._on_hup)
-        if take_early_sighup():
+        if take_sighup():
             self._on_hup()
 
     def _on_hup(self) -> None:

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import sys
 from collections.abc import Sequence
 from contextlib import suppress
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .config import Config, ConfigError, load_config
+from .early_signals import hold_sighup
+
+if TYPE_CHECKING:  # the configuration (and asyncio) are imported when a command runs
+    from .config import Config
 
 
 def _common_paths(p: argparse.ArgumentParser) -> None:
@@ -98,6 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _config(args: argparse.Namespace) -> Config:
     """The one way every command loads the configuration (checked once, at load)."""
+    from .config import load_config
+
     flags = {
         k: getattr(args, k, None)
         for k in (
@@ -138,10 +143,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     left wait for a provider that cannot proceed), 130 (interrupted during start-up)."""
     from .app import run
     from .logs import setup_logging
-    from .reload import hold_early_sighup
     from .startup import StartupError
 
-    hold_early_sighup()
     cfg = _config(args)
     setup_logging(json_lines=cfg.log_json, level=cfg.log_level)
     try:
@@ -203,6 +206,8 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 
 def _cmd_emulator(args: argparse.Namespace) -> int:
+    import asyncio
+
     from adapters.emulator import serve
     from adapters.emulator.faults import FaultConfigError
 
@@ -235,6 +240,10 @@ COMMANDS = {
 def main(argv: Sequence[str] | None = None) -> int:
     """Exit 2 for a configuration error (named: file, key, reason), without a traceback."""
     args = build_parser().parse_args(argv)
+    if args.command == "run":
+        hold_sighup()  # before the heavy imports: a reload request is never a silent death
+    from .config import ConfigError
+
     try:
         return COMMANDS[args.command](args)
     except ConfigError as exc:

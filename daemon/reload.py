@@ -12,10 +12,8 @@ while reloading is logged and the daemon goes on with the configuration it had.
 
 from __future__ import annotations
 
-import signal
 from collections.abc import Callable
 from dataclasses import fields, replace
-from types import FrameType
 from typing import Any
 
 from loguru import logger
@@ -32,26 +30,6 @@ RESTART_KEYS = frozenset(
 )  # fmt: skip
 RESTART_PROVIDER_KEYS = frozenset({"base_url", "max_concurrent_submits", "options"})
 _IGNORED = frozenset({"policy", "explicit"})  # derived from the other keys
-
-
-_early: list[int] = []  # SIGHUPs received before the event loop took the signal over
-
-
-def _remember(signum: int, frame: FrameType | None) -> None:
-    _early.append(signum)
-
-
-def hold_early_sighup() -> None:
-    """From the very start of ``batchd run``: a SIGHUP before the daemon's own handler is in
-    place is remembered (and acted on once it runs), instead of killing the process."""
-    signal.signal(signal.SIGHUP, _remember)
-
-
-def take_early_sighup() -> bool:
-    """Whether a SIGHUP came before the daemon's handler (and forget it)."""
-    came = bool(_early)
-    _early.clear()
-    return came
 
 
 def changed_keys(old: Config, new: Config) -> dict[str, tuple[Any, Any]]:
@@ -125,11 +103,4 @@ def reload_config(current: Config, load: Callable[[], Config]) -> Config | None:
     return merged(current, new, live)
 
 
-__all__ = [
-    "changed_keys",
-    "hold_early_sighup",
-    "merged",
-    "needs_restart",
-    "reload_config",
-    "take_early_sighup",
-]
+__all__ = ["changed_keys", "merged", "needs_restart", "reload_config"]
