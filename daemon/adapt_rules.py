@@ -25,6 +25,8 @@ from .registry import SAMPLING_PARAMS, ModelInfo, Range, Registry, default_regis
 POLICIES = ("adapt", "reject")
 LABELS = {"openai": "OpenAI", "anthropic": "Claude", "gemini": "Gemini"}
 THINKING_ON = ("enabled", "adaptive")
+# The APIs take output limits as 32-bit integers: a larger value is refused for every model.
+API_INT_MAX = 2_147_483_647
 
 
 class Note(str):
@@ -261,16 +263,20 @@ def output(obj: Mapping[str, Any], ctx: Ctx) -> tuple[str, int | None]:
 
 
 def ceiling(value: Any, name: str, ctx: Ctx) -> Any:
-    """``value`` lowered to the model's output ceiling, recorded; anything else unchanged
-    (a value that is not a whole number is the provider's to refuse)."""
-    limit = ctx.info.output_max
-    if limit is None or not is_int(value) or value <= limit:
+    """``value`` lowered to the model's output ceiling, or, for a model without a known
+    ceiling, to the largest integer the providers' APIs accept (they refuse anything above
+    2,147,483,647 whatever the model: Gemini the whole batch); recorded. Anything else is
+    unchanged (a value that is not a whole number is the provider's to refuse)."""
+    if not is_int(value):
         return value
-    ctx.note(
-        f"{name} {value} clamped to {limit} ({ctx.model} writes at most {limit} output tokens)",
-        "max_tokens clamped",
-        lossy=True,
-    )
+    limit = ctx.info.output_max
+    if limit is not None and value > limit:
+        why = f"{ctx.model} writes at most {limit} output tokens"
+    elif limit is None and value > API_INT_MAX:
+        limit, why = API_INT_MAX, "the largest integer the API accepts"
+    else:
+        return value
+    ctx.note(f"{name} {value} clamped to {limit} ({why})", "max_tokens clamped", lossy=True)
     return limit
 
 
@@ -330,9 +336,7 @@ def _budget(params: dict[str, Any], current: dict[str, Any], ctx: Ctx) -> None:
         )
         budget = low
     if budget >= max_tokens:
-        raised = budget + max_tokens
-        if ctx.info.output_max is not None:
-            raised = min(raised, ctx.info.output_max)
+        raised = min(budget + max_tokens, ctx.info.output_max or API_INT_MAX)
         if raised > max_tokens:
             ctx.note(
                 f"max_tokens {max_tokens} raised to {raised}: with extended thinking max_tokens "

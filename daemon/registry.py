@@ -13,6 +13,7 @@ config override must stop the daemon at start-up, not silently send requests una
 from __future__ import annotations
 
 import functools
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -198,16 +199,26 @@ class Registry:
 
 
 def _longest(model: str, patterns: Mapping[str, T]) -> T | None:
-    """The value of the longest ``prefix*`` pattern ``model`` starts with."""
+    """The value of the most specific pattern ``model`` matches: a ``prefix*`` (``model``
+    starts with it) or a pattern with ``*`` inside as well (``gpt-5.*-pro*``: any text
+    there). The pattern with the most characters besides its ``*`` wins, so for prefixes the
+    longest one does."""
     best: T | None = None
     best_len = -1
     for pattern, value in patterns.items():
         if not pattern.endswith("*"):
             continue
-        prefix = pattern[:-1]
-        if len(prefix) > best_len and model.startswith(prefix):
-            best, best_len = value, len(prefix)
+        literal = len(pattern) - pattern.count("*")
+        if literal > best_len and _matches(model, pattern):
+            best, best_len = value, literal
     return best
+
+
+def _matches(model: str, pattern: str) -> bool:
+    head, *rest = pattern.split("*")
+    if rest == [""]:
+        return model.startswith(head)
+    return re.fullmatch(".*".join(map(re.escape, pattern.split("*"))), model) is not None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -5,9 +5,13 @@ daemon's), so an unadapted request would come back failed. Here every line succe
 result carries the adaptations the daemon recorded; under ``on_unsupported = "reject"`` the
 lines that needed a change that loses something (a removal, a clamp, a raised or lowered
 limit, manual thinking sent as adaptive) come back invalid instead, and the rest still
-succeed. The file mixes every model generation: the gpt-5 family's stop, Claude's
-temperature/top_p pairs, Claude models without temperature, extended thinking and output
-ceilings.
+succeed. The file mixes every model generation: the gpt-5 family's stop (gpt-5 to 5.5, the
+-pro variants, and the -chat snapshots that keep it), Claude's temperature/top_p pairs (Opus
+4.1-4.6, Sonnet 4.5, Haiku 4.5), Claude models without temperature (Sonnet 4.6, Opus 4.7, 4.8
+and a later Opus), extended thinking (manual sent as adaptive, the limits while it is on, in
+adaptive mode too), output ceilings of every family that has one, and the APIs' 32-bit bound
+where no ceiling is known (Gemini included). tests/test_conformance.py pairs each rule of the
+emulator with the daemon's adaptation request by request.
 """
 
 from __future__ import annotations
@@ -194,9 +198,54 @@ GENERATIONS: list[tuple[dict[str, Any], list[str], bool]] = [
             [f"stop removed: {model} does not support it"],
             True,
         )
-        for model in ("gpt-5", "gpt-5-mini", "gpt-5-nano", "gpt-5.1", "gpt-5.2")
+        # gpt-5.5 and later: accepting stop again is unconfirmed, so removed by default (and
+        # refused by the emulator by default); gpt-5.4-pro: a later -pro variant.
+        for model in (
+            "gpt-5", "gpt-5-mini", "gpt-5-nano", "gpt-5-pro", "gpt-5.1", "gpt-5.2", "gpt-5.4",
+            "gpt-5.5", "gpt-5.4-pro",
+        )
     ],
     (line("gpt-5-chat-stop", "gpt-5-chat-latest", stop="END"), [], False),
+    (line("gpt-5.4-chat-stop", "gpt-5.4-chat-latest", stop="END", temperature=0.3), [], False),
+    (
+        line("gpt-5.4-pro-sampling", "gpt-5.4-pro", temperature=0.7),
+        ["temperature 0.7 removed: gpt-5.4-pro accepts only the default (1)"],
+        True,
+    ),
+    *[
+        (
+            line(f"{model}-ceiling", model, max_tokens=asked),
+            [ceiling("max_tokens", asked, limit, model)],
+            True,
+        )
+        for model, asked, limit in (
+            ("gpt-4o", 20_000, 16384),
+            ("chatgpt-4o-latest", 20_000, 16384),
+            ("gpt-4.1", 40_000, 32768),
+            ("claude-3-opus-20240229", 5_000, 4096),
+            ("claude-3-5-haiku-20241022", 10_000, 8192),
+            ("claude-3-7-sonnet-20250219", 100_000, 64000),
+            ("claude-opus-4-0", 40_000, 32000),
+            ("claude-sonnet-4-0", 100_000, 64000),
+        )
+    ],
+    (
+        line("gpt-5-ceiling", "gpt-5", max_tokens=200_000),
+        [
+            "max_tokens sent as max_completion_tokens (gpt-5 counts reasoning tokens in it)",
+            ceiling("max_tokens", 200_000, 128_000, "gpt-5"),
+        ],
+        True,
+    ),
+    *[
+        # No known ceiling: only the APIs' 32-bit bound (Gemini would refuse the whole batch).
+        (
+            line(f"{model}-absurd", model, max_tokens=10**20),
+            [f"max_tokens {10**20} clamped to 2147483647 (the largest integer the API accepts)"],
+            True,
+        )
+        for model in ("claude-opus-4-7", "gemini-2.5-flash")
+    ],
     (
         line("gpt-4o-mini-ceiling", "gpt-4o-mini", max_tokens=1_000_000),
         [ceiling("max_tokens", 1_000_000, 16384, "gpt-4o-mini")],
@@ -223,7 +272,10 @@ GENERATIONS: list[tuple[dict[str, Any], list[str], bool]] = [
             [together(model)],
             True,
         )
-        for model in ("claude-opus-4-1", "claude-sonnet-4-5", "claude-haiku-4-5")
+        for model in (
+            "claude-opus-4-1", "claude-opus-4-5", "claude-opus-4-6", "claude-sonnet-4-5",
+            "claude-haiku-4-5",
+        )
     ],
     (
         line("sonnet-4-0-pair", "claude-sonnet-4-0", max_tokens=50, temperature=0.4, top_p=0.9),
@@ -244,6 +296,12 @@ GENERATIONS: list[tuple[dict[str, Any], list[str], bool]] = [
     ],
     (line("opus-4-8-temp-1", "claude-opus-4-8", max_tokens=50, temperature=1.0), [], False),
     (
+        # A later Opus 4.x than the registry lists: the newest Opus rules.
+        line("opus-4-9-temp", "claude-opus-4-9", max_tokens=50, temperature=0.3),
+        ["temperature 0.3 removed: claude-opus-4-9 accepts only the default (1)"],
+        True,
+    ),
+    (
         line("sonnet-4-5-ceiling", "claude-sonnet-4-5", max_tokens=200_000),
         [ceiling("max_tokens", 200_000, 64_000, "claude-sonnet-4-5")],
         True,
@@ -260,6 +318,34 @@ GENERATIONS: list[tuple[dict[str, Any], list[str], bool]] = [
             'thinking {"type": "enabled", "budget_tokens": 2000} sent as {"type": "adaptive"}: '
             "claude-opus-4-7 does not accept manual extended thinking (budget_tokens dropped)",
             "temperature 0.5 removed: claude-opus-4-7 accepts only the default (1)",
+        ],
+        True,
+    ),
+    (
+        native_claude(
+            "opus-4-8-manual-thinking",
+            "claude-opus-4-8",
+            max_tokens=3000,
+            thinking={"type": "enabled", "budget_tokens": 1500},
+        ),
+        [
+            'thinking {"type": "enabled", "budget_tokens": 1500} sent as {"type": "adaptive"}: '
+            "claude-opus-4-8 does not accept manual extended thinking (budget_tokens dropped)",
+        ],
+        True,
+    ),
+    (
+        native_claude(
+            "opus-4-6-adaptive",
+            "claude-opus-4-6",
+            max_tokens=800,
+            thinking={"type": "adaptive"},
+            temperature=0.5,
+            top_k=5,
+        ),
+        [
+            "temperature 0.5 removed: with extended thinking claude-opus-4-6 accepts only 1",
+            "top_k removed: claude-opus-4-6 does not accept it with extended thinking",
         ],
         True,
     ),

@@ -226,7 +226,7 @@ def test_every_rule_is_exercised() -> None:
 async def test_gpt_5_5_stop_follows_the_setting(
     emulator: Emulator, openai_client, accepts: bool | None
 ) -> None:
-    """Whether gpt-5.5 and later take ``stop`` is unconfirmed: a setting, accepted by default."""
+    """Whether gpt-5.5 and later take ``stop`` is unconfirmed: a setting, refused by default."""
     config = {} if accepts is None else {"gpt_5_5_accepts_stop": accepts}
     assert emulator.ctx is not None
     emulator.ctx.faults = FaultSet.parse(config)
@@ -237,7 +237,7 @@ async def test_gpt_5_5_stop_follows_the_setting(
         assert batch.status == "completed", batch
         output = await _lines(openai_client, batch.output_file_id)
         errors_ = await _lines(openai_client, batch.error_file_id)
-        if accepts is False:
+        if not accepts:
             assert set(errors_) == {"item"} and not output, model
             error = errors_["item"]["response"]["body"]["error"]
             assert (error["code"], error["param"]) == ("unsupported_parameter", "stop")

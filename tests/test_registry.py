@@ -102,7 +102,7 @@ CLAUDE_GENERATIONS = [
     ("claude-3-haiku-20240307", "claude-3-haiku*", "classic", "manual", 4096, 2048),
     ("claude-3-5-haiku-latest", "claude-3-5-haiku*", "classic", "manual", 8192, 2048),
     ("claude-3-5-sonnet-latest", "claude-3-5-sonnet*", "classic", "manual", 8192, 1024),
-    ("claude-3-7-sonnet-latest", "claude-3-7-sonnet*", "classic", "manual", None, 1024),
+    ("claude-3-7-sonnet-latest", "claude-3-7-sonnet*", "classic", "manual", 64000, 1024),
     ("claude-opus-4-0", "claude-opus-4-0*", "classic", "manual", 32000, 1024),
     ("claude-opus-4-20250514", "claude-opus-4-2025*", "classic", "manual", 32000, 1024),
     ("claude-opus-4-1-20250805", "claude-opus-4-1*", "exclusive", "manual", 32000, 1024),

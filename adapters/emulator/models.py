@@ -179,12 +179,15 @@ ANTHROPIC_MODELS: tuple[AnthropicModel, ...] = (
     AnthropicModel("claude-sonnet-4-2025*", max_output_tokens=64_000),  # Sonnet 4 snapshots
     AnthropicModel("claude-sonnet-5*", sampling=SAMPLING_NONE, cache_min_tokens=2048),
     AnthropicModel("claude-sonnet-4*", sampling=SAMPLING_NONE, cache_min_tokens=2048),
-    # Haiku: 4.5 takes temperature or top_p, not both.
+    # Haiku: 4.5 takes temperature or top_p, not both; a later Haiku 4.x has its rules and
+    # ceiling (the newest of the line).
     AnthropicModel(
         "claude-haiku-4-5*", sampling=_ONE_OF, max_output_tokens=64_000, cache_min_tokens=4096
     ),
     AnthropicModel("claude-haiku-5*", sampling=_ONE_OF, cache_min_tokens=4096),
-    AnthropicModel("claude-haiku-4*", sampling=_ONE_OF, cache_min_tokens=4096),
+    AnthropicModel(
+        "claude-haiku-4*", sampling=_ONE_OF, max_output_tokens=64_000, cache_min_tokens=4096
+    ),
     # Names the anthropic 2.14 SDK lists in ModelParam. Fable 5 refuses the sampling parameters
     # like Opus 4.7 (user reports, see docs); nothing is published about Mythos, which gets the
     # defaults.

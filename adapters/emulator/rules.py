@@ -67,7 +67,7 @@ def _chat(model: str, **params: Any) -> dict[str, Any]:
     return {"model": model, "messages": _USER, **params}
 
 
-def _openai_stop(model: str) -> Rule:
+def _openai_stop(model: str, **settings: Any) -> Rule:
     return Rule(
         f"openai.stop.{model}",
         "openai",
@@ -82,6 +82,7 @@ def _openai_stop(model: str) -> Rule:
             code="unsupported_parameter",
             param="stop",
         ),
+        settings=settings,
     )
 
 
@@ -121,6 +122,8 @@ OPENAI_RULES: tuple[Rule, ...] = (
         _openai_stop(m)
         for m in ("gpt-5", "gpt-5-mini", "gpt-5-nano", "gpt-5.1", "gpt-5.2", "gpt-5.4")
     ),
+    # gpt-5.5 and later accepting stop again is unconfirmed: refused unless the setting says so.
+    _openai_stop("gpt-5.5", gpt_5_5_accepts_stop=False),
     _openai_ceiling("gpt-4o", "max_tokens", 16_384, 20_000),
     _openai_ceiling("gpt-4o-mini", "max_tokens", 16_384, 1_000_000),
     _openai_ceiling("gpt-4.1", "max_tokens", 32_768, 40_000),

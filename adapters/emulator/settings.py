@@ -6,7 +6,7 @@ They come from the same configuration as the faults (the fault file, or the body
     enqueued_token_limits = {"gpt-4o-mini" = 2000000, "gemini-2.5-*" = 500000}
     concurrent_batch_limits = {"gemini-2.5-flash" = 2}
     cache_lanes = 4
-    gpt_5_5_accepts_stop = true
+    gpt_5_5_accepts_stop = false
 
 * ``enqueued_token_limits``: per model (exact name or glob; the first matching key wins, exact
   names before globs), the organisation's enqueued-token quota. OpenAI fails a batch at
@@ -17,7 +17,8 @@ They come from the same configuration as the faults (the fault file, or the body
 * ``cache_lanes``: how many concurrent lanes run an Anthropic batch's requests (prompt caching
   is best-effort across lanes: see anthropic_cache). Default 4.
 * ``gpt_5_5_accepts_stop``: whether gpt-5.5 and later accept ``stop`` (reports disagree and
-  nothing confirms it; see docs/emulator-openai.md). Default true.
+  nothing confirms it; see docs/emulator-openai.md). Default false: refused, as by every
+  confirmed gpt-5.x, so a client that relies on the unconfirmed report is caught.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ class Settings:
     enqueued_token_limits: dict[str, int] = field(default_factory=dict)
     concurrent_batch_limits: dict[str, int] = field(default_factory=dict)
     cache_lanes: int = DEFAULT_LANES
-    gpt_5_5_accepts_stop: bool = True
+    gpt_5_5_accepts_stop: bool = False
 
     @classmethod
     def parse(cls, data: dict[str, Any]) -> Settings:
