@@ -1,4 +1,11 @@
-"""The ``batchd`` command line. ``main(argv)`` takes its arguments, so tests call it directly."""
+"""The ``batchd`` command line. ``main(argv)`` takes its arguments, so tests call it directly.
+
+Every command loads the configuration the same way (``_config``: checked once, at load), and a
+configuration error is exit 2 with its one-line reason, never a traceback. Output goes through
+``emit``, so a reader that goes away ends a command quietly. ``submit`` and ``status`` live in
+``cli_submit.py`` and ``cli_status.py``; modules are imported when their command runs, so
+``batchd run`` takes over SIGHUP within milliseconds of starting.
+"""
 
 from __future__ import annotations
 
