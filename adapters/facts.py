@@ -23,6 +23,10 @@ PROVIDER_LIMITS: dict[str, ProviderLimits] = {
     "gemini": ProviderLimits(max_items=100_000, max_bytes=2_000 * MB),
 }
 
+# Gemini takes an inline batch in the create request itself, and refuses a request above this
+# size; the "inline_max_bytes" option must stay below it.
+GEMINI_INLINE_HARD_MAX_BYTES = 20 * MB
+
 # Anthropic API version sent by default. 2023-06-01 keeps temperature/top_p/top_k, which the
 # 2026-10-21 version refuses; the daemon's request adaptation assumes the version configured.
 ANTHROPIC_DEFAULT_API_VERSION = "2023-06-01"

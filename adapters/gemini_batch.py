@@ -42,7 +42,7 @@ from .base import (
     UnknownOutcome,
     Usage,
 )
-from .facts import GEMINI_DEFAULT_API_VERSION, root_url
+from .facts import GEMINI_DEFAULT_API_VERSION, GEMINI_INLINE_HARD_MAX_BYTES, root_url
 from .gemini_errors import HTTPStatus, Unreadable, raise_for_status, retry_delay_s
 from .http_errors import listing, redact, retry_after_s, status_error, transport_error, unreadable
 from .spool import write_spool
@@ -50,7 +50,7 @@ from .wire import obj, parse_body, text
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
 DEFAULT_INLINE_MAX_BYTES = 10_000_000
-INLINE_HARD_MAX_BYTES = 20_000_000  # the API refuses inline create requests above this
+INLINE_HARD_MAX_BYTES = GEMINI_INLINE_HARD_MAX_BYTES  # the API refuses inline creates above this
 # Headroom under the hard limit for what another SDK release might add to the create body.
 INLINE_MARGIN_BYTES = 200_000
 FIND_SLACK_S = 300.0

@@ -7,11 +7,19 @@ others.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Collection, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn, cast
 
-from .base import AuthError, ProviderAdapter
+from .base import (
+    AuthError,
+    BatchItem,
+    BatchStatus,
+    ItemResult,
+    ProviderAdapter,
+    ProviderName,
+    Submitted,
+)
 from .facts import (
     ANTHROPIC_DEFAULT_API_VERSION,
     GEMINI_DEFAULT_API_VERSION,
@@ -34,7 +42,7 @@ def make_adapter(
     ``options`` are provider-specific: anthropic ``api_version``; gemini ``inline_max_bytes``
     and ``api_version``. Unknown option names are refused (a typo must not be a silent no-op).
     Raises AuthError when no API key is given: keys come only from the caller, never from the
-    SDKs' environment variables.
+    SDKs' environment variables (a provider without a key gets :func:`keyless_adapter`).
     """
     if provider not in PROVIDER_LIMITS:
         raise ValueError(f"unknown provider {provider!r}; one of {', '.join(PROVIDERS)}")
@@ -74,3 +82,54 @@ def _check_options(provider: str, options: Mapping[str, Any], known: set[str]) -
     if unknown:
         allowed = ", ".join(sorted(known)) or "none"
         raise ValueError(f"unknown {provider} option(s) {sorted(unknown)}; allowed: {allowed}")
+
+
+class KeylessAdapter:
+    """The stand-in for a provider that has no API key: it never reaches the network, and
+    every call raises AuthError. The daemon holds such a provider (its requests wait) and
+    does not call it; should a call happen anyway, it pauses the provider instead of sending
+    anything without a key."""
+
+    def __init__(self, provider: ProviderName, reason: str) -> None:
+        self.name = provider
+        self.limits = PROVIDER_LIMITS[provider]
+        self.reason = reason
+
+    def _refuse(self) -> NoReturn:
+        raise AuthError(f"{self.name}: {self.reason}")
+
+    async def submit(self, tag: str, model: str, items: Iterable[BatchItem]) -> Submitted:
+        self._refuse()
+
+    async def find(
+        self,
+        tag: str,
+        model: str,
+        n_items: int,
+        since: float,
+        exclude: Collection[str],
+        keys: Collection[str] = (),
+    ) -> str | None:
+        self._refuse()
+
+    async def poll(self, provider_batch_id: str) -> BatchStatus:
+        self._refuse()
+
+    def results(self, provider_batch_id: str) -> AsyncIterator[ItemResult]:
+        self._refuse()
+
+    async def cancel(self, provider_batch_id: str) -> None:
+        self._refuse()
+
+    async def cleanup(self, provider_batch_id: str, input_file_id: str | None) -> None:
+        self._refuse()
+
+    async def close(self) -> None:
+        return None
+
+
+def keyless_adapter(provider: str, reason: str) -> ProviderAdapter:
+    """The adapter of ``provider`` when it has no API key (see :class:`KeylessAdapter`)."""
+    if provider not in PROVIDER_LIMITS:
+        raise ValueError(f"unknown provider {provider!r}; one of {', '.join(PROVIDERS)}")
+    return KeylessAdapter(cast(ProviderName, provider), reason)

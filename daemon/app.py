@@ -1,11 +1,14 @@
 """Supervision: one TaskGroup, one stop event, a grace period, then cancel.
 
-Loops: the inbox (scan, claim, ingest), the planner (start per-model submit tasks), one
-poller per provider, and the finisher (outbox + archive). Each waits for a nudge, its own
-deadline or stop. A signal handler only sets the stop event. The tasks the scheduler starts
-(submits, lookups) are supervised by it, and its ``monitor`` runs in the same TaskGroup. An
-unexpected exception in any loop or task is logged once with its traceback and ends the
-process non-zero, so systemd restarts it; nothing is swallowed and continued.
+Start-up takes the state folder first (``startup.py``: its lock, its modes, a sound
+database). Loops: the inbox (scan, claim, ingest), the planner (start per-model submit tasks),
+one poller per provider, the finisher (outbox + archive), and the guard (the state database
+still the one opened; the providers' states for ``batchd status``, from ``availability.py``; a
+SIGHUP reload, ``reload.py``; ``--once``'s exit 3 when only providers that cannot proceed are
+left). Each waits for a nudge, its own deadline or stop. A signal handler only sets an event.
+The tasks the scheduler starts (submits, lookups) are supervised by it, and its ``monitor``
+runs in the same TaskGroup. An unexpected exception in any loop or task is logged once with
+its traceback and ends the process non-zero, so systemd restarts it; nothing is swallowed.
 """
 
 from __future__ import annotations
@@ -17,23 +20,36 @@ import signal
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack, suppress
-from dataclasses import replace
 from typing import Any
 
 from loguru import logger
 
-from adapters.base import ProviderAdapter
 from adapters.facts import PROVIDERS
 
 from . import finish, ingest
+from .availability import EXIT_STUCK, Availability, build_adapters, point_at_emulator
 from .config import Config
+from .early_signals import take_sighup
+from .logs import setup_logging
+from .reload import reload_config
 from .retry import backoff_s
-from .scheduler import Scheduler, TaskFailed, account_of
+from .scheduler import Scheduler, TaskFailed
+from .startup import (
+    StateLock,
+    StateWatch,
+    clear_spool,
+    db_path,
+    open_store,
+    prepare_folders,
+    prepare_state_dir,
+)
 from .states import FILE_OPEN, FileStatus
 from .store import Store
 from .watcher import Inbox, watch
 
 IDLE_S = 30.0
+GUARD_INTERVAL_S = 1.0  # the state files' identity, the providers' states, --once progress
+EXIT_FAILED = 1  # an unexpected error, or the state database lost: systemd restarts batchd
 
 
 class Nudges:
@@ -78,34 +94,6 @@ def _until(deadline: float | None, default: float = IDLE_S) -> float:
     return min(default, max(0.0, deadline - time.time()))
 
 
-async def _make_adapters(cfg: Config) -> tuple[dict[str, ProviderAdapter], dict[str, str]]:
-    from adapters.registry import make_adapter
-
-    adapters: dict[str, ProviderAdapter] = {}
-    accounts: dict[str, str] = {}
-    for name in PROVIDERS:
-        pc = cfg.providers[name]
-        key = cfg.api_key(name)
-        if key is None and (cfg.emulate or cfg.emulator_url):
-            key = "emulator-key"
-        adapters[name] = make_adapter(
-            name,
-            base_url=pc.base_url,
-            api_key=key,
-            timeout_s=cfg.request_timeout_s,
-            spool_dir=cfg.state_dir / "spool",
-            options=dict(pc.options),
-        )
-        # The in-process emulator listens on a new port each run; its batches (kept in the
-        # state folder) belong to the same account from one run to the next.
-        accounts[name] = account_of(name, "emulator" if cfg.emulate else pc.base_url, key)
-        if key is None:
-            logger.bind(provider=name).warning(
-                "no API key in the environment for {}; its requests will wait", name
-            )
-    return adapters, accounts
-
-
 def low_disk(cfg: Config) -> str | None:
     """Why no new file should be taken now: the state or outbox disk is below
     ``min_free_disk_mb`` (ingest copies each file into SQLite, and results need room too)."""
@@ -124,20 +112,20 @@ def low_disk(cfg: Config) -> str | None:
     return None
 
 
-def _point_at_emulator(cfg: Config, url: str) -> Config:
-    """Every provider at the emulator's root (each adapter normalises the URL it is given)."""
-    providers = {name: replace(pc, base_url=url) for name, pc in cfg.providers.items()}
-    return replace(cfg, providers=providers)
-
-
 class App:
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, cfg: Config, reload: Callable[[], Config] | None = None) -> None:
         self.cfg = cfg
+        self.reload = reload  # loads the configuration again (SIGHUP)
         self.stop = asyncio.Event()
-        self.nudges = Nudges(["inbox", "plan", "finish", *PROVIDERS])
-        self.store = Store(cfg.state_dir / "batchd.sqlite3")
+        self.nudges = Nudges(["inbox", "plan", "finish", "guard", *PROVIDERS])
+        self.store = Store(db_path(cfg.state_dir))
         self.inbox = Inbox(cfg.inbox, cfg.settle_s)
         self.scheduler: Scheduler | None = None
+        self.availability: Availability | None = None
+        self.watch: StateWatch | None = None
+        self.outcome = 0  # the exit status when no task failed (3: --once stuck, 1: state lost)
+        self._hup = False
+        self._emulator_url: str | None = None  # every provider points there (also on reload)
         self._settling = 0
         self._recovered = False  # crash-interrupted ingests resumed (first inbox step)
         self._low_disk: str | None = None
@@ -226,12 +214,71 @@ class App:
         recovered = self._recovered
         return recovered and not open_files and self._settling == 0 and not self.inbox.scan()[0]
 
+    async def _guard_step(self) -> float | None:
+        """The state files still the ones opened, the providers' states published, a SIGHUP
+        reload, and with ``--once``: stop (exit 3) when nothing more can progress."""
+        assert self.watch is not None and self.availability is not None
+        lost = self.watch.changed()
+        if lost is not None:
+            logger.critical(
+                "state lost: {} while batchd runs; stopping (exit {}) so that a restart "
+                "begins from what is on disk", lost, EXIT_FAILED,
+            )  # fmt: skip
+            self.outcome = EXIT_FAILED
+            self.stop.set()
+            return None
+        if self._hup:
+            self._hup = False
+            await self._reload()
+        await self.availability.step()
+        if self.cfg.once and not self.stop.is_set():
+            quiet = self._recovered and self._settling == 0 and not self.inbox.scan()[0]
+            why = await self.availability.stuck(quiet)
+            if why is not None:
+                logger.error(
+                    "--once: nothing more can progress: {}. Stopping (exit {}); they are kept "
+                    "and go out once the provider can run", why, EXIT_STUCK,
+                )  # fmt: skip
+                self.outcome = EXIT_STUCK
+                self.stop.set()
+        return time.time() + GUARD_INTERVAL_S
+
+    async def _reload(self) -> None:
+        """SIGHUP: the configuration read and checked again; what may change live is applied
+        (``daemon/reload.py``), everything else is said to need a restart."""
+        if self.reload is None:
+            logger.warning("SIGHUP received: no configuration source to reload; ignored")
+            return
+        logger.info("SIGHUP received: reloading the configuration")
+        load, url = self.reload, self._emulator_url
+
+        def loaded() -> Config:
+            return load() if url is None else point_at_emulator(load(), url)
+
+        new = await asyncio.to_thread(reload_config, self.cfg, loaded)
+        if new is None:
+            return
+        old, self.cfg = self.cfg, new
+        assert self.scheduler is not None and self.availability is not None
+        self.scheduler.reconfigure(new)
+        self.availability.cfg = new
+        self.inbox.settle_s = new.settle_s
+        if (old.log_level, old.log_json) != (new.log_level, new.log_json):
+            setup_logging(json_lines=new.log_json, level=new.log_level)
+        self.nudges.all()
+
     # -- run -------------------------------------------------------------------------------
     async def run(self) -> int:
+        """Raises StartupError (exit 2) when the state folder cannot be used."""
+        self._install_signals()
         cfg = self.cfg
-        for folder in (cfg.inbox, cfg.outbox, cfg.processed, cfg.state_dir):
-            folder.mkdir(parents=True, exist_ok=True)
+        prepare_folders(cfg.inbox, cfg.outbox, cfg.processed)
+        prepare_state_dir(cfg.state_dir)
         async with AsyncExitStack() as stack:
+            # One daemon per state folder: nothing in it is read or changed before the lock.
+            lock = StateLock(cfg.state_dir)
+            lock.acquire()
+            stack.callback(lock.release)
             if cfg.emulate:
                 from adapters.emulator import Emulator
 
@@ -239,17 +286,21 @@ class App:
                 await emu.start()
                 stack.push_async_callback(emu.stop)
                 logger.info("emulator started at {}", emu.url)
-                cfg = self.cfg = _point_at_emulator(cfg, emu.url)
+                self._emulator_url = emu.url
             elif cfg.emulator_url:
-                cfg = self.cfg = _point_at_emulator(cfg, cfg.emulator_url)
-            await self.store.open()
+                self._emulator_url = cfg.emulator_url
+            if self._emulator_url is not None:
+                cfg = self.cfg = point_at_emulator(cfg, self._emulator_url)
+            self.store = await open_store(self.store.path)
             stack.push_async_callback(self.store.close)
-            _clear_spool(cfg)
-            adapters, accounts = await _make_adapters(cfg)
+            self.watch = StateWatch(self.store.path, lock.path)
+            clear_spool(cfg.state_dir)
+            adapters, accounts, missing = build_adapters(cfg)
             for adapter in adapters.values():
                 stack.push_async_callback(adapter.close)
             self.scheduler = Scheduler(cfg, self.store, adapters, accounts, _WakeAll(self.nudges))
-            self._install_signals()
+            self.availability = Availability(cfg, self.store, self.scheduler, missing)
+            self.availability.start()
             self._start_up()
             return await self._supervise()
 
@@ -266,6 +317,14 @@ class App:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_signal, sig)
+        loop.add_signal_handler(signal.SIGHUP, self._on_hup)
+        if take_sighup():
+            self._on_hup()
+
+    def _on_hup(self) -> None:
+        """Only a flag: the reload itself runs in the guard loop (never inside a handler)."""
+        self._hup = True
+        self.nudges.events["guard"].set()
 
     def _on_signal(self, sig: signal.Signals) -> None:
         if not self.stop.is_set():
@@ -274,12 +333,14 @@ class App:
 
     async def _supervise(self) -> int:
         """Run every loop until stop; the exit status: 1 when a loop or a scheduler task died
-        of an unexpected error (logged once, with its traceback), else 0."""
+        of an unexpected error (logged once, with its traceback), else ``self.outcome`` (0,
+        3 for ``--once`` with requests no provider can take, 1 for a lost state database)."""
         assert self.scheduler is not None
         loops: list[tuple[str, Any]] = [
             ("inbox", self._loop("inbox", self._inbox_step)),
             ("plan", self._loop("plan", self._plan_step)),
             ("finish", self._loop("finish", self._finish_step)),
+            ("guard", self._loop("guard", self._guard_step)),
             *((p, self._loop(p, self._poll_step(p))) for p in PROVIDERS),
         ]
         failed = False
@@ -304,7 +365,7 @@ class App:
             # After a failure the loops were cancelled: the create calls in flight still get
             # their grace period (a no-op after a normal stop, which already waited for them).
             await self.scheduler.shutdown(self.cfg.grace_s)
-        return 1 if failed or self.scheduler.failure is not None else 0
+        return EXIT_FAILED if failed or self.scheduler.failure is not None else self.outcome
 
     async def _grace(self, tasks: list[asyncio.Task[Any]]) -> None:
         """After stop: one grace period in all (create calls in flight, then the loops'
@@ -318,14 +379,6 @@ class App:
             task.cancel()
 
 
-def _clear_spool(cfg: Config) -> None:
-    """Spool files are the request files of one create call, deleted once uploaded; any left
-    at start-up belong to a process that died mid-create (one daemon per state folder)."""
-    for path in (cfg.state_dir / "spool").glob("*.jsonl"):
-        with suppress(FileNotFoundError):
-            path.unlink()
-
-
 def _ensure_folders(cfg: Config) -> None:
     """Recreate an outbox or processed folder removed while batchd runs (a path that is not a
     folder is left alone: the write fails, is logged and retried)."""
@@ -334,9 +387,11 @@ def _ensure_folders(cfg: Config) -> None:
             folder.mkdir(parents=True, exist_ok=True)
 
 
-def run(cfg: Config) -> int:
+def run(cfg: Config, reload: Callable[[], Config] | None = None) -> int:
+    """Run the daemon; the exit status. ``reload`` loads the configuration again (SIGHUP).
+    Raises StartupError when the state folder cannot be used."""
     with suppress(KeyboardInterrupt):
-        return asyncio.run(App(cfg).run())
+        return asyncio.run(App(cfg, reload).run())
     return 130
 
 

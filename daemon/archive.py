@@ -14,6 +14,7 @@ import contextlib
 import errno
 import os
 import shutil
+import stat
 from pathlib import Path
 
 from daemon import names
@@ -74,11 +75,31 @@ def archive_input(
             _move(src, dst)
         except FileExistsError:
             continue
+        _outbox_mode(dst)
         fsync_dir(processed_dir)
         if processed_dir.resolve() != src.parent.resolve():
             fsync_dir(src.parent)
         return dst
     raise AssertionError("unreachable: the naming sequence is endless")
+
+
+def _outbox_mode(path: Path) -> None:
+    """An archived input is no more open than the outbox's files (0640 filtered by the
+    umask): the dropper's own mode (often 0644, world-readable) is not kept. A file batchd may
+    not change (another owner) keeps its mode."""
+    from daemon.outbox import FILE_MODE  # outbox imports this module
+
+    with contextlib.suppress(OSError):
+        os.chmod(path, stat.S_IMODE(os.stat(path).st_mode) & FILE_MODE & ~_umask())
+
+
+def _umask() -> int:
+    """The process umask, read without changing it (os.umask would, for every thread)."""
+    with contextlib.suppress(OSError, ValueError), open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    return 0o022
 
 
 def _move(src: Path, dst: Path) -> None:

@@ -1,18 +1,27 @@
-"""The ``batchd`` command line. ``main(argv)`` takes its arguments, so tests call it directly."""
+"""The ``batchd`` command line. ``main(argv)`` takes its arguments, so tests call it directly.
+
+Every command loads the configuration the same way (``_config``: checked once, at load), and a
+configuration error is exit 2 with its one-line reason, never a traceback. Output goes through
+``emit``, so a reader that goes away ends a command quietly. ``submit`` and ``status`` live in
+``cli_submit.py`` and ``cli_status.py``; modules are imported when their command runs, so
+``batchd run`` takes over SIGHUP within milliseconds of starting.
+"""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import sys
-import time
 from collections.abc import Sequence
+from contextlib import suppress
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-from .config import Config, ConfigError, load_config
+from .early_signals import hold_sighup
+
+if TYPE_CHECKING:  # the configuration (and asyncio) are imported when a command runs
+    from .config import Config
 
 
 def _common_paths(p: argparse.ArgumentParser) -> None:
@@ -98,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _config(args: argparse.Namespace) -> Config:
+    """The one way every command loads the configuration (checked once, at load)."""
+    from .config import load_config
+
     flags = {
         k: getattr(args, k, None)
         for k in (
@@ -114,84 +126,59 @@ def _config(args: argparse.Namespace) -> Config:
     return load_config(args.config, flags)
 
 
+def emit(text: str) -> None:
+    """Write to stdout. A reader that went away (``batchd status | head -1``) ends the output
+    quietly: the rest is dropped, and the exit status stays the command's own."""
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _stdout_to_devnull()
+
+
+def _stdout_to_devnull() -> None:
+    """Later writes, and Python's own flush at exit, go nowhere instead of raising again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    with suppress(OSError):
+        os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
+    """Exit 0 (stopped, or --once done), 1 (an unexpected error, or the state database lost:
+    a supervisor restarts it), 2 (configuration or state folder unusable), 3 (--once: requests
+    left wait for a provider that cannot proceed), 130 (interrupted during start-up)."""
     from .app import run
     from .logs import setup_logging
+    from .startup import StartupError
 
     cfg = _config(args)
     setup_logging(json_lines=cfg.log_json, level=cfg.log_level)
-    return run(cfg)
+    try:
+        return run(cfg, reload=lambda: _config(args))
+    except StartupError as exc:
+        from loguru import logger
+
+        logger.error("batchd cannot start: {}", exc)
+        return 2
 
 
 def _cmd_submit(args: argparse.Namespace) -> int:
-    cfg = _config(args)
-    cfg.inbox.mkdir(parents=True, exist_ok=True)
-    status = 0
-    for src in args.files:
-        if not src.is_file():
-            print(f"batchd submit: {src}: not a file", file=sys.stderr)
-            status = 1
-            continue
-        dst = cfg.inbox / src.name
-        tmp = cfg.inbox / f".{src.name}.{os.getpid()}.tmp"
-        with src.open("rb") as fin, tmp.open("wb") as fout:
-            while chunk := fin.read(1 << 20):
-                fout.write(chunk)
-            fout.flush()
-            os.fsync(fout.fileno())
-        if dst.exists():
-            dst = cfg.inbox / f"{src.stem}.{int(time.time())}{src.suffix}"
-        os.replace(tmp, dst)
-        print(f"submitted {src} -> {dst}")
-    return status
+    from .cli_submit import submit
 
-
-def _fmt_age(ts: float | None) -> str:
-    if ts is None:
-        return "-"
-    s = int(time.time() - ts)
-    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
-
-
-def _print_status(report: dict[str, Any]) -> None:
-    print("FILES")
-    for f in report["files"]:
-        counts = " ".join(f"{k}={v}" for k, v in sorted(f["counts"].items()))
-        err = f"  error: {f['error']}" if f["error"] else ""
-        print(f"  #{f['id']} {f['name']} [{f['status']}] lines={f['lines']} {counts}{err}")
-    print("BATCHES")
-    for b in report["batches"]:
-        print(
-            f"  #{b['id']} {b['provider']} {b['model']} {b['provider_batch_id'] or '-'} "
-            f"[{b['status']}/{b['provider_status'] or '-'}] n={b['n_items']} "
-            f"age={_fmt_age(b['created_at'])}"
-        )
-    print("ERRORS")
-    for e in report["errors"]:
-        print(f"  {e['type']}: {e['n']}")
+    return submit(_config(args), args.files)
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from .store import Store
+    from . import cli_status
 
     cfg = _config(args)
-    db = cfg.state_dir / "batchd.sqlite3"
-    if not db.exists():
-        print(f"batchd status: no state database at {db}", file=sys.stderr)
+    try:
+        report = cli_status.collect(cfg.state_dir)
+    except cli_status.StatusError as exc:
+        print(f"batchd status: {exc}", file=sys.stderr)
         return 1
-
-    async def read() -> dict[str, Any]:
-        store = await Store(db).open()
-        try:
-            return await store.status_report()
-        finally:
-            await store.close()
-
-    report = asyncio.run(read())
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        _print_status(report)
+    emit(cli_status.as_json(report) if args.json else cli_status.render(report))
     return 0
 
 
@@ -201,7 +188,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
     report = check_file(args.file, _config(args), max_invalid=max(0, args.max_invalid))
     text = json.dumps(report, indent=2, ensure_ascii=False) + "\n" if args.json else render(report)
-    sys.stdout.write(text)
+    emit(text)
     if report["file_error"] is not None:
         return 2
     return 0 if report["ok"] else 1
@@ -213,7 +200,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
     from .config import adapt_policy
 
     if args.markdown:
-        sys.stdout.write(models_cmd.render_markdown(models_cmd.default_registry()))
+        emit(models_cmd.render_markdown(models_cmd.default_registry()))
         return 0
     policy = adapt_policy(_config(args))
     try:
@@ -221,11 +208,13 @@ def _cmd_models(args: argparse.Namespace) -> int:
     except LookupError as exc:
         print(f"batchd models: {exc}", file=sys.stderr)
         return 1
-    sys.stdout.write(text)
+    emit(text)
     return 0
 
 
 def _cmd_emulator(args: argparse.Namespace) -> int:
+    import asyncio
+
     from adapters.emulator import serve
     from adapters.emulator.faults import FaultConfigError
 
@@ -256,12 +245,20 @@ COMMANDS = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Exit 2 for a configuration error (named: file, key, reason), without a traceback."""
     args = build_parser().parse_args(argv)
+    if args.command == "run":
+        hold_sighup()  # before the heavy imports: a reload request is never a silent death
+    from .config import ConfigError
+
     try:
         return COMMANDS[args.command](args)
     except ConfigError as exc:
         print(f"batchd: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # stdout closed early, outside emit()
+        _stdout_to_devnull()
+        return 0
 
 
 if __name__ == "__main__":

@@ -1,11 +1,13 @@
 """Configuration: one frozen dataclass, built by one pure function from file, environment and flags.
 
 Precedence: command-line flag > ``BATCHD_*`` environment variable > TOML file > default.
+Every value is checked once, here, against its rule in ``daemon/config_rules.py``.
 API keys never come from here: only from the providers' usual environment variables.
 """
 
 from __future__ import annotations
 
+import difflib
 import os
 import tomllib
 from collections.abc import Mapping
@@ -15,7 +17,16 @@ from typing import Any
 
 from adapters.facts import ANTHROPIC_DEFAULT_API_VERSION, PROVIDERS
 
-from .adapt import POLICIES, Policy
+from .adapt import Policy
+from .config_rules import (
+    PROVIDER_RULES,
+    SCALAR_RULES,
+    ConfigError,
+    check_routes,
+    check_value,
+    provider_keys,
+    provider_rule,
+)
 from .registry import Registry, RegistryError
 
 KEY_ENV = {
@@ -23,15 +34,13 @@ KEY_ENV = {
     "anthropic": ("ANTHROPIC_API_KEY",),
     "gemini": ("GOOGLE_API_KEY", "GEMINI_API_KEY"),
 }
+__all__ = ["Config", "ConfigError", "ProviderConfig", "adapt_policy", "load_config"]
+
 BASE_URL_ENV = {
     "openai": "OPENAI_BASE_URL",
     "anthropic": "ANTHROPIC_BASE_URL",
     "gemini": "GOOGLE_GEMINI_BASE_URL",
 }
-
-
-class ConfigError(ValueError):
-    pass
 
 
 @dataclass(frozen=True)
@@ -93,6 +102,8 @@ class Config:
     # The registry + routes + adaptation settings, built once by load_config (see adapt_policy).
     policy: Policy | None = field(default=None, compare=False, repr=False)
     providers: Mapping[str, ProviderConfig] = field(default_factory=_default_providers)
+    # The keys given by the file, the environment or a flag (the rest are defaults).
+    explicit: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
 
     def api_key(self, provider: str, env: Mapping[str, str] | None = None) -> str | None:
         env = os.environ if env is None else env
@@ -102,68 +113,11 @@ class Config:
         return None
 
 
+
+
 _TABLES = ("routes", "providers", "models")
-_SCALARS = {f.name: f for f in fields(Config) if f.name not in (*_TABLES, "policy")}
-_PATHS = {"root", "inbox", "outbox", "processed", "state_dir"}
-
-
-def _coerce(name: str, value: Any) -> Any:
-    kind = _SCALARS[name].type
-    try:
-        if name in _PATHS:
-            return None if value in (None, "") else Path(str(value)).expanduser()
-        if kind == "bool":
-            if isinstance(value, str):
-                return value.strip().lower() in ("1", "true", "yes", "on")
-            return bool(value)
-        if kind == "int":
-            return int(value, 0) if isinstance(value, str) else int(value)
-        if kind == "float":
-            return float(value)
-        if kind == "str | None":
-            return None if value in (None, "") else str(value)
-        return str(value)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"config {name}: cannot use {value!r}: {exc}") from None
-
-
-def _providers(raw: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, ProviderConfig]:
-    out = _default_providers()
-    for name, table in raw.items():
-        if name not in PROVIDERS:
-            raise ConfigError(f"config providers.{name}: unknown provider (one of {PROVIDERS})")
-        if not isinstance(table, Mapping):
-            raise ConfigError(f"config providers.{name} must be a table")
-        base = out[name]
-        known = {"batch_size", "base_url", "max_concurrent_submits", "creates_per_hour"}
-        options = {**base.options, **{k: v for k, v in table.items() if k not in known}}
-        out[name] = replace(
-            base,
-            batch_size=int(table.get("batch_size", base.batch_size)),
-            base_url=table.get("base_url", base.base_url),
-            max_concurrent_submits=int(
-                table.get("max_concurrent_submits", base.max_concurrent_submits)
-            ),
-            creates_per_hour=int(table.get("creates_per_hour", base.creates_per_hour)),
-            options=options,
-        )
-    for name in PROVIDERS:
-        url = out[name].base_url or env.get(BASE_URL_ENV[name]) or None
-        out[name] = replace(out[name], base_url=url)
-        if out[name].batch_size < 1:
-            raise ConfigError(f"config providers.{name}.batch_size must be at least 1")
-    return out
-
-
-def _file_values(raw: Mapping[str, Any], path: object) -> dict[str, Any]:
-    values: dict[str, Any] = {}
-    for key, value in raw.items():
-        if key in _TABLES:
-            continue
-        if key not in _SCALARS:
-            raise ConfigError(f"config file {path}: unknown key {key!r}")
-        values[key] = _coerce(key, value)
-    return values
+_NOT_KEYS = (*_TABLES, "policy", "explicit")
+_SCALARS = [f.name for f in fields(Config) if f.name not in _NOT_KEYS]
 
 
 def load_config(
@@ -171,31 +125,85 @@ def load_config(
     flags: Mapping[str, Any] | None = None,
     env: Mapping[str, str] | None = None,
 ) -> Config:
-    """Build the configuration: defaults < TOML file < BATCHD_* environment < flags."""
+    """Build the configuration: defaults < TOML file < BATCHD_* environment < flags.
+
+    Everything is checked here, once (``daemon/config_rules.py``): an unknown key anywhere, a
+    value of the wrong type or out of range, a bad ``[models]`` table. Raises ConfigError,
+    naming the file (or variable, or flag), the key and the reason; nothing else escapes.
+    """
     env = dict(os.environ if env is None else env)
-    raw: dict[str, Any] = {}
-    path = path or env.get("BATCHD_CONFIG")
-    if path:
-        try:
-            raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(f"config file {path}: {exc}") from None
-    values = _file_values(raw, path)
+    path = path or env.get("BATCHD_CONFIG") or None
+    source = f"config file {path}"
+    raw = _read(path, source) if path else {}
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key in _TABLES:
+            continue
+        if key not in SCALAR_RULES:
+            raise ConfigError(source, key, f"unknown key{_suggest(key, SCALAR_RULES)}")
+        values[key] = check_value(SCALAR_RULES[key], value, source=source, key=key, text=False)
     for key in _SCALARS:
-        env_value = env.get(f"BATCHD_{key.upper()}")
-        if env_value is not None:
-            values[key] = _coerce(key, env_value)
+        variable = f"BATCHD_{key.upper()}"
+        if (text := env.get(variable)) is not None:
+            where = f"environment variable {variable}"
+            values[key] = check_value(SCALAR_RULES[key], text, source=where, key=key, text=True)
     for key, value in (flags or {}).items():
-        if value is not None and key in _SCALARS:
-            values[key] = _coerce(key, value)
-    routes = raw.get("routes", {})
-    if not isinstance(routes, Mapping):
-        raise ConfigError("config routes must be a table of model (or prefix*) = provider")
-    for model, provider in routes.items():
-        if provider not in PROVIDERS:
-            raise ConfigError(f"config routes.{model}: unknown provider {provider!r}")
-    cfg = Config(**values, routes=dict(routes), providers=_providers(raw.get("providers", {}), env))
-    return _with_policy(_lay_out(cfg), raw.get("models", {}))
+        if value is not None and key in SCALAR_RULES:
+            where = f"option --{key.replace('_', '-')}"
+            values[key] = check_value(SCALAR_RULES[key], value, source=where, key=key, text=True)
+    routes = check_routes(raw.get("routes", {}), source)
+    providers = _providers(raw.get("providers", {}), env, source)
+    explicit = frozenset(values) | {f"providers.{p}" for p in raw.get("providers", {})}
+    cfg = Config(**values, routes=routes, providers=providers, explicit=explicit)
+    return _with_policy(_lay_out(cfg), raw.get("models", {}), source)
+
+
+def _read(path: str | os.PathLike[str], source: str) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except (OSError, ValueError) as exc:  # TOMLDecodeError, and bytes that are not UTF-8
+        raise ConfigError(source, None, _reason(exc)) from None
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc)
+    return f"not valid TOML: {exc}"
+
+
+def _suggest(key: str, known: Mapping[str, Any] | list[str]) -> str:
+    close = difflib.get_close_matches(key, list(known), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _providers(raw: Any, env: Mapping[str, str], source: str) -> dict[str, ProviderConfig]:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(source, "providers", "must be tables: [providers.NAME]")
+    out = _default_providers()
+    for name, table in raw.items():
+        where = f"providers.{name}"
+        if name not in PROVIDERS:
+            raise ConfigError(source, where, f"unknown provider (one of {', '.join(PROVIDERS)})")
+        if not isinstance(table, Mapping):
+            raise ConfigError(source, where, "must be a table")
+        checked: dict[str, Any] = {}
+        for key, value in table.items():
+            rule = provider_rule(name, key)
+            if rule is None:
+                allowed = provider_keys(name)
+                reason = f"unknown key{_suggest(key, allowed)} (allowed: {', '.join(allowed)})"
+                raise ConfigError(source, f"{where}.{key}", reason)
+            checked[key] = check_value(rule, value, source=source, key=f"{where}.{key}", text=False)
+        common = {k: checked.pop(k) for k in list(checked) if k in PROVIDER_RULES}
+        out[name] = replace(out[name], **common, options={**out[name].options, **checked})
+    for name in PROVIDERS:
+        url = out[name].base_url or env.get(BASE_URL_ENV[name]) or None
+        if url is not None and url != out[name].base_url:
+            where = f"environment variable {BASE_URL_ENV[name]}"
+            url = check_value(PROVIDER_RULES["base_url"], url, source=where, key=None, text=True)
+        out[name] = replace(out[name], base_url=url)
+    return out
 
 
 def adapt_policy(cfg: Config) -> Policy:
@@ -203,19 +211,15 @@ def adapt_policy(cfg: Config) -> Policy:
     return cfg.policy if cfg.policy is not None else Policy(routes=dict(cfg.routes))
 
 
-def _with_policy(cfg: Config, models: Any) -> Config:
+def _with_policy(cfg: Config, models: Any, source: str) -> Config:
     """Build the model registry (packaged + ``[models]``) and the policy, once, at load time:
     a bad override stops the daemon here instead of mis-adapting requests later."""
     if not isinstance(models, Mapping):
-        raise ConfigError('config models must be tables: [models."name-or-prefix*"]')
-    if cfg.on_unsupported not in POLICIES:
-        raise ConfigError(f"config on_unsupported must be one of {', '.join(POLICIES)}")
-    if cfg.prompt_cache not in ("auto", "off"):
-        raise ConfigError("config prompt_cache must be 'auto' or 'off'")
+        raise ConfigError(source, "models", 'must be tables: [models."name-or-prefix*"]')
     try:
         registry = Registry.load(models)
     except RegistryError as exc:
-        raise ConfigError(str(exc)) from None
+        raise ConfigError(source, None, str(exc)) from None
     version = cfg.providers["anthropic"].options.get("api_version", ANTHROPIC_DEFAULT_API_VERSION)
     policy = Policy(registry, dict(cfg.routes), cfg.on_unsupported, str(version))
     return replace(cfg, policy=policy, models=dict(models))
@@ -229,6 +233,4 @@ def _lay_out(cfg: Config) -> Config:
         for name in ("inbox", "outbox", "processed", "state_dir")
         if (p := getattr(cfg, name)) is not None
     }
-    if cfg.on_external_cancel not in ("requeue", "cancel"):
-        raise ConfigError("config on_external_cancel must be 'requeue' or 'cancel'")
     return replace(cfg, **resolved)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
@@ -55,6 +56,7 @@ class ProviderState:
     account: str  # batches of another account are left alone (see reconcile.py)
     semaphore: asyncio.Semaphore  # create calls in flight at once
     paused_until: float = 0.0
+    pause_reason: str = ""  # why it is paused (no API key, key refused), for status and --once
     last_auth_log: float = 0.0
     submit_failures: int = 0
     unit_failures: dict[str, int] = field(default_factory=dict)  # model -> unexpected errors
@@ -209,6 +211,7 @@ class Scheduler:
         state = self.providers[provider]
         now = time.time()
         state.paused_until = now + self.cfg.auth_pause_s
+        state.pause_reason = f"API key refused: {err}"
         if now - state.last_auth_log >= self.cfg.auth_pause_s or state.last_auth_log == 0:
             state.last_auth_log = now
             logger.bind(provider=provider).error(
@@ -217,6 +220,20 @@ class Scheduler:
                 err,
                 self.cfg.auth_pause_s,
             )
+
+    def hold(self, provider: str, reason: str) -> None:
+        """The provider cannot run at all until batchd is restarted (no API key): its
+        requests wait, nothing is sent to it (``daemon/availability.py`` says so)."""
+        state = self.providers[provider]
+        state.paused_until = math.inf
+        state.pause_reason = reason
+
+    def reconfigure(self, cfg: Config) -> None:
+        """A reloaded configuration (SIGHUP): the keys read at each use take effect now."""
+        self.cfg = cfg
+        self.policy = OutcomePolicy(
+            max_attempts=cfg.max_attempts, keep_cancelled=cfg.on_external_cancel == "cancel"
+        )
 
     def paused(self, provider: str) -> bool:
         return self.providers[provider].paused_until > time.time()

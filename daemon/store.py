@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import aiosqlite
 
@@ -122,6 +124,19 @@ SELECT_WORK_PATHS_NAMED = (  # work paths ending in one of the given names (one 
 
 # -- connection ---------------------------------------------------------------------------
 PRAGMAS = ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL", "PRAGMA foreign_keys=ON")
+# The database holds every prompt and answer: created owner-only whatever the umask (SQLite
+# gives its -wal and -shm files the database file's mode).
+DB_FILE_MODE = 0o600
+# A reader's connection (batchd status): read-only at the SQLite level, so it never migrates,
+# never switches the journal mode and never writes; it waits this long for a busy database.
+READ_ONLY_URI = "file:{path}?mode=ro"
+# When the reader may not create the -shm file SQLite needs for a WAL database (a read-only
+# folder, no daemon running, so no -wal and no -shm), the file is read as it stands: nothing
+# else is writing it then, and the -wal it would miss does not exist.
+IMMUTABLE_URI = "file:{path}?mode=ro&immutable=1"
+READ_ONLY_TIMEOUT_S = 10.0
+# The start-up integrity check: "ok", or one line per problem found.
+QUICK_CHECK = "PRAGMA quick_check"
 GET_SCHEMA_VERSION = "PRAGMA user_version"
 SET_SCHEMA_VERSION = "PRAGMA user_version={version}"  # a PRAGMA takes no parameters
 BEGIN = "BEGIN IMMEDIATE"
@@ -275,6 +290,10 @@ REPORT_BATCHES = (
     "SELECT id, provider, model, provider_batch_id, status, provider_status, n_items,"
     " created_at, ended_at FROM batches ORDER BY id DESC LIMIT 200"
 )
+REPORT_WAITING = (  # requests not final yet, per provider (the statuses come as one JSON list)
+    "SELECT provider, COUNT(*) AS n FROM requests"
+    " WHERE status IN (SELECT value FROM json_each(?)) GROUP BY provider"
+)
 REPORT_ERRORS = (
     "SELECT json_extract(error, '$.type') AS type, COUNT(*) AS n FROM requests"
     " WHERE error IS NOT NULL GROUP BY type ORDER BY n DESC LIMIT 10"
@@ -318,6 +337,8 @@ class Store:
     # -- lifecycle -------------------------------------------------------------------------
     async def open(self) -> Store:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        with suppress(FileExistsError):  # an empty file is an empty database, owner-only
+            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, DB_FILE_MODE))
         self._db = await aiosqlite.connect(self.path, isolation_level=None)
         self._db.row_factory = aiosqlite.Row
         for pragma in PRAGMAS:
@@ -328,6 +349,50 @@ class Store:
             await self.close()
             raise
         return self
+
+    async def open_read_only(self) -> Store:
+        """Open for reading only (``batchd status``): no migration, no journal-mode switch, no
+        write of any kind, so a user who may read but not write the state folder can use it,
+        beside a running daemon too. Raises StoreError for a database batchd never set up."""
+        path = quote(str(self.path.absolute()))
+        self._db = await aiosqlite.connect(
+            READ_ONLY_URI.format(path=path), uri=True, timeout=READ_ONLY_TIMEOUT_S
+        )
+        self._db.row_factory = aiosqlite.Row
+        try:
+            try:
+                version = await self.schema_version()
+            except sqlite3.OperationalError:
+                if not self._wal_index_unwritable():
+                    raise
+                await self.close()
+                self._db = await aiosqlite.connect(IMMUTABLE_URI.format(path=path), uri=True)
+                self._db.row_factory = aiosqlite.Row
+                version = await self.schema_version()
+            if version == 0:
+                raise StoreError(f"{self.path} holds no batchd state yet (never started on it)")
+            if version > len(MIGRATIONS):
+                raise StoreError(
+                    f"database {self.path} is at schema {version}, newer than this batchd "
+                    f"({len(MIGRATIONS)}); upgrade batchd"
+                )
+        except BaseException:
+            await self.close()
+            raise
+        return self
+
+    def _wal_index_unwritable(self) -> bool:
+        """No -wal and no -shm file beside the database, and no right to create them."""
+        wal, shm = (self.path.with_name(self.path.name + s) for s in ("-wal", "-shm"))
+        folder_writable = os.access(self.path.parent, os.W_OK | os.X_OK)
+        return not wal.exists() and not shm.exists() and not folder_writable
+
+    async def quick_check(self) -> list[str]:
+        """SQLite's own consistency check of the whole file: [] when sound, else the problems
+        it found (the first few)."""
+        rows = await self._all(QUICK_CHECK)
+        problems = [str(r[0]) for r in rows]
+        return [] if problems == ["ok"] else problems[:5]
 
     async def close(self) -> None:
         if self._db is not None:
@@ -705,6 +770,11 @@ class Store:
             )
 
     # -- status ----------------------------------------------------------------------------
+    async def waiting_by_provider(self) -> dict[str, int]:
+        """How many requests of each provider are not final yet (pending or in a batch)."""
+        rows = await self._all(REPORT_WAITING, (_statuses(REQUEST_OPEN),))
+        return {str(r["provider"]): int(r["n"]) for r in rows if r["provider"] is not None}
+
     async def status_report(self) -> dict[str, Any]:
         files = await self._all(REPORT_FILES)
         batches = await self._all(REPORT_BATCHES)
@@ -733,7 +803,8 @@ def iter_file_rows(path: Path, file_id: int, chunk: int = 2000) -> Iterator[dict
     # A writer that fails mid-file (outbox full) drops the generator unfinished; it is then
     # closed wherever it is collected, so the connection must allow another thread's close()
     # (it is only ever used by one thread at a time). Otherwise each failed write leaked one.
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+    uri = READ_ONLY_URI.format(path=quote(str(Path(path).absolute())))  # '#', '?', '%' in names
+    db = sqlite3.connect(uri, uri=True, check_same_thread=False)
     db.row_factory = sqlite3.Row
     try:
         last = -1

@@ -26,10 +26,11 @@ import sys
 import time
 import tomllib
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -83,18 +84,58 @@ def write_config(root: Path, extra: str = "") -> Path:
     return path
 
 
-def daemon_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """This process's environment without ``BATCHD_*``, with a test key for every provider."""
+KEY_VARIABLES = {
+    "openai": ("OPENAI_API_KEY",),
+    "anthropic": ("ANTHROPIC_API_KEY",),
+    "gemini": ("GEMINI_API_KEY", "GOOGLE_API_KEY"),
+}
+
+
+def daemon_env(
+    extra: dict[str, str] | None = None, keys: Collection[str] = PROVIDERS
+) -> dict[str, str]:
+    """This process's environment without ``BATCHD_*``, with a test key for each provider in
+    ``keys`` (every provider by default) and no key variable at all for the others."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("BATCHD_")}
-    env.update(
-        OPENAI_API_KEY=TEST_KEY,
-        ANTHROPIC_API_KEY=TEST_KEY,
-        GEMINI_API_KEY=TEST_KEY,
-        PYTHONUNBUFFERED="1",
-    )
-    env.pop("GOOGLE_API_KEY", None)
+    for variables in KEY_VARIABLES.values():
+        for name in variables:
+            env.pop(name, None)
+    for provider in keys:
+        env[KEY_VARIABLES[provider][0]] = TEST_KEY
+    env["PYTHONUNBUFFERED"] = "1"
     env.update(extra or {})
     return env
+
+
+def emulator_base_urls(url: str) -> str:
+    """Config tables pointing every provider at the emulator by ``base_url``: unlike
+    ``--emulator-url``, the daemon then needs real keys (a provider without one is held)."""
+    return "".join(f'\n[providers.{p}]\nbase_url = "{url}"\n' for p in PROVIDERS)
+
+
+def run_cli(
+    args: list[str],
+    *,
+    env: dict[str, str] | None = None,
+    keys: Collection[str] = PROVIDERS,
+    enforce_permissions: bool = False,
+    timeout: float = 60,
+    input_text: str | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """``batchd ARGS...`` as a subprocess (any command); ``enforce_permissions`` makes a root
+    process honour file modes (see _drop_dac_caps)."""
+    drop = enforce_permissions and os.geteuid() == 0
+    return subprocess.run(
+        [sys.executable, "-m", "daemon.cli", *args],
+        cwd=REPO,
+        env=daemon_env(env, keys),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        input=input_text,
+        preexec_fn=_drop_dac_caps if drop else None,
+        check=False,
+    )
 
 
 def crash_at(point: str, nth: int = 1) -> dict[str, str]:
@@ -195,9 +236,11 @@ class DaemonProcess:
         once: bool = False,
         env: dict[str, str] | None = None,
         enforce_permissions: bool = False,
+        keys: Collection[str] = PROVIDERS,
     ) -> DaemonProcess:
-        """Start a run; ``env`` adds to :func:`daemon_env`, and ``enforce_permissions`` makes a
-        root daemon honour file modes (see _drop_dac_caps)."""
+        """Start a run; ``env`` adds to :func:`daemon_env`, ``keys``: the providers given an
+        API key (all by default), and ``enforce_permissions`` makes a root daemon honour file
+        modes (see _drop_dac_caps)."""
         if self.running():
             raise RuntimeError("the daemon is already running")
         args = daemon_argv(self.root, self.config, self.emulator_url, once=once)
@@ -207,7 +250,7 @@ class DaemonProcess:
             self.proc = subprocess.Popen(
                 args,
                 cwd=REPO,
-                env=daemon_env(env),
+                env=daemon_env(env, keys),
                 stdout=subprocess.DEVNULL,
                 stderr=log,
                 preexec_fn=_drop_dac_caps if drop else None,
@@ -284,11 +327,14 @@ async def start_daemon(
     config_extra: str = "",
     env: dict[str, str] | None = None,
     enforce_permissions: bool = False,
+    keys: Collection[str] = PROVIDERS,
 ) -> DaemonProcess:
-    """Start ``batchd run``; ``emulator_url=None`` leaves the base URLs to the config, and
-    ``enforce_permissions`` makes a root daemon honour file modes (see _drop_dac_caps)."""
+    """Start ``batchd run``; ``emulator_url=None`` leaves the base URLs to the config,
+    ``keys``: the providers given an API key (all by default; with ``emulator_url`` set any
+    provider works without one), and ``enforce_permissions`` makes a root daemon honour file
+    modes (see _drop_dac_caps)."""
     daemon = DaemonProcess(root, emulator_url, config_extra=config_extra)
-    daemon.start(once=once, env=env, enforce_permissions=enforce_permissions)
+    daemon.start(once=once, env=env, enforce_permissions=enforce_permissions, keys=keys)
     _STARTED.append(daemon)
     return daemon
 
@@ -343,7 +389,7 @@ def query(root: Path, sql: str) -> list[tuple[Any, ...]]:
     path = root / "state" / "batchd.sqlite3"
     if not path.exists():
         return []
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+    db = sqlite3.connect(f"file:{quote(str(path.absolute()))}?mode=ro", uri=True, timeout=5)
     try:
         return db.execute(sql).fetchall()
     except sqlite3.OperationalError:  # created, not migrated yet

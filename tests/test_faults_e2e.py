@@ -315,8 +315,15 @@ async def test_wrong_key_pauses_the_provider_until_fixed(
             lambda o=other: _exists(tmp_path / "outbox" / f"{o}.results.jsonl"),
             what=f"{other} results",
         )
-    # Not failed: the running batch's requests wait in it, the new file's are pending.
-    assert request_states(tmp_path) == {"batched": 3, "pending": 3, "succeeded": 4}
+    # Not failed: the running batch's requests wait in it, the new file's are pending. (Each
+    # time a pause ends, a create is tried again and refused: for that instant the new file's
+    # requests are in a batch, so the states are awaited, not read once.)
+    expected = {"batched": 3, "pending": 3, "succeeded": 4}
+
+    async def settled() -> bool:
+        return request_states(tmp_path) == expected
+
+    await wait_for(settled, what=f"request states {expected}")
     run = await stop(proc)
     assert run.returncode == 0, run.stderr[-4000:]
     assert "Fix the API key" in run.stderr and TEST_KEY not in run.stderr  # never the key

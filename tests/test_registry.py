@@ -313,8 +313,8 @@ def test_config_models_tables_build_the_policy(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ('on_unsupported = "drop"\n', "on_unsupported must be one of adapt, reject"),
-        ('prompt_cache = "always"\n', "prompt_cache must be 'auto' or 'off'"),
+        ('on_unsupported = "drop"\n', "on_unsupported: must be one of adapt, reject"),
+        ('prompt_cache = "always"\n', "prompt_cache: must be one of auto, off"),
         ('[models."gpt-4o*"]\nsystem = "nowhere"\n', "system must be one of"),
     ],
 )

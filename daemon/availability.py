@@ -1,0 +1,202 @@
+"""Which providers can run, said where a user looks: the log, ``batchd status`` and ``--once``.
+
+A deployment may use one or two providers. A provider with no API key in the environment is
+held from the start: its adapter is a stand-in that never reaches the network, its requests
+wait (pending, nothing failed), the other providers run, and an error line says so every
+``auth_pause_s`` while requests wait for it. A provider whose key is refused (401) is paused by
+the scheduler, ``auth_pause_s`` at a time: the same kind of pause, with its own reason.
+
+The daemon publishes each provider's state (running / paused: reason / no key) in
+``state/providers.json`` for ``batchd status``. With ``--once`` it stops when nothing more can
+progress: exit 0 when every request is final, :data:`EXIT_STUCK` (3) when the requests left
+all wait for a provider that cannot proceed, saying how many, for which provider and why.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from contextlib import suppress
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from loguru import logger
+
+from adapters.base import ProviderAdapter
+from adapters.facts import PROVIDERS
+
+from .config import KEY_ENV, Config
+from .states import FileStatus
+
+if TYPE_CHECKING:
+    from .scheduler import Scheduler
+    from .store import Store
+
+EXIT_STUCK = 3  # --once: requests wait for a provider that cannot proceed
+SNAPSHOT_NAME = "providers.json"
+EMULATOR_KEY = "emulator-key"  # the emulator takes any key
+
+RUNNING, PAUSED, NO_KEY = "running", "paused", "no key"
+
+
+def no_key_reason(provider: str) -> str:
+    return f"no API key: set {' or '.join(KEY_ENV[provider])} and restart batchd"
+
+
+def build_adapters(
+    cfg: Config, env: dict[str, str] | None = None
+) -> tuple[dict[str, ProviderAdapter], dict[str, str], dict[str, str]]:
+    """Every provider's adapter and account, and the providers without a key (with the
+    reason). Against the emulator (``--emulate``, ``--emulator-url``) any key will do."""
+    from adapters.registry import keyless_adapter, make_adapter
+
+    from .scheduler import account_of
+
+    adapters: dict[str, ProviderAdapter] = {}
+    accounts: dict[str, str] = {}
+    missing: dict[str, str] = {}
+    for name in PROVIDERS:
+        pc = cfg.providers[name]
+        key = cfg.api_key(name, env)
+        if key is None and (cfg.emulate or cfg.emulator_url):
+            key = EMULATOR_KEY
+        # The in-process emulator listens on a new port each run; its batches (kept in the
+        # state folder) belong to the same account from one run to the next.
+        accounts[name] = account_of(name, "emulator" if cfg.emulate else pc.base_url, key)
+        if key is None:
+            missing[name] = no_key_reason(name)
+            adapters[name] = keyless_adapter(name, missing[name])
+            continue
+        adapters[name] = make_adapter(
+            name,
+            base_url=pc.base_url,
+            api_key=key,
+            timeout_s=cfg.request_timeout_s,
+            spool_dir=cfg.state_dir / "spool",
+            options=dict(pc.options),
+        )
+    return adapters, accounts, missing
+
+
+def point_at_emulator(cfg: Config, url: str) -> Config:
+    """Every provider at the emulator's root (each adapter normalises the URL it is given)."""
+    providers = {name: replace(pc, base_url=url) for name, pc in cfg.providers.items()}
+    return replace(cfg, providers=providers)
+
+
+class Availability:
+    """The providers' states for the log, ``batchd status`` and ``--once``."""
+
+    def __init__(self, cfg: Config, store: Store, sched: Scheduler, missing: dict[str, str]):
+        self.cfg = cfg
+        self.store = store
+        self.sched = sched
+        self.missing = dict(missing)
+        self.path = cfg.state_dir / SNAPSHOT_NAME
+        self._written: dict[str, Any] | None = None
+        self._said_at: dict[str, float] = {}
+
+    def start(self) -> None:
+        """Hold the providers without a key (said once here, then while requests wait)."""
+        for name, reason in self.missing.items():
+            self.sched.hold(name, reason)
+            logger.bind(provider=name).warning(
+                "provider {} is not configured: {}; its requests will wait", name, reason
+            )
+        running = [p for p in PROVIDERS if p not in self.missing]
+        if not running:
+            logger.error("no provider has an API key: every request will wait")
+
+    def states(self) -> dict[str, dict[str, Any]]:
+        """Each provider: ``state`` (running / paused / no key), ``reason``, ``until``."""
+        now = time.time()
+        out: dict[str, dict[str, Any]] = {}
+        for name, state in self.sched.providers.items():
+            if name in self.missing:
+                out[name] = {"state": NO_KEY, "reason": self.missing[name], "until": None}
+            elif state.paused_until > now:
+                until = None if math.isinf(state.paused_until) else state.paused_until
+                out[name] = {"state": PAUSED, "reason": state.pause_reason, "until": until}
+            else:
+                out[name] = {"state": RUNNING, "reason": "", "until": None}
+        return out
+
+    def blocked(self) -> dict[str, str]:
+        """The providers that cannot proceed now, with the reason."""
+        return {
+            name: view["reason"] or view["state"]
+            for name, view in self.states().items()
+            if view["state"] != RUNNING
+        }
+
+    async def step(self) -> None:
+        """Publish the states (when they changed); say again which requests wait for a
+        provider without a key, every ``auth_pause_s``."""
+        states = self.states()
+        if states != self._written:
+            self._publish(states)
+        if not self.missing:
+            return
+        now = time.time()
+        waiting = await self.store.waiting_by_provider()
+        for name, reason in self.missing.items():
+            n = waiting.get(name, 0)
+            if n and now - self._said_at.get(name, -math.inf) >= self.cfg.auth_pause_s:
+                self._said_at[name] = now
+                logger.bind(provider=name).error(
+                    "provider {} paused: {}; {} requests wait for it", name, reason, n
+                )
+
+    def _publish(self, states: dict[str, dict[str, Any]]) -> None:
+        snapshot = {"pid": os.getpid(), "updated_at": time.time(), "providers": states}
+        tmp = self.path.with_name(f".{SNAPSHOT_NAME}.tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(snapshot, f)
+            os.replace(tmp, self.path)
+        except OSError as exc:  # informational only: never a reason to stop
+            logger.warning("could not write {}: {}", self.path, exc)
+            return
+        self._written = states
+
+    async def stuck(self, inbox_quiet: bool) -> str | None:
+        """For ``--once``: why nothing more can progress, or None. Stuck means every request
+        that is not final waits for a provider that cannot proceed, no file is being taken,
+        ingested or written, and the inbox is quiet (``inbox_quiet``)."""
+        if not inbox_quiet:
+            return None
+        blocked = self.blocked()
+        if not blocked:
+            return None
+        busy = (FileStatus.CLAIMED, FileStatus.INGESTING, FileStatus.WRITING)
+        if await self.store.files_in(*busy) or await self.store.finished_files():
+            return None
+        waiting = await self.store.waiting_by_provider()
+        if not waiting or any(p not in blocked for p in waiting):
+            return None
+        parts = [f"{n} for {p} ({blocked[p]})" for p, n in sorted(waiting.items())]
+        total = sum(waiting.values())
+        return f"{total} requests wait for a provider that cannot proceed: {'; '.join(parts)}"
+
+
+def read_snapshot(state_dir: Path) -> dict[str, Any] | None:
+    """What the daemon last published (``batchd status``); None when there is nothing."""
+    with suppress(OSError, ValueError):
+        data = json.loads((state_dir / SNAPSHOT_NAME).read_text(encoding="utf-8"))
+        if isinstance(data, dict) and isinstance(data.get("providers"), dict):
+            return data
+    return None
+
+
+__all__ = [
+    "EXIT_STUCK",
+    "Availability",
+    "build_adapters",
+    "no_key_reason",
+    "point_at_emulator",
+    "read_snapshot",
+]
