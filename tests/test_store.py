@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from daemon.packing import BatchPacker
-from daemon.store import MIGRATIONS, Store, StoreError, iter_file_rows, state_failure
+from daemon.store import Store, StoreError, iter_file_rows, state_failure
+from daemon.store.schema import MIGRATIONS
 
 
 async def _store(tmp_path: Path) -> Store:

@@ -1,4 +1,4 @@
-"""All of the daemon's SQL, behind intent-named methods. Nothing else in batchd writes SQL.
+"""The store's connection and its intent-named methods; the statements are in ``queries.py``.
 
 State lives in rows, so a restart remembers everything: which file is at which stage, which
 request is in which batch, how many attempts it has had and when it may be tried again, and
@@ -6,8 +6,8 @@ which provider batch a local batch became. One aiosqlite connection (one thread)
 statement writes are serialised with ``BEGIN IMMEDIATE`` under an asyncio lock. WAL mode, so
 ``batchd status`` can read while the daemon writes.
 
-Every statement is a named module-level constant below; statuses are passed as parameters
-(the ``StrEnum`` members of ``daemon/states.py``), never spelled inside the SQL text.
+Every statement is a named constant of ``queries.py`` (used here as ``q.NAME``); statuses are
+passed as parameters (the ``StrEnum`` members of ``daemon/states.py``), never in the SQL text.
 """
 
 from __future__ import annotations
@@ -25,280 +25,13 @@ from urllib.parse import quote
 
 import aiosqlite
 
-from .packing import BatchPacker
-from .states import BATCH_OPEN, REQUEST_OPEN, BatchRowStatus, FileStatus, RequestStatus
+from ..packing import BatchPacker
+from ..states import BATCH_OPEN, REQUEST_OPEN, BatchRowStatus, FileStatus, RequestStatus
+from . import queries as q
+from .schema import MIGRATIONS
 
 if TYPE_CHECKING:
-    from .outcomes import RequestUpdate
-
-MIGRATIONS: tuple[str, ...] = (
-    # 1: the first schema
-    """
-    CREATE TABLE files (
-        id INTEGER PRIMARY KEY,
-        name TEXT NOT NULL,             -- the name it was dropped under
-        inbox_path TEXT NOT NULL,
-        work_path TEXT NOT NULL,        -- where it is kept while its requests run
-        size INTEGER NOT NULL,
-        status TEXT NOT NULL,           -- claimed, ingesting, active, writing, done
-        lines INTEGER NOT NULL DEFAULT 0,
-        invalid INTEGER NOT NULL DEFAULT 0,
-        error TEXT,                     -- why the file could not be read at all
-        results_path TEXT,
-        summary_path TEXT,
-        archived_path TEXT,
-        created_at REAL NOT NULL,
-        ingested_at REAL,
-        finished_at REAL
-    );
-    CREATE TABLE batches (
-        id INTEGER PRIMARY KEY,
-        tag TEXT NOT NULL UNIQUE,
-        provider TEXT NOT NULL,
-        model TEXT NOT NULL,
-        account TEXT NOT NULL,          -- provider, base URL and a digest of the key
-        status TEXT NOT NULL,           -- submitting, submitted, collected, aborted
-        provider_batch_id TEXT,
-        input_file_id TEXT,
-        provider_status TEXT,
-        n_items INTEGER NOT NULL,
-        counts TEXT,
-        error TEXT,
-        created_at REAL NOT NULL,       -- when the intent row was written
-        submitted_at REAL,
-        ended_at REAL,
-        next_poll_at REAL,
-        poll_interval_s REAL,
-        reconcile_attempts INTEGER NOT NULL DEFAULT 0
-    );
-    CREATE TABLE requests (
-        id INTEGER PRIMARY KEY,
-        file_id INTEGER NOT NULL REFERENCES files (id),
-        line INTEGER NOT NULL,
-        custom_id TEXT NOT NULL,
-        model TEXT,
-        provider TEXT,
-        body TEXT,                      -- provider-native request body (JSON)
-        size_bytes INTEGER NOT NULL DEFAULT 0,
-        metadata TEXT,                  -- echoed back untouched (JSON)
-        adaptations TEXT,               -- JSON list of sentences
-        -- status: invalid, pending, batched, succeeded, failed, expired, canceled
-        status TEXT NOT NULL,
-        attempts INTEGER NOT NULL DEFAULT 0,
-        next_attempt_at REAL NOT NULL DEFAULT 0,
-        batch_id INTEGER REFERENCES batches (id),
-        batch_ids TEXT NOT NULL DEFAULT '[]',
-        result TEXT,                    -- JSON: text, finish_reason, usage, response
-        error TEXT,                     -- JSON: type, message, code
-        updated_at REAL NOT NULL
-    );
-    CREATE INDEX requests_due ON requests (status, provider, model, next_attempt_at);
-    CREATE INDEX requests_file ON requests (file_id, line);
-    CREATE INDEX requests_batch ON requests (batch_id);
-    CREATE INDEX batches_status ON batches (status, provider);
-    """,
-    # 2: ingest bookkeeping: passes begun (a pass that a crash cut short stays counted, so a
-    # file that keeps killing the process is quarantined), and the bytes of the work copy read
-    # so far (what a writer appended after that is found and ingested, or reported; -1: not
-    # read to its end by a pass)
-    """
-    ALTER TABLE files ADD COLUMN ingest_starts INTEGER NOT NULL DEFAULT 0;
-    ALTER TABLE files ADD COLUMN read_bytes INTEGER NOT NULL DEFAULT -1
-    """,
-)
-
-# -- ingest bookkeeping (files) -----------------------------------------------------------------
-COUNT_INGEST_START = (
-    "UPDATE files SET ingest_starts = ingest_starts + 1 WHERE id = ? RETURNING ingest_starts"
-)
-UNCOUNT_INGEST_START = (  # a pass that ended cleanly (done, or stopped by a shutdown)
-    "UPDATE files SET ingest_starts = MAX(ingest_starts - 1, 0) WHERE id = ?"
-)
-SET_READ_BYTES = "UPDATE files SET read_bytes = ? WHERE id = ?"
-SELECT_LAST_STORED_LINE = "SELECT COALESCE(MAX(line), 0) FROM requests WHERE file_id = ?"
-SELECT_WORK_PATHS_NAMED = (  # work paths ending in one of the given names (one JSON list)
-    "SELECT f.work_path FROM files f, json_each(?) j"
-    " WHERE substr(f.work_path, -length(j.value)) = j.value"
-)
-
-
-# -- connection ---------------------------------------------------------------------------
-PRAGMAS = ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL", "PRAGMA foreign_keys=ON")
-# The database holds every prompt and answer: created owner-only whatever the umask (SQLite
-# gives its -wal and -shm files the database file's mode).
-DB_FILE_MODE = 0o600
-# A reader's connection (batchd status): read-only at the SQLite level, so it never migrates,
-# never switches the journal mode and never writes; it waits this long for a busy database.
-READ_ONLY_URI = "file:{path}?mode=ro"
-# When the reader may not create the -shm file SQLite needs for a WAL database (a read-only
-# folder, no daemon running, so no -wal and no -shm), the file is read as it stands: nothing
-# else is writing it then, and the -wal it would miss does not exist.
-IMMUTABLE_URI = "file:{path}?mode=ro&immutable=1"
-READ_ONLY_TIMEOUT_S = 10.0
-# The start-up integrity check: "ok", or one line per problem found.
-QUICK_CHECK = "PRAGMA quick_check"
-GET_SCHEMA_VERSION = "PRAGMA user_version"
-SET_SCHEMA_VERSION = "PRAGMA user_version={version}"  # a PRAGMA takes no parameters
-BEGIN = "BEGIN IMMEDIATE"
-COMMIT = "COMMIT"
-ROLLBACK = "ROLLBACK"
-
-# -- files ----------------------------------------------------------------------------------
-INSERT_FILE = (
-    "INSERT INTO files (name, inbox_path, work_path, size, status, created_at)"
-    " VALUES (?, ?, ?, ?, ?, ?)"
-)
-# The columns set_file_status may change besides the status; "{fields}" becomes ", col = ?" for
-# each one given (names from FILE_FIELDS only, values as parameters).
-FILE_FIELDS = frozenset(
-    {
-        "error",
-        "lines",
-        "invalid",
-        "results_path",
-        "summary_path",
-        "archived_path",
-        "ingested_at",
-        "finished_at",
-        "work_path",
-    }
-)
-UPDATE_FILE = "UPDATE files SET status = ?{fields} WHERE id = ?"
-SELECT_FILES_IN = (  # the statuses come as one JSON list
-    "SELECT * FROM files WHERE status IN (SELECT value FROM json_each(?)) ORDER BY id"
-)
-SELECT_FILE = "SELECT * FROM files WHERE id = ?"
-DELETE_FILE_REQUESTS = "DELETE FROM requests WHERE file_id = ?"
-INSERT_REQUEST = (
-    "INSERT INTO requests (file_id, line, custom_id, model, provider, body, size_bytes,"
-    " metadata, adaptations, status, error, updated_at)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
-SELECT_FINISHED_FILES = (  # files in the given status none of whose requests is still open
-    "SELECT f.* FROM files f WHERE f.status = ? AND NOT EXISTS ("
-    " SELECT 1 FROM requests r WHERE r.file_id = f.id"
-    " AND r.status IN (SELECT value FROM json_each(?)))"
-    " ORDER BY f.id"
-)
-SELECT_FILE_BATCHES = (
-    "SELECT b.provider, b.model, b.provider_batch_id AS id,"
-    " COALESCE(b.provider_status, b.status) AS status, b.status AS local_status,"
-    " b.counts FROM batches b WHERE b.provider_batch_id IN ("
-    " SELECT DISTINCT j.value FROM requests r, json_each(r.batch_ids) j"
-    " WHERE r.file_id = ?) ORDER BY b.id"
-)
-SELECT_FILE_REQUESTS_PAGE = (
-    "SELECT * FROM requests WHERE file_id = ? AND line > ? ORDER BY line LIMIT ?"
-)
-
-# -- planning and submission ----------------------------------------------------------------
-# "oldest": when the longest-waiting due request became due: its retry time (a request sent
-# back with a backoff) or, for one due at once, when it was stored or released. The linger is
-# measured from then, so retries that come due together go out together.
-SELECT_DUE_MODELS = (
-    "SELECT provider, model, COUNT(*) AS n, MIN(MAX(next_attempt_at, updated_at)) AS oldest"
-    " FROM requests WHERE status = ? AND next_attempt_at <= ? GROUP BY provider, model"
-)
-SELECT_NEXT_DUE_AT = "SELECT MIN(next_attempt_at) FROM requests WHERE status = ?"
-SELECT_CLAIMABLE = (
-    "SELECT id, body, size_bytes FROM requests WHERE status = ?"
-    " AND provider = ? AND model = ? AND next_attempt_at <= ?"
-    " ORDER BY next_attempt_at, id LIMIT ?"
-)
-INSERT_BATCH = (
-    "INSERT INTO batches (tag, provider, model, account, status, n_items, created_at)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?)"
-)
-BATCH_REQUEST = "UPDATE requests SET status = ?, batch_id = ?, updated_at = ? WHERE id = ?"
-MARK_BATCH_SUBMITTED = (
-    "UPDATE batches SET status = ?, provider_batch_id = ?, input_file_id = ?,"
-    " submitted_at = ?, next_poll_at = ?, poll_interval_s = ? WHERE id = ?"
-)
-NOTE_PROVIDER_BATCH_ID = (  # each request lists every provider batch it was part of
-    "UPDATE requests SET batch_ids = json_insert(batch_ids, '$[#]', ?)"
-    " WHERE batch_id = ? AND status = ?"
-)
-END_BATCH = "UPDATE batches SET status = ?, error = ?, ended_at = ? WHERE id = ?"
-NOTE_CREATE_ERROR = "UPDATE batches SET error = ? WHERE id = ? AND status = ?"
-FAIL_EXHAUSTED_REQUESTS = (  # requests of an aborted batch that are out of attempts
-    "UPDATE requests SET status = ?, error = ?, attempts = attempts + ?,"
-    " batch_id = NULL, updated_at = ? WHERE batch_id = ? AND status = ?"
-    " AND attempts + ? >= ?"
-)
-REQUEUE_BATCH_REQUESTS = (
-    "UPDATE requests SET status = ?, attempts = attempts + ?,"
-    " next_attempt_at = ?, batch_id = NULL, updated_at = ?"
-    " WHERE batch_id = ? AND status = ?"
-)
-FAIL_BATCH_REQUESTS = (
-    "UPDATE requests SET status = ?, error = ?, attempts = attempts + 1,"
-    " batch_id = NULL, updated_at = ? WHERE batch_id = ? AND status = ?"
-)
-SELECT_BATCHES_IN = (  # the statuses come as one JSON list
-    "SELECT * FROM batches WHERE status IN (SELECT value FROM json_each(?)) ORDER BY id"
-)
-SELECT_BATCH = "SELECT * FROM batches WHERE id = ?"
-SELECT_ACCOUNT_BATCHES = (  # one provider account's batches in one status, oldest first
-    "SELECT * FROM batches WHERE status = ? AND provider = ? AND account = ? ORDER BY id"
-)
-SELECT_OTHER_ACCOUNT_BATCHES = (  # open batches of this provider under another account
-    "SELECT * FROM batches WHERE provider = ? AND account != ?"
-    " AND status IN (SELECT value FROM json_each(?)) ORDER BY id"
-)
-ADOPT_BATCH = "UPDATE batches SET account = ? WHERE id = ?"
-SELECT_KNOWN_PROVIDER_IDS = (
-    "SELECT provider_batch_id FROM batches WHERE provider = ? AND provider_batch_id IS NOT NULL"
-)
-COUNT_RECONCILE_ATTEMPT = (
-    "UPDATE batches SET reconcile_attempts = reconcile_attempts + 1 WHERE id = ?"
-)
-SELECT_RECONCILE_ATTEMPTS = "SELECT reconcile_attempts FROM batches WHERE id = ?"
-COUNT_CREATES_SINCE = (
-    "SELECT COUNT(*) FROM batches WHERE provider = ? AND created_at >= ? AND status != ?"
-)
-
-# -- polling and results ----------------------------------------------------------------------
-SELECT_DUE_POLLS = (
-    "SELECT * FROM batches WHERE status = ? AND provider = ? AND account = ?"
-    " AND next_poll_at <= ? ORDER BY next_poll_at"
-)
-SELECT_NEXT_POLL_AT = (
-    "SELECT MIN(next_poll_at) FROM batches WHERE status = ? AND provider = ? AND account = ?"
-)
-UPDATE_POLL = (
-    "UPDATE batches SET provider_status = ?, counts = ?, next_poll_at = ?,"
-    " poll_interval_s = ? WHERE id = ?"
-)
-RECORD_RESULT = (  # only a request still waiting on this batch is touched (idempotent)
-    "UPDATE requests SET status = ?, attempts = attempts + ?, next_attempt_at = ?,"
-    " result = COALESCE(?, result), error = ?, updated_at = ?, batch_id = NULL"
-    " WHERE id = ? AND batch_id = ? AND status = ?"
-)
-SELECT_BATCH_REQUESTS = "SELECT id, attempts FROM requests WHERE batch_id = ? AND status = ?"
-MARK_BATCH_COLLECTED = (
-    "UPDATE batches SET status = ?, provider_status = ?, counts = ?, ended_at = ? WHERE id = ?"
-)
-
-# -- status -----------------------------------------------------------------------------------
-REPORT_FILES = (
-    "SELECT f.id, f.name, f.status, f.lines, f.invalid, f.error, f.created_at,"
-    " (SELECT json_group_object(status, n) FROM (SELECT status, COUNT(*) AS n"
-    "  FROM requests WHERE file_id = f.id GROUP BY status)) AS counts"
-    " FROM files f ORDER BY f.id DESC LIMIT 200"
-)
-REPORT_BATCHES = (
-    "SELECT id, provider, model, provider_batch_id, status, provider_status, n_items,"
-    " created_at, ended_at FROM batches ORDER BY id DESC LIMIT 200"
-)
-REPORT_WAITING = (  # requests not final yet, per provider (the statuses come as one JSON list)
-    "SELECT provider, COUNT(*) AS n FROM requests"
-    " WHERE status IN (SELECT value FROM json_each(?)) GROUP BY provider"
-)
-REPORT_ERRORS = (
-    "SELECT json_extract(error, '$.type') AS type, COUNT(*) AS n FROM requests"
-    " WHERE error IS NOT NULL GROUP BY type ORDER BY n DESC LIMIT 10"
-)
-
+    from ..outcomes import RequestUpdate
 
 class StoreError(RuntimeError):
     pass
@@ -338,10 +71,10 @@ class Store:
     async def open(self) -> Store:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with suppress(FileExistsError):  # an empty file is an empty database, owner-only
-            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, DB_FILE_MODE))
+            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, q.DB_FILE_MODE))
         self._db = await aiosqlite.connect(self.path, isolation_level=None)
         self._db.row_factory = aiosqlite.Row
-        for pragma in PRAGMAS:
+        for pragma in q.PRAGMAS:
             await self._db.execute(pragma)
         try:
             await self._migrate()
@@ -356,7 +89,7 @@ class Store:
         beside a running daemon too. Raises StoreError for a database batchd never set up."""
         path = quote(str(self.path.absolute()))
         self._db = await aiosqlite.connect(
-            READ_ONLY_URI.format(path=path), uri=True, timeout=READ_ONLY_TIMEOUT_S
+            q.READ_ONLY_URI.format(path=path), uri=True, timeout=q.READ_ONLY_TIMEOUT_S
         )
         self._db.row_factory = aiosqlite.Row
         try:
@@ -366,7 +99,7 @@ class Store:
                 if not self._wal_index_unwritable():
                     raise
                 await self.close()
-                self._db = await aiosqlite.connect(IMMUTABLE_URI.format(path=path), uri=True)
+                self._db = await aiosqlite.connect(q.IMMUTABLE_URI.format(path=path), uri=True)
                 self._db.row_factory = aiosqlite.Row
                 version = await self.schema_version()
             if version == 0:
@@ -390,7 +123,7 @@ class Store:
     async def quick_check(self) -> list[str]:
         """SQLite's own consistency check of the whole file: [] when sound, else the problems
         it found (the first few)."""
-        rows = await self._all(QUICK_CHECK)
+        rows = await self._all(q.QUICK_CHECK)
         problems = [str(r[0]) for r in rows]
         return [] if problems == ["ok"] else problems[:5]
 
@@ -420,22 +153,22 @@ class Store:
         for statement in MIGRATIONS[number - 1].split(";"):
             if statement.strip():
                 await self.db.execute(statement)
-        await self.db.execute(SET_SCHEMA_VERSION.format(version=int(number)))
+        await self.db.execute(q.SET_SCHEMA_VERSION.format(version=int(number)))
 
     async def schema_version(self) -> int:
-        return int(await self._scalar(GET_SCHEMA_VERSION))
+        return int(await self._scalar(q.GET_SCHEMA_VERSION))
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
         async with self._lock:
-            await self.db.execute(BEGIN)
+            await self.db.execute(q.BEGIN)
             try:
                 yield self.db
             except BaseException:
-                await self.db.execute(ROLLBACK)
+                await self.db.execute(q.ROLLBACK)
                 raise
             else:
-                await self.db.execute(COMMIT)
+                await self.db.execute(q.COMMIT)
 
     async def _all(self, sql: str, params: Sequence[Any] = ()) -> list[aiosqlite.Row]:
         async with self.db.execute(sql, params) as cur:
@@ -458,30 +191,30 @@ class Store:
         """The intent row for a file about to be moved out of the inbox."""
         async with self.transaction() as db:
             cur = await db.execute(
-                INSERT_FILE,
+                q.INSERT_FILE,
                 (name, inbox_path, work_path, size, FileStatus.CLAIMED, time.time()),
             )
             return _row_id(cur)
 
     async def set_file_status(self, file_id: int, status: FileStatus, **fields: Any) -> None:
-        bad = set(fields) - FILE_FIELDS
+        bad = set(fields) - q.FILE_FIELDS
         if bad:
             raise StoreError(f"unknown file field(s) {bad}")
-        sql = UPDATE_FILE.format(fields="".join(f", {name} = ?" for name in fields))
+        sql = q.UPDATE_FILE.format(fields="".join(f", {name} = ?" for name in fields))
         async with self.transaction() as db:
             await db.execute(sql, (status, *fields.values(), file_id))
 
     async def files_in(self, *statuses: FileStatus) -> list[dict[str, Any]]:
-        return [dict(r) for r in await self._all(SELECT_FILES_IN, (_statuses(statuses),))]
+        return [dict(r) for r in await self._all(q.SELECT_FILES_IN, (_statuses(statuses),))]
 
     async def file(self, file_id: int) -> dict[str, Any] | None:
-        row = await self._one(SELECT_FILE, (file_id,))
+        row = await self._one(q.SELECT_FILE, (file_id,))
         return None if row is None else dict(row)
 
     async def forget_requests(self, file_id: int) -> None:
         """Drop a half-ingested file's requests (ingest starts again from its first line)."""
         async with self.transaction() as db:
-            await db.execute(DELETE_FILE_REQUESTS, (file_id,))
+            await db.execute(q.DELETE_FILE_REQUESTS, (file_id,))
 
     async def add_requests(self, file_id: int, rows: Iterable[dict[str, Any]]) -> None:
         now = time.time()
@@ -503,16 +236,16 @@ class Store:
             for r in rows
         ]
         async with self.transaction() as db:
-            await db.executemany(INSERT_REQUEST, params)
+            await db.executemany(q.INSERT_REQUEST, params)
 
     async def finished_files(self) -> list[dict[str, Any]]:
         """Active files none of whose requests is still open."""
         params = (FileStatus.ACTIVE, _statuses(REQUEST_OPEN))
-        return [dict(r) for r in await self._all(SELECT_FINISHED_FILES, params)]
+        return [dict(r) for r in await self._all(q.SELECT_FINISHED_FILES, params)]
 
     async def file_batches(self, file_id: int) -> list[dict[str, Any]]:
         out = []
-        for r in await self._all(SELECT_FILE_BATCHES, (file_id,)):
+        for r in await self._all(q.SELECT_FILE_BATCHES, (file_id,)):
             d = dict(r)
             d["counts"] = json.loads(d["counts"]) if d["counts"] else None
             out.append(d)
@@ -521,38 +254,38 @@ class Store:
     async def note_ingest_start(self, file_id: int) -> int:
         """Count one more ingest pass of the file, before it runs; returns the count."""
         async with self.transaction() as db:
-            async with db.execute(COUNT_INGEST_START, (file_id,)) as cur:
+            async with db.execute(q.COUNT_INGEST_START, (file_id,)) as cur:
                 row = await cur.fetchone()
         return 0 if row is None else int(row[0])
 
     async def note_ingest_ended(self, file_id: int, read_bytes: int | None = None) -> None:
         """A pass ended without a crash; ``read_bytes``: how far the work copy was read."""
         async with self.transaction() as db:
-            await db.execute(UNCOUNT_INGEST_START, (file_id,))
+            await db.execute(q.UNCOUNT_INGEST_START, (file_id,))
             if read_bytes is not None:
-                await db.execute(SET_READ_BYTES, (read_bytes, file_id))
+                await db.execute(q.SET_READ_BYTES, (read_bytes, file_id))
 
     async def last_stored_line(self, file_id: int) -> int:
         """The last line of the file already stored (0: none): a resumed ingest goes on after
         it instead of storing (and maybe sending) the earlier lines a second time."""
-        row = await self._one(SELECT_LAST_STORED_LINE, (file_id,))
+        row = await self._one(q.SELECT_LAST_STORED_LINE, (file_id,))
         return 0 if row is None else int(row[0])
 
     async def known_work_names(self, names: Iterable[str]) -> set[str]:
         """Which of ``names`` (of files in the work folder) some file row holds as its work
         copy. Names, not whole paths: the same folder may be spelled another way next run."""
         wanted = set(names)
-        rows = await self._all(SELECT_WORK_PATHS_NAMED, (json.dumps(sorted(wanted)),))
+        rows = await self._all(q.SELECT_WORK_PATHS_NAMED, (json.dumps(sorted(wanted)),))
         return {Path(r[0]).name for r in rows} & wanted
 
     # -- planning and submission -----------------------------------------------------------
     async def due_models(self, now: float) -> list[tuple[str, str, int, float]]:
         """(provider, model, due count, oldest ready time) of pending requests due by ``now``."""
-        rows = await self._all(SELECT_DUE_MODELS, (RequestStatus.PENDING, now))
+        rows = await self._all(q.SELECT_DUE_MODELS, (RequestStatus.PENDING, now))
         return [(r["provider"], r["model"], r["n"], r["oldest"]) for r in rows]
 
     async def next_due_at(self) -> float | None:
-        due = await self._scalar(SELECT_NEXT_DUE_AT, (RequestStatus.PENDING,))
+        due = await self._scalar(q.SELECT_NEXT_DUE_AT, (RequestStatus.PENDING,))
         return None if due is None else float(due)
 
     async def claim_batch(
@@ -570,7 +303,7 @@ class Store:
         requests are taken in order while they fit (``daemon/packing.py``)."""
         async with self.transaction() as db:
             params = (RequestStatus.PENDING, provider, model, now, max_items)
-            async with db.execute(SELECT_CLAIMABLE, params) as cur:
+            async with db.execute(q.SELECT_CLAIMABLE, params) as cur:
                 rows = list(await cur.fetchall())
             packer = BatchPacker(max_items=max_items, max_bytes=max_bytes)
             chosen: list[tuple[int, dict[str, Any]]] = []
@@ -581,12 +314,12 @@ class Store:
             if not chosen:
                 return None
             cur = await db.execute(
-                INSERT_BATCH,
+                q.INSERT_BATCH,
                 (tag, provider, model, account, BatchRowStatus.SUBMITTING, len(chosen), now),
             )
             batch_id = _row_id(cur)
             await db.executemany(
-                BATCH_REQUEST,
+                q.BATCH_REQUEST,
                 [(RequestStatus.BATCHED, batch_id, now, rid) for rid, _ in chosen],
             )
             return batch_id, chosen
@@ -602,7 +335,7 @@ class Store:
     ) -> None:
         async with self.transaction() as db:
             await db.execute(
-                MARK_BATCH_SUBMITTED,
+                q.MARK_BATCH_SUBMITTED,
                 (
                     BatchRowStatus.SUBMITTED,
                     provider_batch_id,
@@ -614,7 +347,7 @@ class Store:
                 ),
             )
             await db.execute(
-                NOTE_PROVIDER_BATCH_ID, (provider_batch_id, batch_id, RequestStatus.BATCHED)
+                q.NOTE_PROVIDER_BATCH_ID, (provider_batch_id, batch_id, RequestStatus.BATCHED)
             )
 
     async def abort_batch(
@@ -632,11 +365,11 @@ class Store:
         now = time.time()
         batched = RequestStatus.BATCHED
         async with self.transaction() as db:
-            await db.execute(END_BATCH, (BatchRowStatus.ABORTED, error, now, batch_id))
+            await db.execute(q.END_BATCH, (BatchRowStatus.ABORTED, error, now, batch_id))
             inc = 1 if count_attempt else 0
             if final_error is not None and max_attempts is not None:
                 await db.execute(
-                    FAIL_EXHAUSTED_REQUESTS,
+                    q.FAIL_EXHAUSTED_REQUESTS,
                     (
                         RequestStatus.FAILED,
                         _dumps(final_error),
@@ -649,7 +382,7 @@ class Store:
                     ),
                 )
             await db.execute(
-                REQUEUE_BATCH_REQUESTS,
+                q.REQUEUE_BATCH_REQUESTS,
                 (RequestStatus.PENDING, inc, next_attempt_at, now, batch_id, batched),
             )
 
@@ -658,10 +391,10 @@ class Store:
         now = time.time()
         async with self.transaction() as db:
             await db.execute(
-                END_BATCH, (BatchRowStatus.ABORTED, error.get("message"), now, batch_id)
+                q.END_BATCH, (BatchRowStatus.ABORTED, error.get("message"), now, batch_id)
             )
             await db.execute(
-                FAIL_BATCH_REQUESTS,
+                q.FAIL_BATCH_REQUESTS,
                 (RequestStatus.FAILED, _dumps(error), now, batch_id, RequestStatus.BATCHED),
             )
 
@@ -670,52 +403,52 @@ class Store:
         have taken effect, so the batch is reconciled; if it was never created, the error
         counts an attempt of its requests (``batch["error"]`` says so)."""
         async with self.transaction() as db:
-            await db.execute(NOTE_CREATE_ERROR, (error, batch_id, BatchRowStatus.SUBMITTING))
+            await db.execute(q.NOTE_CREATE_ERROR, (error, batch_id, BatchRowStatus.SUBMITTING))
 
     async def batches_in(self, *statuses: BatchRowStatus) -> list[dict[str, Any]]:
-        return [dict(r) for r in await self._all(SELECT_BATCHES_IN, (_statuses(statuses),))]
+        return [dict(r) for r in await self._all(q.SELECT_BATCHES_IN, (_statuses(statuses),))]
 
     async def batch(self, batch_id: int) -> dict[str, Any] | None:
-        row = await self._one(SELECT_BATCH, (batch_id,))
+        row = await self._one(q.SELECT_BATCH, (batch_id,))
         return None if row is None else dict(row)
 
     async def submitting_batches(self, provider: str, account: str) -> list[dict[str, Any]]:
         """The account's batches whose create call may or may not have happened, oldest first."""
         params = (BatchRowStatus.SUBMITTING, provider, account)
-        return [dict(r) for r in await self._all(SELECT_ACCOUNT_BATCHES, params)]
+        return [dict(r) for r in await self._all(q.SELECT_ACCOUNT_BATCHES, params)]
 
     async def other_account_batches(self, provider: str, account: str) -> list[dict[str, Any]]:
         """The open batches of ``provider`` that belong to an account other than ``account``
         (the key or base URL changed since they were created), oldest first."""
         params = (provider, account, _statuses(BATCH_OPEN))
-        return [dict(r) for r in await self._all(SELECT_OTHER_ACCOUNT_BATCHES, params)]
+        return [dict(r) for r in await self._all(q.SELECT_OTHER_ACCOUNT_BATCHES, params)]
 
     async def adopt_batch(self, batch_id: int, account: str) -> None:
         """The batch belongs to ``account`` from now on (that account can see it)."""
         async with self.transaction() as db:
-            await db.execute(ADOPT_BATCH, (account, batch_id))
+            await db.execute(q.ADOPT_BATCH, (account, batch_id))
 
     async def known_provider_ids(self, provider: str) -> set[str]:
-        return {r[0] for r in await self._all(SELECT_KNOWN_PROVIDER_IDS, (provider,))}
+        return {r[0] for r in await self._all(q.SELECT_KNOWN_PROVIDER_IDS, (provider,))}
 
     async def note_reconcile_attempt(self, batch_id: int) -> int:
         async with self.transaction() as db:
-            await db.execute(COUNT_RECONCILE_ATTEMPT, (batch_id,))
-        return int(await self._scalar(SELECT_RECONCILE_ATTEMPTS, (batch_id,)))
+            await db.execute(q.COUNT_RECONCILE_ATTEMPT, (batch_id,))
+        return int(await self._scalar(q.SELECT_RECONCILE_ATTEMPTS, (batch_id,)))
 
     async def creates_since(self, provider: str, since: float) -> int:
         params = (provider, since, BatchRowStatus.ABORTED)
-        return int(await self._scalar(COUNT_CREATES_SINCE, params))
+        return int(await self._scalar(q.COUNT_CREATES_SINCE, params))
 
     # -- polling and results ---------------------------------------------------------------
     async def due_polls(self, provider: str, account: str, now: float) -> list[dict[str, Any]]:
         """The account's submitted batches whose next poll is due by ``now``."""
         params = (BatchRowStatus.SUBMITTED, provider, account, now)
-        return [dict(r) for r in await self._all(SELECT_DUE_POLLS, params)]
+        return [dict(r) for r in await self._all(q.SELECT_DUE_POLLS, params)]
 
     async def next_poll_at(self, provider: str, account: str) -> float | None:
         params = (BatchRowStatus.SUBMITTED, provider, account)
-        due = await self._scalar(SELECT_NEXT_POLL_AT, params)
+        due = await self._scalar(q.SELECT_NEXT_POLL_AT, params)
         return None if due is None else float(due)
 
     async def update_poll(
@@ -729,7 +462,7 @@ class Store:
     ) -> None:
         async with self.transaction() as db:
             await db.execute(
-                UPDATE_POLL,
+                q.UPDATE_POLL,
                 (provider_status, _dumps(counts), next_poll_at, poll_interval_s, batch_id),
             )
 
@@ -752,12 +485,12 @@ class Store:
             for u in updates
         ]
         async with self.transaction() as db:
-            await db.executemany(RECORD_RESULT, params)
+            await db.executemany(q.RECORD_RESULT, params)
         return len(params)
 
     async def batch_requests(self, batch_id: int) -> list[tuple[int, int]]:
         """(request id, attempts) of the requests still waiting on this batch."""
-        rows = await self._all(SELECT_BATCH_REQUESTS, (batch_id, RequestStatus.BATCHED))
+        rows = await self._all(q.SELECT_BATCH_REQUESTS, (batch_id, RequestStatus.BATCHED))
         return [(r[0], r[1]) for r in rows]
 
     async def mark_collected(
@@ -765,20 +498,20 @@ class Store:
     ) -> None:
         async with self.transaction() as db:
             await db.execute(
-                MARK_BATCH_COLLECTED,
+                q.MARK_BATCH_COLLECTED,
                 (BatchRowStatus.COLLECTED, provider_status, _dumps(counts), time.time(), batch_id),
             )
 
     # -- status ----------------------------------------------------------------------------
     async def waiting_by_provider(self) -> dict[str, int]:
         """How many requests of each provider are not final yet (pending or in a batch)."""
-        rows = await self._all(REPORT_WAITING, (_statuses(REQUEST_OPEN),))
+        rows = await self._all(q.REPORT_WAITING, (_statuses(REQUEST_OPEN),))
         return {str(r["provider"]): int(r["n"]) for r in rows if r["provider"] is not None}
 
     async def status_report(self) -> dict[str, Any]:
-        files = await self._all(REPORT_FILES)
-        batches = await self._all(REPORT_BATCHES)
-        errors = await self._all(REPORT_ERRORS)
+        files = await self._all(q.REPORT_FILES)
+        batches = await self._all(q.REPORT_BATCHES)
+        errors = await self._all(q.REPORT_ERRORS)
         return {
             "files": [{**dict(r), "counts": json.loads(r["counts"] or "{}")} for r in files],
             "batches": [dict(r) for r in batches],
@@ -803,7 +536,7 @@ def iter_file_rows(path: Path, file_id: int, chunk: int = 2000) -> Iterator[dict
     # A writer that fails mid-file (outbox full) drops the generator unfinished; it is then
     # closed wherever it is collected, so the connection must allow another thread's close()
     # (it is only ever used by one thread at a time). Otherwise each failed write leaked one.
-    uri = READ_ONLY_URI.format(path=quote(str(Path(path).absolute())))  # '#', '?', '%' in names
+    uri = q.READ_ONLY_URI.format(path=quote(str(Path(path).absolute())))  # '#', '?', '%' in names
     db = sqlite3.connect(uri, uri=True, check_same_thread=False)
     db.row_factory = sqlite3.Row
     try:
@@ -811,7 +544,7 @@ def iter_file_rows(path: Path, file_id: int, chunk: int = 2000) -> Iterator[dict
         while True:
             # Pages bound how long one read lasts; rows are stepped one at a time (never a
             # whole page in memory: a page of big requests would be hundreds of megabytes).
-            cursor = db.execute(SELECT_FILE_REQUESTS_PAGE, (file_id, last, chunk))
+            cursor = db.execute(q.SELECT_FILE_REQUESTS_PAGE, (file_id, last, chunk))
             count = 0
             for r in cursor:
                 count += 1

@@ -1,0 +1,83 @@
+"""The state database's schema: numbered migrations, tracked by ``PRAGMA user_version``.
+
+Each entry is applied once, in order, inside one transaction; a database newer than this list
+is refused (see ``Store._migrate``). Never edit an entry that has shipped: add a new one.
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: the first schema
+    """
+    CREATE TABLE files (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL,             -- the name it was dropped under
+        inbox_path TEXT NOT NULL,
+        work_path TEXT NOT NULL,        -- where it is kept while its requests run
+        size INTEGER NOT NULL,
+        status TEXT NOT NULL,           -- claimed, ingesting, active, writing, done
+        lines INTEGER NOT NULL DEFAULT 0,
+        invalid INTEGER NOT NULL DEFAULT 0,
+        error TEXT,                     -- why the file could not be read at all
+        results_path TEXT,
+        summary_path TEXT,
+        archived_path TEXT,
+        created_at REAL NOT NULL,
+        ingested_at REAL,
+        finished_at REAL
+    );
+    CREATE TABLE batches (
+        id INTEGER PRIMARY KEY,
+        tag TEXT NOT NULL UNIQUE,
+        provider TEXT NOT NULL,
+        model TEXT NOT NULL,
+        account TEXT NOT NULL,          -- provider, base URL and a digest of the key
+        status TEXT NOT NULL,           -- submitting, submitted, collected, aborted
+        provider_batch_id TEXT,
+        input_file_id TEXT,
+        provider_status TEXT,
+        n_items INTEGER NOT NULL,
+        counts TEXT,
+        error TEXT,
+        created_at REAL NOT NULL,       -- when the intent row was written
+        submitted_at REAL,
+        ended_at REAL,
+        next_poll_at REAL,
+        poll_interval_s REAL,
+        reconcile_attempts INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE requests (
+        id INTEGER PRIMARY KEY,
+        file_id INTEGER NOT NULL REFERENCES files (id),
+        line INTEGER NOT NULL,
+        custom_id TEXT NOT NULL,
+        model TEXT,
+        provider TEXT,
+        body TEXT,                      -- provider-native request body (JSON)
+        size_bytes INTEGER NOT NULL DEFAULT 0,
+        metadata TEXT,                  -- echoed back untouched (JSON)
+        adaptations TEXT,               -- JSON list of sentences
+        -- status: invalid, pending, batched, succeeded, failed, expired, canceled
+        status TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL NOT NULL DEFAULT 0,
+        batch_id INTEGER REFERENCES batches (id),
+        batch_ids TEXT NOT NULL DEFAULT '[]',
+        result TEXT,                    -- JSON: text, finish_reason, usage, response
+        error TEXT,                     -- JSON: type, message, code
+        updated_at REAL NOT NULL
+    );
+    CREATE INDEX requests_due ON requests (status, provider, model, next_attempt_at);
+    CREATE INDEX requests_file ON requests (file_id, line);
+    CREATE INDEX requests_batch ON requests (batch_id);
+    CREATE INDEX batches_status ON batches (status, provider);
+    """,
+    # 2: ingest bookkeeping: passes begun (a pass that a crash cut short stays counted, so a
+    # file that keeps killing the process is quarantined), and the bytes of the work copy read
+    # so far (what a writer appended after that is found and ingested, or reported; -1: not
+    # read to its end by a pass)
+    """
+    ALTER TABLE files ADD COLUMN ingest_starts INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE files ADD COLUMN read_bytes INTEGER NOT NULL DEFAULT -1
+    """,
+)
