@@ -61,12 +61,13 @@ class Submitter:
     def __init__(self, sched: Scheduler) -> None:
         self.sched = sched
 
-    async def run_model(self, provider: str, model: str, size: int) -> None:
-        """Claim and submit batches of ``model`` until none of its requests is due (or the
-        provider pauses, or shutdown begins). At most ``size`` requests per batch. An
-        unexpected error outside any one batch holds the model's loop for a backoff."""
+    async def run_model(self, provider: str, model: str) -> None:
+        """Claim and submit batches of ``model`` until none is due (or the provider pauses,
+        or shutdown begins); each batch's files, size and role as ``sizing.py`` says, cut to
+        the room its enqueued-token budget leaves (``budgets.py``). An unexpected error
+        outside any one batch holds the model's loop for a backoff."""
         try:
-            await self._run_model(provider, model, size)
+            await self._run_model(provider, model)
         except Exception as exc:
             if state_failure(exc):
                 raise
@@ -80,23 +81,37 @@ class Submitter:
             )
             self.sched.hold_model(provider, model, delay)
 
-    async def _run_model(self, provider: str, model: str, size: int) -> None:
+    async def _run_model(self, provider: str, model: str) -> None:
         sched = self.sched
         state = sched.providers[provider]
         while not sched.paused(provider) and not sched.stopping:
             if await self._rate_wait(provider, model):
                 continue
+            due = await sched.store.due_lanes_of(provider, model, time.time())
+            claim = (await sched.sizer.plan(provider, model, due)).claim
+            if claim is None:
+                return
+            room = await sched.budgets.room(provider, model)
+            if sched.budgets.blocked(provider, model, room):
+                return
             tag = "batchd-" + secrets.token_hex(8)
             claimed = await sched.store.claim_batch(
                 provider,
                 model,
                 tag,
                 state.account,
-                max_items=size,
+                max_items=claim.size,
                 max_bytes=state.adapter.limits.max_bytes,
                 now=time.time(),
+                files=claim.files or None,
+                max_tokens=room.left,
+                tokens_strict=room.batches > 0,  # with none open, one request always goes
+                role=claim.role,
+                canary_wait_until=claim.wait_until,
             )
             if claimed is None:
+                if room.left is not None:
+                    sched.budgets.note_blocked(provider, model, room)
                 return
             batch_id, rows = claimed
             async with state.semaphore:
@@ -221,6 +236,8 @@ class Submitter:
         if isinstance(err, PermanentError):
             log.error("batch create refused for good: {}; {} requests failed", err, n)
             await sched.store.fail_batch_requests(batch_id, refused_error(err))
+            return
+        if await sched.budgets.create_refused(batch_id, str(err)):
             return
         state.submit_failures += 1
         delay = sched.backoff(state.submit_failures, getattr(err, "retry_after", None))
