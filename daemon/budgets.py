@@ -118,8 +118,9 @@ class Budgets:
         when not). Records the budget; returns (count an attempt, hold the model this long)."""
         store = self.sched.store
         account = self._account(provider)
-        tokens, _ = await store.in_flight(account, model)
-        others = max(0, tokens - int(batch.get("tokens") or 0))
+        # What else of ours was open when it was created (not now: some may have ended since).
+        at = float(batch.get("created_at") or time.time())
+        others = await store.open_beside(account, model, int(batch["id"]), at)
         known = await store.budget(account, model)
         scale = known.scale if known is not None else 1.0
         source = SOURCE_MESSAGE

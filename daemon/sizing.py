@@ -33,7 +33,9 @@ from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 
-from .config import Config
+from .config import Config, adapt_policy
+from .cost import estimate
+from .packing import estimate_tokens
 from .store.planning import (
     CANARY_NOT_SENT,
     LANE_FAILED,
@@ -42,6 +44,7 @@ from .store.planning import (
     ROLE_PROBE,
     DueLane,
     LaneRow,
+    PlanningStore,
 )
 
 if TYPE_CHECKING:
@@ -261,6 +264,7 @@ class Sizer:
     ) -> None:
         n, size_bytes = await self.sched.store.fail_lane(file_id, provider, model, error)
         if n:
+            self.sched.wake.set()  # the file may be finished now
             logger.bind(provider=provider, model=model, file=file_id).error(
                 "canary failed: {} requests of {} in file {} not sent ({}; about {:,} prompt "
                 "tokens kept back)",
@@ -324,3 +328,24 @@ class Sizer:
                 log.info("canary passed: batch {} ({} requests)", row["provider_batch_id"], n)
         if lanes:
             sched.wake.set()
+
+
+async def canaries_failed(store: PlanningStore, file_id: int, cfg: Config) -> list[dict[str, Any]]:
+    """The file's summary entry: each model whose canary failed, the requests it kept back,
+    their estimated prompt tokens and what those would have cost at batch prices (input
+    side only: the money saved)."""
+    out = []
+    for lane in await store.failed_lanes(file_id):
+        tokens = estimate_tokens(lane["not_sent_bytes"]) if lane["not_sent"] else 0
+        info = adapt_policy(cfg).registry.info(lane["model"], lane["provider"])
+        out.append(
+            {
+                "provider": lane["provider"],
+                "model": lane["model"],
+                "not_sent": lane["not_sent"],
+                "prompt_tokens_not_sent": tokens,
+                "input_usd_saved": estimate(tokens, info).batch_usd,
+                "error": lane["error"],
+            }
+        )
+    return out

@@ -3,11 +3,14 @@ lanes, and the README's worked 1,000,000-request example, computed so it cannot 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from adapters.facts import PROVIDER_LIMITS
 from daemon.config import Config
+from daemon.packing import estimate_tokens
 from daemon.retry import next_poll_interval_s
 from daemon.sizing import (
     GROWTH,
@@ -18,8 +21,15 @@ from daemon.sizing import (
     sizes_for,
     start_size,
 )
-from daemon.store.planning import LANE_CANARY, LANE_FAILED, LANE_PASSED, ROLE_CANARY, ROLE_PROBE
-from daemon.store.planning import LaneRow
+from daemon.store import Store
+from daemon.store.planning import (
+    LANE_CANARY,
+    LANE_FAILED,
+    LANE_PASSED,
+    ROLE_CANARY,
+    ROLE_PROBE,
+    LaneRow,
+)
 
 NOW = 1_000_000.0
 
@@ -167,3 +177,40 @@ def test_worked_example_one_million_openai_requests() -> None:
     # The product's fixed size would be 20,000 batches: ten hours of the creates quota.
     assert 1_000_000 // openai.batch_size == 20_000
     assert 20_000 / openai.creates_per_hour == 10
+
+
+def _req(line: int, file_size: int = 60) -> dict:
+    return {
+        "line": line,
+        "custom_id": f"c{line}",
+        "model": "gpt-4o-mini",
+        "provider": "openai",
+        "body": {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": str(line)}]},
+        "size_bytes": file_size,
+        "status": "pending",
+    }
+
+
+async def test_claims_record_their_tokens_and_keep_to_the_budget(tmp_path: Path) -> None:
+    """A batch's estimated tokens are those of the requests it took (not of the one that did
+    not fit); a claim cut to a token budget takes what fits; a strict one takes nothing when
+    not even one request fits; a canary opens a lane per file it takes requests of."""
+    store = await Store(tmp_path / "s.sqlite3").open()
+    try:
+        fid = await store.claim_file("a.jsonl", "/in/a", "/w/a", 10)
+        await store.add_requests(fid, [_req(i) for i in range(1, 11)])
+        claim = dict(max_bytes=10**6, now=1e12)
+        got = await store.claim_batch("openai", "gpt-4o-mini", "t1", "acct", max_items=3,
+                                      files=[fid], role=ROLE_CANARY, **claim)  # fmt: skip
+        assert got is not None and len(got[1]) == 3
+        assert await store.in_flight("acct", "gpt-4o-mini") == (3 * estimate_tokens(60), 1)
+        lanes = await store.lanes("openai", "gpt-4o-mini", [fid])
+        assert lanes[fid].state == LANE_CANARY and lanes[fid].canary_batch == got[0]
+        cut = await store.claim_batch("openai", "gpt-4o-mini", "t2", "acct", max_items=100,
+                                      max_tokens=2 * estimate_tokens(60), **claim)  # fmt: skip
+        assert cut is not None and len(cut[1]) == 2
+        none = await store.claim_batch("openai", "gpt-4o-mini", "t3", "acct", max_items=100,
+                                       max_tokens=1, tokens_strict=True, **claim)  # fmt: skip
+        assert none is None
+    finally:
+        await store.close()

@@ -25,7 +25,7 @@ from urllib.parse import quote
 
 import aiosqlite
 
-from ..packing import BatchPacker
+from ..packing import BatchPacker, estimate_tokens
 from ..states import BATCH_OPEN, REQUEST_OPEN, BatchRowStatus, FileStatus, RequestStatus
 from . import queries as q
 from .planning import LANE_CANARY, LANE_FAILED, ROLE_CANARY, PlanningStore
@@ -317,6 +317,7 @@ class Store(PlanningStore):
             packer = BatchPacker(max_items=max_items, max_bytes=max_bytes, max_tokens=max_tokens)
             chosen: list[tuple[int, dict[str, Any]]] = []
             taken: list[int] = []  # the files it takes requests of
+            tokens = 0  # their estimated prompt tokens
             for file_id in [None] if files is None else files:
                 if file_id is None:
                     sql = q.SELECT_CLAIMABLE
@@ -334,6 +335,7 @@ class Store(PlanningStore):
                     if tokens_strict and max_tokens is not None and packer.tokens > max_tokens:
                         return None  # not even the first request fits the budget
                     chosen.append((r["id"], json.loads(r["body"])))
+                    tokens += estimate_tokens(r["size_bytes"])
                     if file_id is not None and (not taken or taken[-1] != file_id):
                         taken.append(file_id)
                 if full or len(chosen) >= max_items:
@@ -345,7 +347,7 @@ class Store(PlanningStore):
                 (tag, provider, model, account, BatchRowStatus.SUBMITTING, len(chosen), now),
             )
             batch_id = _row_id(cur)
-            await db.execute(q.NOTE_BATCH_SIZING, (packer.tokens, role, batch_id))
+            await db.execute(q.NOTE_BATCH_SIZING, (tokens, role, batch_id))
             if role == ROLE_CANARY:
                 await db.executemany(
                     q.INSERT_LANE,

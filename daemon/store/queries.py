@@ -275,6 +275,10 @@ SELECT_IN_FLIGHT = (  # the model's open batches: estimated tokens and how many
     "SELECT COALESCE(SUM(tokens), 0), COUNT(*) FROM batches WHERE account = ? AND model = ?"
     " AND status IN (SELECT value FROM json_each(?))"
 )
+SELECT_OPEN_AT = (  # the tokens of the model's other batches open when a batch was created
+    "SELECT COALESCE(SUM(tokens), 0) FROM batches WHERE account = ? AND model = ? AND id != ?"
+    " AND created_at <= ? AND (ended_at IS NULL OR ended_at >= ?)"
+)
 SELECT_BUDGET = (
     "SELECT limit_tokens, source, scale, updated_at FROM budgets WHERE account = ? AND model = ?"
 )
