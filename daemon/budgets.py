@@ -197,12 +197,6 @@ class Budgets:
         sched.wake.set()
 
     async def in_use(self) -> list[tuple[str, str, int, int]]:
-        """(provider, model, limit, estimated tokens in flight) of every known budget of the
-        current accounts: what ``batchd status`` shows."""
-        accounts = {state.account: name for name, state in self.sched.providers.items()}
-        out = []
-        for b in await self.sched.store.budgets_in_use():
-            provider = accounts.get(b["account"])
-            if provider is not None:
-                out.append((provider, b["model"], int(b["limit_tokens"]), int(b["in_flight"])))
-        return out
+        """(provider, model, limit, estimated tokens in flight) of every known budget: what
+        ``batchd status`` shows (``Store.budget_use``)."""
+        return await self.sched.store.budget_use()

@@ -32,6 +32,7 @@ from daemon.store.planning import (
 )
 
 NOW = 1_000_000.0
+ACCT = "openai|default|key:0123456789ab"
 
 
 def _settings(**kw: object) -> Settings:
@@ -177,6 +178,7 @@ def test_worked_example_one_million_openai_requests() -> None:
     # The product's fixed size would be 20,000 batches: ten hours of the creates quota.
     assert 1_000_000 // openai.batch_size == 20_000
     assert 20_000 / openai.creates_per_hour == 10
+    assert 20_000 * polls == 300_000
 
 
 def _req(line: int, file_size: int = 60) -> dict:
@@ -200,17 +202,21 @@ async def test_claims_record_their_tokens_and_keep_to_the_budget(tmp_path: Path)
         fid = await store.claim_file("a.jsonl", "/in/a", "/w/a", 10)
         await store.add_requests(fid, [_req(i) for i in range(1, 11)])
         claim = dict(max_bytes=10**6, now=1e12)
-        got = await store.claim_batch("openai", "gpt-4o-mini", "t1", "acct", max_items=3,
+        got = await store.claim_batch("openai", "gpt-4o-mini", "t1", ACCT, max_items=3,
                                       files=[fid], role=ROLE_CANARY, **claim)  # fmt: skip
         assert got is not None and len(got[1]) == 3
-        assert await store.in_flight("acct", "gpt-4o-mini") == (3 * estimate_tokens(60), 1)
+        assert await store.in_flight(ACCT, "gpt-4o-mini") == (3 * estimate_tokens(60), 1)
         lanes = await store.lanes("openai", "gpt-4o-mini", [fid])
         assert lanes[fid].state == LANE_CANARY and lanes[fid].canary_batch == got[0]
-        cut = await store.claim_batch("openai", "gpt-4o-mini", "t2", "acct", max_items=100,
+        cut = await store.claim_batch("openai", "gpt-4o-mini", "t2", ACCT, max_items=100,
                                       max_tokens=2 * estimate_tokens(60), **claim)  # fmt: skip
         assert cut is not None and len(cut[1]) == 2
-        none = await store.claim_batch("openai", "gpt-4o-mini", "t3", "acct", max_items=100,
+        none = await store.claim_batch("openai", "gpt-4o-mini", "t3", ACCT, max_items=100,
                                        max_tokens=1, tokens_strict=True, **claim)  # fmt: skip
         assert none is None
+        # What `batchd status` shows: the budget and the tokens of the open batches.
+        await store.set_budget(ACCT, "gpt-4o-mini", 90_000, "read from the provider's message")
+        in_flight = 5 * estimate_tokens(60)
+        assert await store.budget_use() == [("openai", "gpt-4o-mini", 90_000, in_flight)]
     finally:
         await store.close()

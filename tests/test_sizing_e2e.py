@@ -116,3 +116,24 @@ async def test_enqueued_token_limit_smaller_than_the_workload(tmp_path: Path, em
     budget = query(tmp_path, f"SELECT limit_tokens, source FROM budgets WHERE model = '{MODEL}'")
     assert budget and budget[0][0] == 60_000  # read from the provider's message, kept
     assert "enqueued-token limit" in run.stderr
+
+
+async def test_gemini_quota_refusals_at_create_hold_without_attempts(
+    tmp_path: Path, emulator: Emulator
+):
+    """Gemini refuses a create beyond the model's quota (429 RESOURCE_EXHAUSTED; here one
+    batch at a time): with another batch of the model open that is the quota, not a failure:
+    the requests wait for it to end, no attempt counted, and all succeed."""
+    model = "gemini-2.5-flash"
+    _set(emulator, {"concurrent_batch_limits": {model: 1}})
+    lines = [unified(f"m{i}", model, f"quota {i}") for i in range(40)]
+    write_jsonl(tmp_path / "inbox" / "quota.jsonl", lines)
+    extra = "[providers.gemini]\nbatch_size = 5\nmax_batch_size = 5\n"
+    run = await _run(tmp_path, emulator.url, config_extra=extra)
+    assert run.returncode == 0, run.stderr[-3000:]
+    results = read_results(tmp_path / "outbox" / "quota.results.jsonl")
+    assert {r["status"] for r in results} == {"succeeded"}
+    assert {r["attempts"] for r in results} == {1}
+    stats = (await journal(emulator.url))["providers"]["gemini"]
+    print(f"gemini refused creates: {stats['enqueued_limit_refusals']}")
+    assert stats["duplicate_items"] == 0

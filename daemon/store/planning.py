@@ -215,3 +215,17 @@ class PlanningStore:
         """Every known budget with the estimated tokens its model has in flight (status)."""
         rows = await self._all(q.REPORT_BUDGETS, (_open(),))
         return [dict(r) for r in rows]
+
+    async def budget_use(self) -> list[tuple[str, str, int, int]]:
+        """(provider, model, limit in use, estimated tokens in flight) of every known
+        enqueued-token budget: what ``batchd status`` shows. The limit is the share of the
+        provider's that batchd fills."""
+        return [
+            (
+                str(b["account"]).split("|", 1)[0],
+                str(b["model"]),
+                int(b["limit_tokens"] * b["scale"]),
+                int(b["in_flight"]),
+            )
+            for b in await self.budgets_in_use()
+        ]
