@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
 TOKEN_LIMIT_CODE = "token_limit_exceeded"  # OpenAI: the batch failed at validation
 QUOTA_AT_CREATE = "RESOURCE_EXHAUSTED"  # Gemini: 429 at create
+QUOTA_429_PROVIDERS = ("gemini", "anthropic")  # whose 429 at create may be a queue quota
 LIMIT_IN_MESSAGE = re.compile(r"Limit:\s*([0-9][0-9,]*)\s*enqueued tokens", re.IGNORECASE)
 SOURCE_MESSAGE = "read from the provider's message"
 SOURCE_CONFIG = "[models] enqueued_token_limit"
@@ -169,10 +170,12 @@ class Budgets:
     async def create_refused(self, batch_id: int, err: str) -> bool:
         """A create call refused: when for the model's quota (Gemini's 429
         RESOURCE_EXHAUSTED), as ``batch_lost``; else False."""
-        if QUOTA_AT_CREATE not in err and TOKEN_LIMIT_CODE not in err:
-            return False
         row = await self.sched.store.batch(batch_id)
         if row is None:
+            return False
+        said = "HTTP 429" in err or QUOTA_AT_CREATE in err
+        quota = row["provider"] in QUOTA_429_PROVIDERS and said
+        if not quota and TOKEN_LIMIT_CODE not in err:
             return False
         limit = limit_from_message(err)
         if limit is None and self._configured(row["provider"], row["model"]) is None:

@@ -36,8 +36,10 @@ from loguru import logger
 from .config import Config, adapt_policy
 from .cost import estimate
 from .packing import estimate_tokens
+from .states import BatchRowStatus
 from .store.planning import (
     CANARY_NOT_SENT,
+    LANE_CANARY,
     LANE_FAILED,
     LANE_PASSED,
     ROLE_CANARY,
@@ -220,7 +222,7 @@ class Sizer:
     """Reads the store for :func:`decide` and applies what it says besides the claim."""
 
     sched: Scheduler
-    _said: set[tuple[int, str]] = field(default_factory=set)
+    _checked: set[int] = field(default_factory=set)  # canary batches looked at this run
 
     def settings(self, provider: str) -> Settings:
         cfg: Config = self.sched.cfg
@@ -245,6 +247,8 @@ class Sizer:
         now = time.time()
         due = list(due)
         rows = await store.lanes(provider, model, (d.file_id for d in due)) if s.adaptive else {}
+        if await self._catch_up(rows.values()):
+            rows = await store.lanes(provider, model, (d.file_id for d in due))
         lanes = [Lane(d.file_id, d.n, d.oldest, rows.get(d.file_id)) for d in due]
         proven, probe_until = 0, None
         if s.adaptive:
@@ -258,6 +262,21 @@ class Sizer:
         for file_id, error in plan.fail:
             await self._fail_lane(provider, model, file_id, error)
         return plan
+
+    async def _catch_up(self, rows: Iterable[LaneRow]) -> bool:
+        """A canary collected before a crash cut its verdict short: give it now (each canary
+        is looked at once per run; True when one was). The verdict itself is idempotent."""
+        caught = False
+        for row in rows:
+            batch_id = row.canary_batch
+            if row.state != LANE_CANARY or batch_id is None or batch_id in self._checked:
+                continue
+            self._checked.add(batch_id)
+            batch = await self.sched.store.batch(batch_id)
+            if batch is not None and batch["status"] == BatchRowStatus.COLLECTED:
+                await self.batch_ended(batch_id)
+                caught = True
+        return caught
 
     async def _fail_lane(
         self, provider: str, model: str, file_id: int, error: dict[str, Any]

@@ -135,5 +135,8 @@ async def test_gemini_quota_refusals_at_create_hold_without_attempts(
     assert {r["status"] for r in results} == {"succeeded"}
     assert {r["attempts"] for r in results} == {1}
     stats = (await journal(emulator.url))["providers"]["gemini"]
-    print(f"gemini refused creates: {stats['enqueued_limit_refusals']}")
+    refused = stats["enqueued_limit_refusals"]
+    print(f"gemini refused creates: {refused}")
+    # The budget learned from the first refusal holds the rest (without it: 9 of 8 batches).
+    assert 1 <= refused <= 2
     assert stats["duplicate_items"] == 0
