@@ -98,12 +98,16 @@ class Budgets:
 
     def blocked(self, provider: str, model: str, room: Room) -> bool:
         """Held by the budget: nothing fitted last time and the open batches are the same."""
-        if room.left is not None and room.left <= 0 and room.batches:
+        if not room.batches:
+            return False  # nothing open: one request always goes (and nothing would unblock it)
+        if room.left is not None and room.left <= 0:
             return True
         return self._blocked.get((provider, model)) == room.in_flight
 
     def note_blocked(self, provider: str, model: str, room: Room) -> None:
         """Nothing fitted the room left: wait until the model's open batches change."""
+        if not room.batches:
+            return
         if self._blocked.get((provider, model)) != room.in_flight:
             logger.bind(provider=provider, model=model).info(
                 "enqueued-token budget of {}: {:,} of {:,} tokens in {} open batch(es); new "

@@ -5,7 +5,8 @@ the claim) and followed by a shielded record of its result. A create call whose 
 unknown (timeout, dropped connection) is never retried blindly: the batch is handed to the
 reconciler, which looks it up at the provider by its tag. A refused create puts the requests
 back to pending with a backoff (transient), pauses the provider (authentication), or fails
-them (permanent).
+them (permanent); a refusal for the model's queue quota goes to ``budgets.py``. Which
+requests a batch takes, and how many, is ``sizing.py``'s to say, cut to the budget's room.
 
 An unexpected error (a bug) is contained to its batch, or to its model's loop. Before the
 create call (building the items, prompt caching) nothing has reached the provider: the batch

@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from adapters.facts import PROVIDER_LIMITS
+from daemon.budgets import Budgets, Room, limit_from_message
 from daemon.config import Config
 from daemon.packing import estimate_tokens
 from daemon.retry import next_poll_interval_s
@@ -220,3 +221,27 @@ async def test_claims_record_their_tokens_and_keep_to_the_budget(tmp_path: Path)
         assert await store.budget_use() == [("openai", "gpt-4o-mini", 90_000, in_flight)]
     finally:
         await store.close()
+
+
+def test_the_limit_is_read_from_the_providers_message() -> None:
+    text = (
+        "token_limit_exceeded: Enqueued token limit reached for gpt-4o-mini in organization "
+        "org-x. Limit: 2,000,000 enqueued tokens. Please try again once some in_progress "
+        "batches have been completed."
+    )
+    assert limit_from_message(text) == 2_000_000
+    assert limit_from_message("HTTP 429: You exceeded your current quota") is None
+    assert limit_from_message(None) is None
+
+
+def test_a_budget_holds_only_while_something_of_the_model_is_open() -> None:
+    budgets = Budgets(sched=None)  # type: ignore[arg-type]  # the pure part needs no scheduler
+    full = Room(limit=1000, in_flight=1200, batches=2)
+    assert budgets.blocked("openai", "m", full)
+    # Nothing open: one request always goes, whatever the budget says.
+    assert not budgets.blocked("openai", "m", Room(limit=10, in_flight=0, batches=0))
+    some = Room(limit=1000, in_flight=900, batches=1)
+    assert not budgets.blocked("openai", "m", some)
+    budgets._blocked[("openai", "m")] = 900  # nothing fitted the 100 left
+    assert budgets.blocked("openai", "m", some)
+    assert not budgets.blocked("openai", "m", Room(limit=1000, in_flight=400, batches=1))
