@@ -16,9 +16,13 @@ provider's ``batch_size``):
 * **Growth.** Every batch that ends well proves its size for the model (per account). The
   next batch above the proven size is a *probe* of ten times it, capped by ``max_batch_size``
   (default: the provider's hard limit); while a probe is open the model's other batches wait
-  (at most ``canary_max_wait_s``), so a size is tried once before many batches of it go out.
-  Once the proven size reaches the cap, batches go out at it with no waiting. The
-  enqueued-token budget (``daemon/budgets.py``) and ``creates_per_hour`` bound them further.
+  (at most ``canary_max_wait_s``; then they go out at the proven size, no second probe), so a
+  size is tried once before many batches of it go out. Once the proven size reaches the cap,
+  batches go out at it with no waiting. The enqueued-token budget (``daemon/budgets.py``) and
+  ``creates_per_hour`` bound them further. A batch counts as ended well when its verdict is
+  "passed" and every item was answered; its size is remembered per account and model.
+* **Crash safety.** Lanes, roles and proven sizes are rows (``daemon/store/planning.py``);
+  a canary collected just before a crash gets its verdict at the next plan.
 
 ``decide`` is the pure policy; :class:`Sizer` reads what it needs from the store.
 """
