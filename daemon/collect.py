@@ -134,6 +134,8 @@ class Collector:
 
     async def _batch_lost(self, row: dict[str, Any], status: BatchStatus) -> None:
         sched = self.sched
+        if await sched.budgets.batch_lost(row, status.error):  # an enqueued-token refusal
+            return
         log = _log(row)
         log.warning(
             "batch {}: {} ({}); its requests are re-queued",
@@ -165,6 +167,7 @@ class Collector:
             return
         if not stored:
             return
+        await sched.sizer.batch_ended(row["id"])  # a canary passes or fails; sizes grow
         self._collect_failures.pop(row["id"], None)
         if not sched.cfg.keep_provider_files:
             await self._cleanup(row, log)

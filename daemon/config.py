@@ -49,6 +49,7 @@ class ProviderConfig:
     base_url: str | None = None
     max_concurrent_submits: int = 4
     creates_per_hour: int = 1000
+    max_batch_size: int | None = None  # adaptive sizing's ceiling (None: the provider's cap)
     options: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -97,6 +98,14 @@ class Config:
     prompt_cache: str = "auto"  # or "off": cache_control on Claude system prompts shared in a batch
     cache_priming: bool = False
     cache_priming_max_wait_s: float = 900.0  # how long a batch waits for its primer
+    # Batch sizes (daemon/sizing.py): "adaptive" starts each model of a file with a canary
+    # batch of [providers.X] batch_size and grows after batches that end well; "fixed" sends
+    # every batch at batch_size.
+    batch_sizing: str = "adaptive"
+    canary_max_wait_s: float = 3600.0  # the rest of a file waits for its canary this long
+    canary_failure: str = "fail"  # a failed canary: "fail" the rest, "hold" it, or "send" it
+    canary_failure_share: float = 0.5  # failed items (request-level) that fail a canary
+    canary_memory_s: float = 86400.0  # a model that ended well this recently starts larger
     models: Mapping[str, Any] = field(default_factory=dict)  # [models."name*"] registry overrides
     routes: Mapping[str, str] = field(default_factory=dict)
     # The registry + routes + adaptation settings, built once by load_config (see adapt_policy).

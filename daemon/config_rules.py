@@ -98,11 +98,17 @@ SCALAR_RULES: dict[str, Rule] = {
     "prompt_cache": Rule("str", choices=("auto", "off")),
     "cache_priming": Rule("bool"),
     "cache_priming_max_wait_s": _duration(),
+    "batch_sizing": Rule("str", choices=("adaptive", "fixed")),
+    "canary_max_wait_s": _duration(),
+    "canary_failure": Rule("str", choices=("fail", "hold", "send")),
+    "canary_failure_share": Rule("float", low=0.0, high=1.0, low_open=True),
+    "canary_memory_s": _duration(),
 }
 
 # [providers.NAME]: the keys every provider has, then each provider's own options.
 PROVIDER_RULES: dict[str, Rule] = {
     "batch_size": _count(1, 1),  # the high bound is the provider's own (PROVIDER_LIMITS)
+    "max_batch_size": _count(1, 1),  # the same
     "base_url": Rule("url"),
     "max_concurrent_submits": _count(1, 256),
     "creates_per_hour": _count(1, 1_000_000),
@@ -125,7 +131,7 @@ OPTION_RULES: dict[str, dict[str, Rule]] = {
 
 def provider_rule(provider: str, key: str) -> Rule | None:
     """The rule of ``key`` in ``[providers.<provider>]``, None for an unknown key."""
-    if key == "batch_size":
+    if key in ("batch_size", "max_batch_size"):
         return _count(1, PROVIDER_LIMITS[provider].max_items)
     return PROVIDER_RULES.get(key) or OPTION_RULES[provider].get(key)
 

@@ -25,7 +25,7 @@ from typing import Any
 
 from loguru import logger
 
-from . import ingest, names, outbox
+from . import ingest, names, outbox, sizing
 from .caching import cache_note
 from .config import Config, adapt_policy
 from .cost import cache_savings, cost_of
@@ -117,6 +117,7 @@ async def _finish(cfg: Config, store: Store, row: dict[str, Any]) -> bool:
         "ended_at": time.time(),
         "batches": await store.file_batches(file_id),
         "error": _with_late(row.get("error"), late),
+        "canaries_failed": await sizing.canaries_failed(store, file_id, cfg),
     }
     if late:
         log.error("file {}: {}", name, _late_text(late))

@@ -338,6 +338,8 @@ def write_outputs(
             batches=summary_meta.get("batches") or (),
             error=summary_meta.get("error"),
         )
+        if summary_meta.get("canaries_failed"):  # requests a failed canary kept back
+            summary["canaries_failed"] = list(summary_meta["canaries_failed"])
         _write_json(tmp_summary, summary)
         _replace_pair(tmp_results, tmp_summary, targets)
     finally:

@@ -6,6 +6,11 @@ per-item overhead (the provider's envelope around the body: ``custom_id``, ``met
 or ``key``/``request``, separators), so a batch of small bodies cannot creep over the cap.
 A single request larger than the cap still gets a batch of its own (the provider then says
 why it refuses it, for that request alone).
+
+A batch may also be held to an estimate of its prompt tokens (an enqueued-token budget,
+``daemon/budgets.py``). The estimate is the request body's size in UTF-8 bytes / 4 (rounded
+up): no tokenizer runs, the size is already known, and it never counts fewer tokens than
+characters / 4 of the prompt text (see docs/performance.md for its accuracy).
 """
 
 from __future__ import annotations
@@ -13,6 +18,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 ITEM_OVERHEAD_BYTES = 256
+BYTES_PER_TOKEN = 4
+
+
+def estimate_tokens(size_bytes: int) -> int:
+    """Estimated prompt tokens of a request whose body is ``size_bytes`` of UTF-8 JSON."""
+    return max(1, -(-size_bytes // BYTES_PER_TOKEN))
 
 
 def item_bytes(size_bytes: int) -> int:
@@ -26,9 +37,16 @@ class BatchPacker:
 
     max_items: int
     max_bytes: int
+    max_tokens: int | None = None  # estimated prompt tokens per batch (None: no limit)
     batches: int = 0
     _items: int = 0
     _bytes: int = 0
+    _tokens: int = 0
+
+    @property
+    def tokens(self) -> int:
+        """Estimated prompt tokens of the current batch."""
+        return self._tokens
 
     def fits(self, size_bytes: int) -> bool:
         """Whether a request of ``size_bytes`` still fits the current (non-empty) batch."""
@@ -36,6 +54,10 @@ class BatchPacker:
             self._items > 0
             and self._items < self.max_items
             and self._bytes + item_bytes(size_bytes) <= self.max_bytes
+            and (
+                self.max_tokens is None
+                or self._tokens + estimate_tokens(size_bytes) <= self.max_tokens
+            )
         )
 
     def add(self, size_bytes: int) -> bool:
@@ -43,7 +65,8 @@ class BatchPacker:
         new = not self.fits(size_bytes)
         if new:
             self.batches += 1
-            self._items = self._bytes = 0
+            self._items = self._bytes = self._tokens = 0
         self._items += 1
         self._bytes += item_bytes(size_bytes)
+        self._tokens += estimate_tokens(size_bytes)
         return new

@@ -74,6 +74,7 @@ FAMILY_FIELDS = frozenset(
         "thinking_defaults_only",
         "thinking_budget_min",
         "cache_min_tokens",
+        "enqueued_token_limit",
         "prices",
         "batch_discount",
     }
@@ -127,6 +128,9 @@ class ModelInfo:
     thinking_defaults_only: Mapping[str, Any] = field(default_factory=dict)
     thinking_budget_min: int | None = None
     cache_min_tokens: int | None = None
+    # The account's enqueued-token limit for the model (batch prompt tokens queued at once);
+    # set to skip learning it from the provider's refusal (daemon/budgets.py).
+    enqueued_token_limit: int | None = None
     prices: Prices = field(default_factory=Prices)
     batch_discount: float = DEFAULT_BATCH_DISCOUNT
     note: str | None = None
@@ -387,6 +391,9 @@ def _family(name: str, table: Mapping[str, Any], *, known: bool = True) -> Model
         ),
         thinking_budget_min=fields.count(where, "thinking_budget_min", get("thinking_budget_min")),
         cache_min_tokens=fields.count(where, "cache_min_tokens", get("cache_min_tokens")),
+        enqueued_token_limit=fields.count(
+            where, "enqueued_token_limit", get("enqueued_token_limit")
+        ),
         prices=_prices(where, get("prices", {})),
         batch_discount=fields.fraction(f"{where} batch_discount", get("batch_discount", 0.5)),
         note=note,

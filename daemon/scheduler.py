@@ -32,13 +32,16 @@ from loguru import logger
 
 from adapters.base import AuthError, ProviderAdapter, TransientError, UnknownOutcome
 
+from .budgets import Budgets
 from .collect import Collector
 from .config import Config
 from .crashpoints import fault_point
 from .outcomes import OutcomePolicy, RetryAt
 from .reconcile import Reconciler
 from .retry import backoff_s
+from .sizing import Sizer
 from .store import Store
+from .store.planning import DueLane
 from .submit import Submitter
 
 T = TypeVar("T")
@@ -98,6 +101,8 @@ class Scheduler:
         self.failure: TaskFailed | None = None  # the first supervised task that died
         self._tasks: dict[asyncio.Task[None], bool] = {}  # task -> let it finish at shutdown
         self._settled = asyncio.Event()  # a task died, or shutdown() has ended
+        self.sizer = Sizer(self)
+        self.budgets = Budgets(self)
         self.submitter = Submitter(self)
         self.reconciler = Reconciler(self)
         self.collector = Collector(self)
@@ -240,35 +245,20 @@ class Scheduler:
 
     # -- planning --------------------------------------------------------------------------
     async def plan(self) -> float | None:
-        """Start a submit task for every model with due requests; returns when to look
-        again (a linger deadline), if sooner than the next wake-up."""
+        """Start a submit task for every model with a batch to claim now (``sizing.py``
+        says which files may send and at what size; ``budgets.py`` whether the model's
+        enqueued-token budget has room); returns when to look again (a linger deadline, a
+        canary's wait, a retry's backoff), if sooner than the next wake-up."""
         fault_point("plan")
         now = time.time()
         wake_at: float | None = None
-        for provider, model, n, oldest in await self.store.due_models(now):
-            state = self.providers.get(provider)
+        by_model: dict[tuple[str, str], list[DueLane]] = {}
+        for lane in await self.store.due_lanes(now):
+            by_model.setdefault((lane.provider, lane.model), []).append(lane)
+        for (provider, model), lanes in by_model.items():
             if self.stopping:
                 break
-            if state is None or self.paused(provider):
-                continue
-            if model in state.tasks and not state.tasks[model].done():
-                continue
-            held_until = state.model_retry_at.get(model, 0.0)
-            if held_until > now:
-                wake_at = _sooner(wake_at, held_until)
-                continue
-            size = min(self.cfg.providers[provider].batch_size, state.adapter.limits.max_items)
-            ready_at = oldest + self.cfg.batch_linger_s
-            if n < size and ready_at > now:
-                wake_at = _sooner(wake_at, ready_at)
-                continue
-            task = self.spawn(
-                self.submitter.run_model(provider, model, size),
-                name=f"submit-{provider}-{model}",
-                graceful=True,
-            )
-            if task is not None:
-                state.tasks[model] = task
+            wake_at = _sooner_opt(wake_at, await self._plan_model(provider, model, lanes, now))
         for state in self.providers.values():
             if state.paused_until > now:
                 wake_at = _sooner(wake_at, state.paused_until)
@@ -276,6 +266,33 @@ class Scheduler:
         if due is not None and due > now:
             wake_at = _sooner(wake_at, due)
         return wake_at
+
+    async def _plan_model(
+        self, provider: str, model: str, lanes: list[DueLane], now: float
+    ) -> float | None:
+        """Start the model's submit task if it has a batch to claim now; returns when to
+        look at it again, if it says."""
+        state = self.providers.get(provider)
+        if state is None or self.paused(provider):
+            return None
+        if model in state.tasks and not state.tasks[model].done():
+            return None
+        held_until = state.model_retry_at.get(model, 0.0)
+        if held_until > now:
+            return held_until
+        plan = await self.sizer.plan(provider, model, lanes)
+        if plan.claim is None:
+            return plan.wake_at
+        if self.budgets.blocked(provider, model, await self.budgets.room(provider, model)):
+            return plan.wake_at  # woken again when one of the model's batches ends
+        task = self.spawn(
+            self.submitter.run_model(provider, model),
+            name=f"submit-{provider}-{model}",
+            graceful=True,
+        )
+        if task is not None:
+            state.tasks[model] = task
+        return plan.wake_at
 
     # -- the other stages, as the app calls them -------------------------------------------
     async def poll_due(self, provider: str) -> float | None:
@@ -289,3 +306,7 @@ class Scheduler:
 
 def _sooner(current: float | None, candidate: float) -> float:
     return candidate if current is None else min(current, candidate)
+
+
+def _sooner_opt(current: float | None, candidate: float | None) -> float | None:
+    return current if candidate is None else _sooner(current, candidate)

@@ -5,7 +5,8 @@ the claim) and followed by a shielded record of its result. A create call whose 
 unknown (timeout, dropped connection) is never retried blindly: the batch is handed to the
 reconciler, which looks it up at the provider by its tag. A refused create puts the requests
 back to pending with a backoff (transient), pauses the provider (authentication), or fails
-them (permanent).
+them (permanent); a refusal for the model's queue quota goes to ``budgets.py``. Which
+requests a batch takes, and how many, is ``sizing.py``'s to say, cut to the budget's room.
 
 An unexpected error (a bug) is contained to its batch, or to its model's loop. Before the
 create call (building the items, prompt caching) nothing has reached the provider: the batch
@@ -61,12 +62,13 @@ class Submitter:
     def __init__(self, sched: Scheduler) -> None:
         self.sched = sched
 
-    async def run_model(self, provider: str, model: str, size: int) -> None:
-        """Claim and submit batches of ``model`` until none of its requests is due (or the
-        provider pauses, or shutdown begins). At most ``size`` requests per batch. An
-        unexpected error outside any one batch holds the model's loop for a backoff."""
+    async def run_model(self, provider: str, model: str) -> None:
+        """Claim and submit batches of ``model`` until none is due (or the provider pauses,
+        or shutdown begins); each batch's files, size and role as ``sizing.py`` says, cut to
+        the room its enqueued-token budget leaves (``budgets.py``). An unexpected error
+        outside any one batch holds the model's loop for a backoff."""
         try:
-            await self._run_model(provider, model, size)
+            await self._run_model(provider, model)
         except Exception as exc:
             if state_failure(exc):
                 raise
@@ -80,23 +82,37 @@ class Submitter:
             )
             self.sched.hold_model(provider, model, delay)
 
-    async def _run_model(self, provider: str, model: str, size: int) -> None:
+    async def _run_model(self, provider: str, model: str) -> None:
         sched = self.sched
         state = sched.providers[provider]
         while not sched.paused(provider) and not sched.stopping:
             if await self._rate_wait(provider, model):
                 continue
+            due = await sched.store.due_lanes_of(provider, model, time.time())
+            claim = (await sched.sizer.plan(provider, model, due)).claim
+            if claim is None:
+                return
+            room = await sched.budgets.room(provider, model)
+            if sched.budgets.blocked(provider, model, room):
+                return
             tag = "batchd-" + secrets.token_hex(8)
             claimed = await sched.store.claim_batch(
                 provider,
                 model,
                 tag,
                 state.account,
-                max_items=size,
+                max_items=claim.size,
                 max_bytes=state.adapter.limits.max_bytes,
                 now=time.time(),
+                files=claim.files or None,
+                max_tokens=room.left,
+                tokens_strict=room.batches > 0,  # with none open, one request always goes
+                role=claim.role,
+                canary_wait_until=claim.wait_until,
             )
             if claimed is None:
+                if room.left is not None:
+                    sched.budgets.note_blocked(provider, model, room)
                 return
             batch_id, rows = claimed
             async with state.semaphore:
@@ -221,6 +237,8 @@ class Submitter:
         if isinstance(err, PermanentError):
             log.error("batch create refused for good: {}; {} requests failed", err, n)
             await sched.store.fail_batch_requests(batch_id, refused_error(err))
+            return
+        if await sched.budgets.create_refused(batch_id, str(err)):
             return
         state.submit_failures += 1
         delay = sched.backoff(state.submit_failures, getattr(err, "retry_after", None))

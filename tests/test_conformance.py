@@ -106,8 +106,10 @@ INLINE_TESTS = (
     "tests/test_emulator_rules.py::test_gemini_create_rule",
     "tests/test_emulator_gemini.py::test_inline_limit_is_measured_on_the_wire",
 )
-NO_BUDGETS = "the daemon's enqueued-token budgets (hold and cut batches to the limit) are not built"
-QUOTA_TESTS = ("tests/test_emulator_rules.py::test_gemini_create_rule",)
+QUOTA_TESTS = (
+    "tests/test_emulator_rules.py::test_gemini_create_rule",
+    "tests/test_sizing_e2e.py::test_gemini_quota_refusals_at_create_hold_without_attempts",
+)
 
 # The daemon's side of every rule in adapters/emulator/rules.py, by rule id.
 DAEMON: dict[str, Adapted | Refused | Elsewhere] = {
@@ -127,8 +129,8 @@ DAEMON: dict[str, Adapted | Refused | Elsewhere] = {
         (
             "tests/test_emulator_rules.py::test_openai_batch_rule",
             "tests/test_emulator_quotas.py::test_openai_token_limit_refuses_then_clears",
+            "tests/test_sizing_e2e.py::test_enqueued_token_limit_smaller_than_the_workload",
         ),
-        NO_BUDGETS,
     ),
     **{
         f"anthropic.temperature_with_top_p.{m}": adapted(
@@ -181,8 +183,8 @@ DAEMON: dict[str, Adapted | Refused | Elsewhere] = {
         f"max_tokens {HUGE} clamped to {INT_MAX} (the largest integer the API accepts)"
     ),
     "gemini.inline_size": Elsewhere(INLINE_TESTS),
-    "gemini.enqueued_tokens": Elsewhere(QUOTA_TESTS, NO_BUDGETS),
-    "gemini.concurrent_batches": Elsewhere(QUOTA_TESTS, NO_BUDGETS),
+    "gemini.enqueued_tokens": Elsewhere(QUOTA_TESTS),
+    "gemini.concurrent_batches": Elsewhere(QUOTA_TESTS),
     "gemini.upload_mime": Elsewhere(
         ("tests/test_emulator_rules.py::test_gemini_upload_rule", *INLINE_TESTS[:2])
     ),

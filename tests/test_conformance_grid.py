@@ -80,6 +80,7 @@ FIELDS: dict[str, tuple[str, ...]] = {
     "output_field": ("tests/test_adapt.py", "tests/test_e2e_adapt.py"),
     "output_default": ("tests/test_adapt.py", "tests/test_e2e_adapt.py"),
     "cache_min_tokens": ("tests/test_caching.py", "tests/test_e2e_adapt.py"),
+    "enqueued_token_limit": ("not a request rule",),
     "prices": ("not a request rule",),
     "batch_discount": ("not a request rule",),
     "note": ("not a request rule",),

@@ -91,7 +91,7 @@ async def test_requests_beyond_the_batch_size_are_split(tmp_path: Path, emulator
     lines = [unified(f"q{i}", "gpt-4o-mini", f"n{i}") for i in range(120)]
     lines += [unified(f"g{i}", "gemini-2.5-flash", f"g{i}") for i in range(7)]
     write_jsonl(tmp_path / "inbox" / "big.jsonl", lines)
-    extra = "\n[providers.gemini]\nbatch_size = 3\n"
+    extra = 'batch_sizing = "fixed"\n[providers.gemini]\nbatch_size = 3\n'  # no growth here
     run = await run_once(tmp_path, emulator.url, config_extra=extra)
     assert run.returncode == 0, run.stderr[-3000:]
     results = read_results(tmp_path / "outbox" / "big.results.jsonl")

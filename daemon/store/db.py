@@ -25,9 +25,10 @@ from urllib.parse import quote
 
 import aiosqlite
 
-from ..packing import BatchPacker
+from ..packing import BatchPacker, estimate_tokens
 from ..states import BATCH_OPEN, REQUEST_OPEN, BatchRowStatus, FileStatus, RequestStatus
 from . import queries as q
+from .planning import LANE_CANARY, LANE_FAILED, ROLE_CANARY, PlanningStore
 from .schema import MIGRATIONS
 
 if TYPE_CHECKING:
@@ -61,7 +62,7 @@ def _row_id(cur: aiosqlite.Cursor) -> int:
     return cur.lastrowid
 
 
-class Store:
+class Store(PlanningStore):
     def __init__(self, path: Path) -> None:
         self.path = path
         self._db: aiosqlite.Connection | None = None
@@ -298,19 +299,47 @@ class Store:
         max_items: int,
         max_bytes: int,
         now: float,
+        files: Sequence[int] | None = None,
+        max_tokens: int | None = None,
+        tokens_strict: bool = False,
+        role: str | None = None,
+        canary_wait_until: float = 0.0,
     ) -> tuple[int, list[tuple[int, dict[str, Any]]]] | None:
         """Write the intent row of a batch and move its requests into it, atomically. The
-        requests are taken in order while they fit (``daemon/packing.py``)."""
+        requests are taken in order while they fit (``daemon/packing.py``): those of
+        ``files``, file after file (else every due request of the model, oldest first).
+        ``max_tokens``: the batch's estimated prompt tokens stay within it; a first request
+        above it is still taken alone unless ``tokens_strict`` (then nothing is). ``role``
+        is the batch's sizing role; a canary opens a lane for each file it takes requests
+        of (the rest of the file's requests of the model wait until ``canary_wait_until``
+        at most)."""
         async with self.transaction() as db:
-            params = (RequestStatus.PENDING, provider, model, now, max_items)
-            async with db.execute(q.SELECT_CLAIMABLE, params) as cur:
-                rows = list(await cur.fetchall())
-            packer = BatchPacker(max_items=max_items, max_bytes=max_bytes)
+            packer = BatchPacker(max_items=max_items, max_bytes=max_bytes, max_tokens=max_tokens)
             chosen: list[tuple[int, dict[str, Any]]] = []
-            for r in rows:
-                if packer.add(r["size_bytes"]) and chosen:
-                    break  # the next request would open a second batch
-                chosen.append((r["id"], json.loads(r["body"])))
+            taken: list[int] = []  # the files it takes requests of
+            tokens = 0  # their estimated prompt tokens
+            for file_id in [None] if files is None else files:
+                if file_id is None:
+                    sql = q.SELECT_CLAIMABLE
+                    params: tuple[Any, ...] = (RequestStatus.PENDING, provider, model, now)
+                else:
+                    sql = q.SELECT_CLAIMABLE_IN_FILE
+                    params = (RequestStatus.PENDING, provider, model, file_id, now)
+                async with db.execute(sql, (*params, max_items - len(chosen))) as cur:
+                    rows = list(await cur.fetchall())
+                full = False
+                for r in rows:
+                    if packer.add(r["size_bytes"]) and chosen:
+                        full = True  # the next request would open a second batch
+                        break
+                    if tokens_strict and max_tokens is not None and packer.tokens > max_tokens:
+                        return None  # not even the first request fits the budget
+                    chosen.append((r["id"], json.loads(r["body"])))
+                    tokens += estimate_tokens(r["size_bytes"])
+                    if file_id is not None and (not taken or taken[-1] != file_id):
+                        taken.append(file_id)
+                if full or len(chosen) >= max_items:
+                    break
             if not chosen:
                 return None
             cur = await db.execute(
@@ -318,6 +347,12 @@ class Store:
                 (tag, provider, model, account, BatchRowStatus.SUBMITTING, len(chosen), now),
             )
             batch_id = _row_id(cur)
+            await db.execute(q.NOTE_BATCH_SIZING, (tokens, role, batch_id))
+            if role == ROLE_CANARY:
+                await db.executemany(
+                    q.INSERT_LANE,
+                    [(f, provider, model, LANE_CANARY, batch_id, canary_wait_until) for f in taken],
+                )
             await db.executemany(
                 q.BATCH_REQUEST,
                 [(RequestStatus.BATCHED, batch_id, now, rid) for rid, _ in chosen],
@@ -385,6 +420,7 @@ class Store:
                 q.REQUEUE_BATCH_REQUESTS,
                 (RequestStatus.PENDING, inc, next_attempt_at, now, batch_id, batched),
             )
+            await db.execute(q.RELEASE_LANE_CANARY, (batch_id,))  # a canary: send a new one
 
     async def fail_batch_requests(self, batch_id: int, error: dict[str, Any]) -> None:
         """A create call refused for good: every request of the batch ends ``failed``."""
@@ -397,6 +433,8 @@ class Store:
                 q.FAIL_BATCH_REQUESTS,
                 (RequestStatus.FAILED, _dumps(error), now, batch_id, RequestStatus.BATCHED),
             )
+            # A canary refused for good: the rest of its lanes would be refused the same way.
+            await db.execute(q.FAIL_LANE_CANARY, (LANE_FAILED, _dumps(error), batch_id))
 
     async def note_create_error(self, batch_id: int, error: str) -> None:
         """The create call of a batch still ``submitting`` raised an unexpected error: it may

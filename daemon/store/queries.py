@@ -198,3 +198,99 @@ REPORT_ERRORS = (
     "SELECT json_extract(error, '$.type') AS type, COUNT(*) AS n FROM requests"
     " WHERE error IS NOT NULL GROUP BY type ORDER BY n DESC LIMIT 10"
 )
+
+# -- adaptive sizing (daemon/sizing.py) -------------------------------------------------------
+# Due requests per file of each model: the planner's view of which files may send.
+SELECT_DUE_LANES = (
+    "SELECT provider, model, file_id, COUNT(*) AS n, MIN(MAX(next_attempt_at, updated_at))"
+    " AS oldest FROM requests WHERE status = ? AND next_attempt_at <= ?"
+    " GROUP BY provider, model, file_id"
+)
+SELECT_DUE_LANES_OF = (  # the same, for one model
+    "SELECT provider, model, file_id, COUNT(*) AS n, MIN(MAX(next_attempt_at, updated_at))"
+    " AS oldest FROM requests WHERE status = ? AND provider = ? AND model = ?"
+    " AND next_attempt_at <= ? GROUP BY file_id"
+)
+SELECT_CLAIMABLE_IN_FILE = (
+    "SELECT id, body, size_bytes FROM requests WHERE status = ?"
+    " AND provider = ? AND model = ? AND file_id = ? AND next_attempt_at <= ?"
+    " ORDER BY next_attempt_at, id LIMIT ?"
+)
+SELECT_LANES = (  # the model's lanes among the given files (one JSON list)
+    "SELECT file_id, state, canary_batch, wait_until, error FROM lanes"
+    " WHERE provider = ? AND model = ? AND file_id IN (SELECT value FROM json_each(?))"
+)
+INSERT_LANE = (  # a file's first batch of a model: its canary
+    "INSERT INTO lanes (file_id, provider, model, state, canary_batch, wait_until)"
+    " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (file_id, provider, model)"
+    " DO UPDATE SET canary_batch = excluded.canary_batch"
+)
+SELECT_BATCH_LANES = "SELECT file_id, provider, model FROM lanes WHERE canary_batch = ?"
+END_LANE_CANARY = (  # the canary ended: passed, failed (with its error) or to be sent again
+    "UPDATE lanes SET state = ?, error = ?, canary_batch = ? WHERE canary_batch = ?"
+)
+SUM_LANE_PENDING = (
+    "SELECT COUNT(*), COALESCE(SUM(size_bytes), 0) FROM requests"
+    " WHERE file_id = ? AND provider = ? AND model = ? AND status = ?"
+)
+FAIL_LANE_REQUESTS = (  # the pending requests of a lane, ended with its canary's error
+    "UPDATE requests SET status = ?, error = ?, updated_at = ?"
+    " WHERE file_id = ? AND provider = ? AND model = ? AND status = ?"
+)
+RELEASE_LANE_CANARY = (  # the canary never ran (aborted): the lane needs a new one
+    "UPDATE lanes SET canary_batch = NULL WHERE canary_batch = ?"
+)
+FAIL_LANE_CANARY = (  # the canary's create was refused for good: the lane failed
+    "UPDATE lanes SET state = ?, error = ?, canary_batch = NULL WHERE canary_batch = ?"
+)
+SELECT_FILE_LANES = (
+    "SELECT l.provider, l.model, l.state, l.error, (SELECT COUNT(*) FROM requests r"
+    " WHERE r.file_id = l.file_id AND r.model = l.model AND r.provider = l.provider"
+    " AND r.error IS NOT NULL AND json_extract(r.error, '$.type') = ?) AS not_sent,"
+    " (SELECT COALESCE(SUM(r.size_bytes), 0) FROM requests r"
+    " WHERE r.file_id = l.file_id AND r.model = l.model AND r.provider = l.provider"
+    " AND r.error IS NOT NULL AND json_extract(r.error, '$.type') = ?) AS not_sent_bytes"
+    " FROM lanes l WHERE l.file_id = ? AND l.state = ?"
+)
+SELECT_MODEL_SIZE = "SELECT proven, proven_at FROM model_sizes WHERE account = ? AND model = ?"
+UPSERT_MODEL_SIZE = (  # a batch of n items ended well: the model has proven n (or more)
+    "INSERT INTO model_sizes (account, model, proven, proven_at) VALUES (?, ?, ?, ?)"
+    " ON CONFLICT (account, model) DO UPDATE SET proven_at = excluded.proven_at,"
+    " proven = CASE WHEN model_sizes.proven_at < ? THEN excluded.proven"
+    " ELSE MAX(model_sizes.proven, excluded.proven) END"
+)
+SELECT_OPEN_PROBE = (  # when the model's open probe (if any) was created
+    "SELECT MAX(created_at) FROM batches WHERE account = ? AND model = ? AND role = ?"
+    " AND status IN (SELECT value FROM json_each(?))"
+)
+SELECT_BATCH_FAILURE = (  # the most common error of a batch's failed requests (a canary's)
+    "SELECT r.error, COUNT(*) AS n FROM requests r, json_each(r.batch_ids) j"
+    " WHERE r.status = ? AND r.provider = ? AND r.model = ? AND j.value = ?"
+    " AND r.error IS NOT NULL GROUP BY json_extract(r.error, '$.type') ORDER BY n DESC LIMIT 1"
+)
+NOTE_BATCH_SIZING = "UPDATE batches SET tokens = ?, role = ? WHERE id = ?"
+
+# -- enqueued-token budgets (daemon/budgets.py) -----------------------------------------------
+SELECT_IN_FLIGHT = (  # the model's open batches: estimated tokens and how many
+    "SELECT COALESCE(SUM(tokens), 0), COUNT(*) FROM batches WHERE account = ? AND model = ?"
+    " AND status IN (SELECT value FROM json_each(?))"
+)
+SELECT_OPEN_AT = (  # the tokens of the model's other batches open when a batch was created
+    "SELECT COALESCE(SUM(tokens), 0) FROM batches WHERE account = ? AND model = ? AND id != ?"
+    " AND created_at <= ? AND (ended_at IS NULL OR ended_at >= ?)"
+)
+SELECT_BUDGET = (
+    "SELECT limit_tokens, source, scale, updated_at FROM budgets WHERE account = ? AND model = ?"
+)
+UPSERT_BUDGET = (
+    "INSERT INTO budgets (account, model, limit_tokens, source, scale, updated_at)"
+    " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (account, model) DO UPDATE SET"
+    " limit_tokens = excluded.limit_tokens, source = excluded.source, scale = excluded.scale,"
+    " updated_at = excluded.updated_at"
+)
+REPORT_BUDGETS = (  # every budget with the tokens its model has in flight
+    "SELECT g.account, g.model, g.limit_tokens, g.source, g.scale, (SELECT COALESCE(SUM(b.tokens),"
+    " 0) FROM batches b WHERE b.account = g.account AND b.model = g.model"
+    " AND b.status IN (SELECT value FROM json_each(?))) AS in_flight FROM budgets g"
+    " ORDER BY g.model"
+)

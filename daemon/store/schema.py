@@ -80,4 +80,44 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE files ADD COLUMN ingest_starts INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE files ADD COLUMN read_bytes INTEGER NOT NULL DEFAULT -1
     """,
+    # 3: adaptive batch sizing and enqueued-token budgets (daemon/sizing.py, daemon/budgets.py).
+    # batches.tokens: the estimated prompt tokens of a batch (held against the model's budget
+    # while it is open); batches.role: "canary" (the first batch of a model in a file) or
+    # "probe" (a batch larger than the model has proven). lanes: one model's requests of one
+    # file, and where its canary stands. model_sizes: the largest batch of a model that ended
+    # well, per account. budgets: the enqueued-token limit of a model, per account. The due
+    # index gains the file, so a claim reads one file's due requests in order.
+    """
+    ALTER TABLE batches ADD COLUMN tokens INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE batches ADD COLUMN role TEXT;
+    CREATE TABLE lanes (
+        file_id INTEGER NOT NULL,
+        provider TEXT NOT NULL,
+        model TEXT NOT NULL,
+        state TEXT NOT NULL,            -- canary, passed, failed
+        canary_batch INTEGER,           -- its canary's batch row (NULL: a new canary is due)
+        wait_until REAL NOT NULL,       -- the rest waits for the canary until then at most
+        error TEXT,                     -- a failed canary's error (JSON: type, message, code)
+        PRIMARY KEY (file_id, provider, model)
+    );
+    CREATE TABLE model_sizes (
+        account TEXT NOT NULL,
+        model TEXT NOT NULL,
+        proven INTEGER NOT NULL,        -- the largest batch that ended well
+        proven_at REAL NOT NULL,
+        PRIMARY KEY (account, model)
+    );
+    CREATE TABLE budgets (
+        account TEXT NOT NULL,
+        model TEXT NOT NULL,
+        limit_tokens INTEGER NOT NULL,  -- the provider's enqueued-token limit
+        source TEXT NOT NULL,           -- where it was read: the provider's message, or learned
+        scale REAL NOT NULL DEFAULT 1.0, -- the share of the limit filled (lowered on surprises)
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (account, model)
+    );
+    DROP INDEX requests_due;
+    CREATE INDEX requests_due ON requests (status, provider, model, file_id, next_attempt_at);
+    CREATE INDEX batches_model ON batches (account, model, status)
+    """,
 )
