@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
@@ -28,6 +29,7 @@ import aiosqlite
 from ..packing import BatchPacker
 from ..states import BATCH_OPEN, REQUEST_OPEN, BatchRowStatus, FileStatus, RequestStatus
 from . import queries as q
+from .jobs import CANCELED_ERROR_JSON, JobsMixin
 from .schema import MIGRATIONS
 
 if TYPE_CHECKING:
@@ -61,7 +63,7 @@ def _row_id(cur: aiosqlite.Cursor) -> int:
     return cur.lastrowid
 
 
-class Store:
+class Store(JobsMixin):
     def __init__(self, path: Path) -> None:
         self.path = path
         self._db: aiosqlite.Connection | None = None
@@ -74,7 +76,7 @@ class Store:
             os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, q.DB_FILE_MODE))
         self._db = await aiosqlite.connect(self.path, isolation_level=None)
         self._db.row_factory = aiosqlite.Row
-        for pragma in q.PRAGMAS:
+        for pragma in (*q.NEW_DB_PRAGMAS, *q.PRAGMAS):  # the first only acts on a new file
             await self._db.execute(pragma)
         try:
             await self._migrate()
@@ -150,7 +152,9 @@ class Store:
                 await self._apply(number)
 
     async def _apply(self, number: int) -> None:
-        for statement in MIGRATIONS[number - 1].split(";"):
+        # A statement ends with ";" at the end of a line (a trigger's body keeps its own ";"
+        # inside a line).
+        for statement in re.split(r";[ \t]*\n", MIGRATIONS[number - 1]):
             if statement.strip():
                 await self.db.execute(statement)
         await self.db.execute(q.SET_SCHEMA_VERSION.format(version=int(number)))
@@ -367,6 +371,8 @@ class Store:
         async with self.transaction() as db:
             await db.execute(q.END_BATCH, (BatchRowStatus.ABORTED, error, now, batch_id))
             inc = 1 if count_attempt else 0
+            params = (RequestStatus.CANCELED, CANCELED_ERROR_JSON, now, batch_id, batched)
+            await db.execute(q.CANCEL_BATCH_REQUESTS, params)  # a canceled job's: not again
             if final_error is not None and max_attempts is not None:
                 await db.execute(
                     q.FAIL_EXHAUSTED_REQUESTS,
@@ -484,8 +490,20 @@ class Store:
             )
             for u in updates
         ]
+        again = [u["request_id"] for u in updates if u["status"] == RequestStatus.PENDING]
         async with self.transaction() as db:
             await db.executemany(q.RECORD_RESULT, params)
+            if again:  # a canceled job's requests are not sent again: they end canceled
+                await db.execute(
+                    q.CANCEL_REQUEUED,
+                    (
+                        RequestStatus.CANCELED,
+                        CANCELED_ERROR_JSON,
+                        now,
+                        json.dumps(again),
+                        RequestStatus.PENDING,
+                    ),
+                )
         return len(params)
 
     async def batch_requests(self, batch_id: int) -> list[tuple[int, int]]:
