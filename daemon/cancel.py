@@ -27,6 +27,7 @@ not running applies it at its next start. The rules:
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from loguru import logger
@@ -34,12 +35,11 @@ from loguru import logger
 from adapters.base import AdapterError, AuthError, PermanentError
 
 from .outcomes import describe
-from .states import BatchRowStatus, RequestStatus
-from .store import state_failure
+from .states import BatchRowStatus, FileStatus, RequestStatus
+from .store import Store, StoreVersionError, state_failure
 
 if TYPE_CHECKING:
     from .scheduler import Scheduler
-    from .store import Store
 
 RECHECK_S = 1.0  # how often canceled jobs are looked at while some are not written yet
 CANCEL_RETRY_S = 30.0  # a batch whose cancel failed (provider down, paused) is tried again
@@ -65,8 +65,8 @@ class Canceller:
             return None
         canceled = {int(f["id"]): f for f in files}
         woke = False
-        for f in files:
-            if await self.store.cancel_pending(f["id"]):
+        for f in files:  # once; later re-queues of the job's requests end canceled in the store
+            if f["cancel_applied_at"] is None and await self.store.cancel_pending(f["id"]):
                 woke = True
         open_batches = await self.store.batches_in(
             BatchRowStatus.SUBMITTING, BatchRowStatus.SUBMITTED
@@ -186,4 +186,58 @@ def batch_logger(batch: dict[str, Any]) -> Any:
     )
 
 
-__all__ = ["Canceller", "batch_logger"]
+# -- ``batchd cancel`` -----------------------------------------------------------------------
+
+
+async def request(db: Path, target: str) -> tuple[int, str]:
+    """``batchd cancel TARGET``: the intent written, the job's pending requests canceled at
+    once (so the daemon sends none of them, even before it notices); the rest (its batches at
+    the providers, its results file) is applied by the running daemon, or at its next start.
+    Returns (exit status, what to print)."""
+    store = await Store(db).open_beside()
+    try:
+        jobs = await store.jobs_matching(target)
+        if not jobs:
+            return 1, f"no job named {target!r} and no job with that id (see batchd status --all)"
+        open_jobs = [j for j in jobs if j["status"] != FileStatus.DONE]
+        if len(open_jobs) > 1:
+            ids = ", ".join(f"#{j['id']}" for j in open_jobs)
+            return 1, f"{len(open_jobs)} unfinished jobs are named {target!r} ({ids}): give the id"
+        if not open_jobs:
+            job = jobs[-1]
+            if job["cancel_requested_at"] is not None:
+                return 0, f"job #{job['id']} {job['name']} was canceled and is finished"
+            return 1, f"job #{job['id']} {job['name']} is already finished; nothing to cancel"
+        job = open_jobs[0]
+        first = await store.request_cancel(job["id"])
+        canceled = await store.cancel_pending(job["id"])
+        counts = await store.request_counts(job["id"])
+    finally:
+        await store.close()
+    waiting = counts.get(RequestStatus.BATCHED, 0)
+    head = "cancel requested" if first else "cancel was already requested"
+    return 0, (
+        f"job #{job['id']} {job['name']}: {head}; {canceled} pending requests canceled now, "
+        f"{counts.get(RequestStatus.SUCCEEDED, 0)} succeeded are kept, {waiting} in batches "
+        "at the providers (batches holding only this job are cancelled by the daemon; what "
+        "already ran is kept); the results file is written when they end"
+    )
+
+
+def run_cancel(state_dir: Path, target: str) -> tuple[int, str]:
+    """The command's body, run by ``cli.py``: (exit status, message)."""
+    import asyncio
+    import sqlite3
+
+    from .startup import db_path
+
+    db = db_path(state_dir)
+    if not db.exists():
+        return 1, f"no state database at {db} (batchd has not run on this folder)"
+    try:
+        return asyncio.run(request(db, target))
+    except (sqlite3.Error, OSError, StoreVersionError) as exc:
+        return 1, f"cannot write the state database {db}: {exc}"
+
+
+__all__ = ["Canceller", "batch_logger", "request", "run_cancel"]

@@ -72,6 +72,15 @@ def build_parser() -> argparse.ArgumentParser:
     _common_paths(status)
     status.add_argument("--json", action="store_true", help="machine-readable output")
 
+    cancel = sub.add_parser(
+        "cancel", help="stop paying for a file: its unsent requests and own batches canceled"
+    )
+    _common_paths(cancel)
+    cancel.add_argument("target", help="the file name as dropped, or a job id (#12 or 12)")
+
+    gc = sub.add_parser("gc", help="retention now: old outbox/processed files and job rows")
+    _common_paths(gc)
+
     check = sub.add_parser(
         "check", help="dry run: what a file becomes (models, batches, adaptations, cost)"
     )
@@ -182,6 +191,30 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_cancel(args: argparse.Namespace) -> int:
+    """Exit 0 (asked for, or already canceled), 1 (no such job, finished, ambiguous)."""
+    from .cancel import run_cancel
+
+    code, text = run_cancel(_config(args).state_dir, args.target)
+    if code:
+        print(f"batchd cancel: {text}", file=sys.stderr)
+    else:
+        emit(text + "\n")
+    return code
+
+
+def _cmd_gc(args: argparse.Namespace) -> int:
+    """Exit 0, or 1 (database not writable, some files not removable)."""
+    from .gc import run_gc
+
+    code, text = run_gc(_config(args))
+    if code:
+        print(text, end="", file=sys.stderr)
+    else:
+        emit(text)
+    return int(code)
+
+
 def _cmd_check(args: argparse.Namespace) -> int:
     """Exit 0 when every line is valid, 1 when some are not, 2 when the file is unreadable."""
     from .check import check_file, render
@@ -238,6 +271,8 @@ COMMANDS = {
     "run": _cmd_run,
     "submit": _cmd_submit,
     "status": _cmd_status,
+    "cancel": _cmd_cancel,
+    "gc": _cmd_gc,
     "check": _cmd_check,
     "models": _cmd_models,
     "emulator": _cmd_emulator,
