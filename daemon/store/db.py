@@ -63,6 +63,9 @@ def _row_id(cur: aiosqlite.Cursor) -> int:
     return cur.lastrowid
 
 
+RETRIED = "retried"  # a job's request that a batch sent back and a later batch ran
+
+
 class Store(JobsMixin):
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -248,8 +251,10 @@ class Store(JobsMixin):
         return [dict(r) for r in await self._all(q.SELECT_FINISHED_FILES, params)]
 
     async def file_batches(self, file_id: int) -> list[dict[str, Any]]:
+        """The batches the job's requests went through; ``counts``: the job's own requests in
+        each, by final status (``retried``: sent again in a later batch)."""
         out = []
-        for r in await self._all(q.SELECT_FILE_BATCHES, (file_id,)):
+        for r in await self._all(q.SELECT_FILE_BATCHES, (file_id, RETRIED)):
             d = dict(r)
             d["counts"] = json.loads(d["counts"]) if d["counts"] else None
             out.append(d)

@@ -264,6 +264,10 @@ class JobsMixin:
             out.append(d)
         return out
 
+    async def in_flight(self) -> list[dict[str, Any]]:
+        """Per provider and model: batches, requests and request bytes at the providers."""
+        return [dict(r) for r in await self._all(q.REPORT_IN_FLIGHT, (RequestStatus.BATCHED,))]
+
     async def jobs_errors(self, file_ids: Sequence[int]) -> list[dict[str, Any]]:
         """The most common error kinds of the given jobs."""
         if not file_ids:

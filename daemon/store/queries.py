@@ -80,12 +80,19 @@ SELECT_FINISHED_FILES = (  # files in the given status none of whose requests is
     " AND r.status IN (SELECT value FROM json_each(?)))"
     " ORDER BY f.id"
 )
+# The batches a job's requests went through, each with the job's own share of it: its requests
+# in that batch by their final status, or the word given (one parameter) for those that were
+# sent again in a later batch; never the whole batch's counts (other jobs may share it).
 SELECT_FILE_BATCHES = (
     "SELECT b.provider, b.model, b.provider_batch_id AS id,"
     " COALESCE(b.provider_status, b.status) AS status, b.status AS local_status,"
-    " b.counts FROM batches b WHERE b.provider_batch_id IN ("
+    " (SELECT json_group_object(k, n) FROM (SELECT CASE"
+    "  WHEN json_extract(r.batch_ids, '$[#-1]') = b.provider_batch_id THEN r.status"
+    "  ELSE ?2 END AS k, COUNT(*) AS n FROM requests r, json_each(r.batch_ids) j"
+    "  WHERE r.file_id = ?1 AND j.value = b.provider_batch_id GROUP BY k)) AS counts"
+    " FROM batches b WHERE b.provider_batch_id IN ("
     " SELECT DISTINCT j.value FROM requests r, json_each(r.batch_ids) j"
-    " WHERE r.file_id = ?) ORDER BY b.id"
+    " WHERE r.file_id = ?1) ORDER BY b.id"
 )
 SELECT_FILE_REQUESTS_PAGE = (
     "SELECT * FROM requests WHERE file_id = ? AND line > ? ORDER BY line LIMIT ?"
@@ -305,6 +312,11 @@ REPORT_OPEN_BATCHES = (
     "SELECT id, tag, provider, model, provider_batch_id, status, provider_status, n_items,"
     " counts, created_at, submitted_at, cancel_requested_at FROM batches"
     " WHERE status IN (SELECT value FROM json_each(?)) ORDER BY id"
+)
+REPORT_IN_FLIGHT = (  # requests in batches at the providers, per model (the status: batched)
+    "SELECT provider, model, COUNT(DISTINCT batch_id) AS batches, COUNT(*) AS requests,"
+    " SUM(size_bytes) AS bytes FROM requests WHERE status = ? GROUP BY provider, model"
+    " ORDER BY provider, model"
 )
 REPORT_FILE_ERRORS = (  # the error kinds of the given jobs (one JSON list of ids)
     "SELECT json_extract(error, '$.type') AS type, COUNT(*) AS n FROM requests"
