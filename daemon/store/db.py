@@ -77,9 +77,10 @@ class Store(JobsMixin):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with suppress(FileExistsError):  # an empty file is an empty database, owner-only
             os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, q.DB_FILE_MODE))
+        new = self.path.stat().st_size == 0  # nothing written to an existing file before checks
         self._db = await aiosqlite.connect(self.path, isolation_level=None)
         self._db.row_factory = aiosqlite.Row
-        for pragma in (*q.NEW_DB_PRAGMAS, *q.PRAGMAS):  # the first only acts on a new file
+        for pragma in (*(q.NEW_DB_PRAGMAS if new else ()), *q.PRAGMAS):
             await self._db.execute(pragma)
         try:
             await self._migrate()
