@@ -2,7 +2,7 @@
 
 ``batchd cancel`` writes the intent (``files.cancel_requested_at``) and cancels the job's pending
 requests itself (short transactions beside the daemon); the daemon notices the intent within a
-second (:meth:`Canceller.step`, from the upkeep loop) and applies the rest. A daemon that was
+second (:meth:`Canceller.step`, from the guard loop) and applies the rest. A daemon that was
 not running applies it at its next start. The rules:
 
 * **Nothing more is sent.** Pending requests end ``canceled`` (error ``job_canceled``). A
@@ -89,6 +89,7 @@ class Canceller:
         for f in files:
             if f["cancel_applied_at"] is None and await self.store.mark_cancel_applied(f["id"]):
                 await self._say_applied(f)
+                woke = True  # it may have nothing left to wait for: the finisher writes it
         if woke:
             self.sched.wake.set()
         return time.time() + RECHECK_S
