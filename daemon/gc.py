@@ -32,7 +32,7 @@ from loguru import logger
 from adapters.facts import RESULTS_KEPT_DAYS
 
 from .config import Config
-from .store import Store, StoreVersionError
+from .store import Store, StoreVersionError, state_failure
 
 if TYPE_CHECKING:
     from .scheduler import Scheduler
@@ -169,8 +169,21 @@ class Retention:
             self._running = self.sched.spawn(self._gc(), name="retention")
 
     async def _gc(self) -> None:
-        report = await collect_garbage(self.sched.cfg, self.store)
-        logger.info("retention: {}", report.line())
+        """Contained: an unexpected error is logged with its traceback and retention is tried
+        again the next day; only the state database failing ends the daemon."""
+        try:
+            report = await collect_garbage(self.sched.cfg, self.store)
+        except Exception as exc:
+            if state_failure(exc):
+                raise
+            logger.opt(exception=exc).error(
+                "retention failed with an unexpected error ({}); tried again in a day", exc
+            )
+            return
+        if report.problems:
+            logger.warning("retention: {}", report.line())
+        else:
+            logger.info("retention: {}", report.line())
 
 
 def run_gc(cfg: Config) -> tuple[int, str]:
