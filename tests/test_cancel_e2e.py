@@ -89,3 +89,38 @@ async def test_cancel_mid_run_sends_nothing_more_and_writes_results(tmp_path: Pa
         done = run_cli(["cancel", *root, "slow.jsonl"])
         assert done.returncode == 0 and "was canceled and is finished" in done.stdout
         assert run_cli(["cancel", *root, "nosuch.jsonl"]).returncode == 1
+
+
+@pytest.mark.timeout(240)
+async def test_cancel_leaves_a_shared_batch_running(tmp_path: Path) -> None:
+    """A batch that also holds another job's requests is not cancelled: both jobs' answers
+    arrive and are kept, and the canceled job's results file is written when it ends."""
+    async with Emulator(time_scale=2, state_dir=tmp_path / "emu") as emu:
+        model = "gpt-4o-mini"
+        for name in ("a", "b"):  # both in the inbox at start: one batch holds both jobs
+            lines = [unified(f"{name}{i}", model, f"{name} {i}") for i in range(2)]
+            write_jsonl(tmp_path / "inbox" / f"{name}.jsonl", lines)
+        proc = await start_daemon(
+            tmp_path, emu.url, once=False, config_extra="batch_linger_s = 2\n"
+        )
+
+        async def one_created() -> bool:
+            return int((await journal(emu.url))["providers"]["openai"]["batches_created"]) == 1
+
+        await wait_for(one_created, 90, what="the shared batch created")
+        out = run_cli(["cancel", "--root", str(tmp_path), "a.jsonl"])
+        assert out.returncode == 0 and "2 in batches at the providers" in out.stdout, out
+
+        async def written() -> bool:
+            return all((tmp_path / "outbox" / f"{n}.results.jsonl").exists() for n in "ab")
+
+        await wait_for(written, 90, what="both results files")
+        j = await journal(emu.url)
+        run = await stop(proc)
+        assert run.returncode == 0, run.stderr[-3000:]
+        assert "batch is shared with other jobs: it keeps running" in run.stderr
+        assert not [c for c in j["calls"] if c["path"].endswith("/cancel")]
+        assert j["providers"]["openai"]["batches_created"] == 1
+        for name in "ab":
+            rows = read_results(tmp_path / "outbox" / f"{name}.results.jsonl")
+            assert [r["status"] for r in rows] == ["succeeded", "succeeded"]
