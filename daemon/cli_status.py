@@ -244,8 +244,9 @@ def render(report: dict[str, Any], *, show_all: bool = False) -> str:
     if not report["in_flight"]:
         out.append("  none")
     out.append("OPEN BATCHES")
-    for b in report["open_batches"]:
-        out.append(_batch_line(b, "submitted_at"))
+    out.extend(_batch_line(b, "submitted_at") for b in report["open_batches"])
+    if not report["open_batches"]:
+        out.append("  none")
     out.append("DISK")
     out.append(
         "  "
