@@ -23,6 +23,14 @@ PROVIDER_LIMITS: dict[str, ProviderLimits] = {
     "gemini": ProviderLimits(max_items=100_000, max_bytes=2_000 * MB),
 }
 
+# How long a provider keeps a batch's results, in days, counted (conservatively) from the
+# batch's creation: Anthropic keeps them 29 days after creation; OpenAI deletes output files 30
+# days after the batch completes (completion comes after creation, so counting from creation
+# warns early, never late). Gemini states no retention for batch outputs (its Files API keeps
+# uploaded files 48 h; not confirmed for outputs): None, no warning. batchd warns loudly when an
+# uncollected batch gets within a day of this (docs/provider-notes.md, "Common").
+RESULTS_KEPT_DAYS: dict[str, float | None] = {"openai": 30.0, "anthropic": 29.0, "gemini": None}
+
 # Gemini takes an inline batch in the create request itself, and refuses a request above this
 # size; the "inline_max_bytes" option must stay below it.
 GEMINI_INLINE_HARD_MAX_BYTES = 20 * MB

@@ -28,8 +28,10 @@ from adapters.facts import PROVIDERS
 
 from . import finish, ingest
 from .availability import EXIT_STUCK, Availability, build_adapters, point_at_emulator
+from .cancel import Canceller
 from .config import Config
 from .early_signals import take_sighup
+from .gc import Retention
 from .logs import setup_logging
 from .reload import reload_config
 from .retry import backoff_s
@@ -122,6 +124,8 @@ class App:
         self.inbox = Inbox(cfg.inbox, cfg.settle_s)
         self.scheduler: Scheduler | None = None
         self.availability: Availability | None = None
+        self.canceller: Canceller | None = None
+        self.retention: Retention | None = None
         self.watch: StateWatch | None = None
         self.outcome = 0  # the exit status when no task failed (3: --once stuck, 1: state lost)
         self._hup = False
@@ -231,6 +235,10 @@ class App:
             self._hup = False
             await self._reload()
         await self.availability.step()
+        if self.canceller is not None:  # ``batchd cancel``: applied within a guard interval
+            await self.canceller.step()
+        if self.retention is not None:  # retention daily, provider-expiry warnings hourly
+            await self.retention.step()
         if self.cfg.once and not self.stop.is_set():
             quiet = self._recovered and self._settling == 0 and not self.inbox.scan()[0]
             why = await self.availability.stuck(quiet)
@@ -300,6 +308,8 @@ class App:
                 stack.push_async_callback(adapter.close)
             self.scheduler = Scheduler(cfg, self.store, adapters, accounts, _WakeAll(self.nudges))
             self.availability = Availability(cfg, self.store, self.scheduler, missing)
+            self.canceller = Canceller(self.scheduler, self.store)
+            self.retention = Retention(self.scheduler, self.store)
             self.availability.start()
             self._start_up()
             return await self._supervise()

@@ -83,7 +83,7 @@ class Budgets:
     async def room(self, provider: str, model: str) -> Room:
         store = self.sched.store
         account = self._account(provider)
-        tokens, batches = await store.in_flight(account, model)
+        tokens, batches = await store.tokens_in_flight(account, model)
         configured = self._configured(provider, model)
         known = await store.budget(account, model)
         if known is not None and known.source == SOURCE_LEARNED:
@@ -125,7 +125,7 @@ class Budgets:
         account = self._account(provider)
         # What else of ours was open when it was created (not now: some may have ended since).
         at = float(batch.get("created_at") or time.time())
-        others = await store.open_beside(account, model, int(batch["id"]), at)
+        others = await store.tokens_open_beside(account, model, int(batch["id"]), at)
         known = await store.budget(account, model)
         scale = known.scale if known is not None else 1.0
         source = SOURCE_MESSAGE
@@ -183,7 +183,7 @@ class Budgets:
             return False
         limit = limit_from_message(err)
         if limit is None and self._configured(row["provider"], row["model"]) is None:
-            tokens, _ = await self.sched.store.in_flight(row["account"], row["model"])
+            tokens, _ = await self.sched.store.tokens_in_flight(row["account"], row["model"])
             if tokens <= int(row.get("tokens") or 0):
                 return False  # nothing else of the model open: an ordinary rate limit
         count, hold = await self.refused(row["provider"], row["model"], row, limit)

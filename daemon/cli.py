@@ -71,6 +71,21 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="files, batches and errors, from the state database")
     _common_paths(status)
     status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument("--all", action="store_true", help="history too: finished jobs, batches")
+    status.add_argument("--watch", action="store_true", help="redraw every --interval seconds")
+    status.add_argument(
+        "--interval", type=float, default=2.0, help="seconds between --watch redraws (2)"
+    )
+    status.add_argument("--count", type=int, help="--watch: stop after this many redraws")
+
+    cancel = sub.add_parser(
+        "cancel", help="stop paying for a file: its unsent requests and own batches canceled"
+    )
+    _common_paths(cancel)
+    cancel.add_argument("target", help="the file name as dropped, or a job id (#12 or 12)")
+
+    gc = sub.add_parser("gc", help="retention now: old outbox/processed files and job rows")
+    _common_paths(gc)
 
     check = sub.add_parser(
         "check", help="dry run: what a file becomes (models, batches, adaptations, cost)"
@@ -172,14 +187,39 @@ def _cmd_submit(args: argparse.Namespace) -> int:
 def _cmd_status(args: argparse.Namespace) -> int:
     from . import cli_status
 
-    cfg = _config(args)
-    try:
-        report = cli_status.collect(cfg.state_dir)
-    except cli_status.StatusError as exc:
-        print(f"batchd status: {exc}", file=sys.stderr)
-        return 1
-    emit(cli_status.as_json(report) if args.json else cli_status.render(report))
-    return 0
+    return cli_status.run(
+        _config(args),
+        as_json_view=args.json,
+        show_all=args.all,
+        watch_view=args.watch,
+        interval_s=max(0.05, args.interval),
+        count=None if args.count is None else max(1, args.count),
+        emit=emit,
+    )
+
+
+def _cmd_cancel(args: argparse.Namespace) -> int:
+    """Exit 0 (asked for, or already canceled), 1 (no such job, finished, ambiguous)."""
+    from .cancel import run_cancel
+
+    code, text = run_cancel(_config(args).state_dir, args.target)
+    if code:
+        print(f"batchd cancel: {text}", file=sys.stderr)
+    else:
+        emit(text + "\n")
+    return code
+
+
+def _cmd_gc(args: argparse.Namespace) -> int:
+    """Exit 0, or 1 (database not writable, some files not removable)."""
+    from .gc import run_gc
+
+    code, text = run_gc(_config(args))
+    if code:
+        print(text, end="", file=sys.stderr)
+    else:
+        emit(text)
+    return int(code)
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
@@ -238,6 +278,8 @@ COMMANDS = {
     "run": _cmd_run,
     "submit": _cmd_submit,
     "status": _cmd_status,
+    "cancel": _cmd_cancel,
+    "gc": _cmd_gc,
     "check": _cmd_check,
     "models": _cmd_models,
     "emulator": _cmd_emulator,

@@ -93,6 +93,8 @@ class Config:
     on_external_cancel: str = "requeue"  # or "cancel"
     max_request_bytes: int = 10 * 1024 * 1024
     min_free_disk_mb: int = 500  # below this (state or outbox disk) no new file is taken
+    retention_days: float = 30.0  # finished jobs' outbox and processed files (0: kept forever)
+    state_retention_days: float = 30.0  # finished jobs' rows in the database (0: kept forever)
     # Model adaptation (daemon/adapt.py) and prompt caching (daemon/caching.py).
     on_unsupported: str = "adapt"  # or "reject": a line needing a removal/clamp is invalid
     prompt_cache: str = "auto"  # or "off": cache_control on Claude system prompts shared in a batch

@@ -37,6 +37,7 @@ class ConfigError(ValueError):
 # Longest duration a key accepts: a year (a longer one is a typo, and far-future deadlines
 # overflow the event loop's and the threads' timers).
 MAX_DURATION_S = 366 * 24 * 3600.0
+MAX_RETENTION_DAYS = 36600.0  # a century: anything longer is a typo (0 keeps files for ever)
 LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 FALSE_WORDS = frozenset({"0", "false", "no", "off", ""})
@@ -94,6 +95,8 @@ SCALAR_RULES: dict[str, Rule] = {
     "on_external_cancel": Rule("str", choices=("requeue", "cancel")),
     "max_request_bytes": _count(1, max(lim.max_bytes for lim in PROVIDER_LIMITS.values())),
     "min_free_disk_mb": _count(0, 1 << 40),
+    "retention_days": Rule("float", low=0.0, high=MAX_RETENTION_DAYS),  # 0: kept forever
+    "state_retention_days": Rule("float", low=0.0, high=MAX_RETENTION_DAYS),
     "on_unsupported": Rule("str", choices=tuple(POLICIES)),
     "prompt_cache": Rule("str", choices=("auto", "off")),
     "cache_priming": Rule("bool"),

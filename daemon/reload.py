@@ -4,8 +4,9 @@ The new configuration is loaded and checked exactly as at start-up (``load_confi
 invalid one is logged, and the running configuration is kept. Otherwise each changed key is
 either applied at once (intervals, batch sizes, linger, retries, limits per hour, log level,
 adaptation and caching settings, routes and models, settle time, the batch sizing keys
-``batch_sizing``, ``canary_*`` and ``max_batch_size`` and a model's ``enqueued_token_limit``:
-they are read where they are used, at the next plan) or
+``batch_sizing``, ``canary_*`` and ``max_batch_size`` and a model's ``enqueued_token_limit``
+(read at the next plan), ``retention_days`` and ``state_retention_days`` (read by each
+retention run): they are read where they are used) or
 logged as "needs a restart" and left as it was (folders, provider URLs and options, the
 timeout and concurrency the adapters were built with). Never an unlogged death: any error
 while reloading is logged and the daemon goes on with the configuration it had.

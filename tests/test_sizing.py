@@ -206,7 +206,7 @@ async def test_claims_record_their_tokens_and_keep_to_the_budget(tmp_path: Path)
         got = await store.claim_batch("openai", "gpt-4o-mini", "t1", ACCT, max_items=3,
                                       files=[fid], role=ROLE_CANARY, **claim)  # fmt: skip
         assert got is not None and len(got[1]) == 3
-        assert await store.in_flight(ACCT, "gpt-4o-mini") == (3 * estimate_tokens(60), 1)
+        assert await store.tokens_in_flight(ACCT, "gpt-4o-mini") == (3 * estimate_tokens(60), 1)
         lanes = await store.lanes("openai", "gpt-4o-mini", [fid])
         assert lanes[fid].state == LANE_CANARY and lanes[fid].canary_batch == got[0]
         cut = await store.claim_batch("openai", "gpt-4o-mini", "t2", ACCT, max_items=100,

@@ -16,6 +16,7 @@ from .daemon_harness import (
     journal,
     query,
     read_results,
+    run_cli,
     start_daemon,
     stop,
     unified,
@@ -116,6 +117,14 @@ async def test_enqueued_token_limit_smaller_than_the_workload(tmp_path: Path, em
     budget = query(tmp_path, f"SELECT limit_tokens, source FROM budgets WHERE model = '{MODEL}'")
     assert budget and budget[0][0] == 60_000  # read from the provider's message, kept
     assert "enqueued-token limit" in run.stderr
+    shown = run_cli(["status", "--root", str(tmp_path), "--json"])
+    assert shown.returncode == 0, shown.stderr
+    budgets = json.loads(shown.stdout)["budgets"]
+    assert [(b["provider"], b["model"], b["limit"], b["in_use"]) for b in budgets] == [
+        ("openai", MODEL, 60_000, 0)  # every batch ended: nothing in use
+    ]
+    text = run_cli(["status", "--root", str(tmp_path)]).stdout
+    assert f"openai {MODEL}: 0 of 60,000 tokens in use" in text
 
 
 async def test_gemini_quota_refusals_at_create_hold_without_attempts(

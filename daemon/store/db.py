@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
@@ -28,6 +29,7 @@ import aiosqlite
 from ..packing import BatchPacker, estimate_tokens
 from ..states import BATCH_OPEN, REQUEST_OPEN, BatchRowStatus, FileStatus, RequestStatus
 from . import queries as q
+from .jobs import CANCELED_ERROR_JSON, JobsMixin
 from .planning import LANE_CANARY, LANE_FAILED, ROLE_CANARY, PlanningStore
 from .schema import MIGRATIONS
 
@@ -62,7 +64,10 @@ def _row_id(cur: aiosqlite.Cursor) -> int:
     return cur.lastrowid
 
 
-class Store(PlanningStore):
+RETRIED = "retried"  # a job's request that a batch sent back and a later batch ran
+
+
+class Store(PlanningStore, JobsMixin):
     def __init__(self, path: Path) -> None:
         self.path = path
         self._db: aiosqlite.Connection | None = None
@@ -73,9 +78,10 @@ class Store(PlanningStore):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with suppress(FileExistsError):  # an empty file is an empty database, owner-only
             os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, q.DB_FILE_MODE))
+        new = self.path.stat().st_size == 0  # nothing written to an existing file before checks
         self._db = await aiosqlite.connect(self.path, isolation_level=None)
         self._db.row_factory = aiosqlite.Row
-        for pragma in q.PRAGMAS:
+        for pragma in (*(q.NEW_DB_PRAGMAS if new else ()), *q.PRAGMAS):
             await self._db.execute(pragma)
         try:
             await self._migrate()
@@ -151,7 +157,9 @@ class Store(PlanningStore):
                 await self._apply(number)
 
     async def _apply(self, number: int) -> None:
-        for statement in MIGRATIONS[number - 1].split(";"):
+        # A statement ends with ";" at the end of a line (a trigger's body keeps its own ";"
+        # inside a line).
+        for statement in re.split(r";[ \t]*\n", MIGRATIONS[number - 1]):
             if statement.strip():
                 await self.db.execute(statement)
         await self.db.execute(q.SET_SCHEMA_VERSION.format(version=int(number)))
@@ -245,8 +253,10 @@ class Store(PlanningStore):
         return [dict(r) for r in await self._all(q.SELECT_FINISHED_FILES, params)]
 
     async def file_batches(self, file_id: int) -> list[dict[str, Any]]:
+        """The batches the job's requests went through; ``counts``: the job's own requests in
+        each, by final status (``retried``: sent again in a later batch)."""
         out = []
-        for r in await self._all(q.SELECT_FILE_BATCHES, (file_id,)):
+        for r in await self._all(q.SELECT_FILE_BATCHES, (file_id, RETRIED)):
             d = dict(r)
             d["counts"] = json.loads(d["counts"]) if d["counts"] else None
             out.append(d)
@@ -402,6 +412,8 @@ class Store(PlanningStore):
         async with self.transaction() as db:
             await db.execute(q.END_BATCH, (BatchRowStatus.ABORTED, error, now, batch_id))
             inc = 1 if count_attempt else 0
+            params = (RequestStatus.CANCELED, CANCELED_ERROR_JSON, now, batch_id, batched)
+            await db.execute(q.CANCEL_BATCH_REQUESTS, params)  # a canceled job's: not again
             if final_error is not None and max_attempts is not None:
                 await db.execute(
                     q.FAIL_EXHAUSTED_REQUESTS,
@@ -522,8 +534,20 @@ class Store(PlanningStore):
             )
             for u in updates
         ]
+        again = [u["request_id"] for u in updates if u["status"] == RequestStatus.PENDING]
         async with self.transaction() as db:
             await db.executemany(q.RECORD_RESULT, params)
+            if again:  # a canceled job's requests are not sent again: they end canceled
+                await db.execute(
+                    q.CANCEL_REQUEUED,
+                    (
+                        RequestStatus.CANCELED,
+                        CANCELED_ERROR_JSON,
+                        now,
+                        json.dumps(again),
+                        RequestStatus.PENDING,
+                    ),
+                )
         return len(params)
 
     async def batch_requests(self, batch_id: int) -> list[tuple[int, int]]:

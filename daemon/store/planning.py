@@ -188,12 +188,12 @@ class PlanningStore:
         return None if at is None else float(at)
 
     # -- budgets ---------------------------------------------------------------------------
-    async def in_flight(self, account: str, model: str) -> tuple[int, int]:
+    async def tokens_in_flight(self, account: str, model: str) -> tuple[int, int]:
         """(estimated tokens, batches) of the model's open batches under ``account``."""
         row = await self._one(q.SELECT_IN_FLIGHT, (account, model, _open()))
         return (0, 0) if row is None else (int(row[0]), int(row[1]))
 
-    async def open_beside(self, account: str, model: str, batch_id: int, at: float) -> int:
+    async def tokens_open_beside(self, account: str, model: str, batch_id: int, at: float) -> int:
         """Estimated tokens of the model's other batches that were open at ``at``."""
         value = await self._scalar(q.SELECT_OPEN_AT, (account, model, batch_id, at, at))
         return int(value or 0)

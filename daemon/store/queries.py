@@ -80,12 +80,19 @@ SELECT_FINISHED_FILES = (  # files in the given status none of whose requests is
     " AND r.status IN (SELECT value FROM json_each(?)))"
     " ORDER BY f.id"
 )
+# The batches a job's requests went through, each with the job's own share of it: its requests
+# in that batch by their final status, or the word given (one parameter) for those that were
+# sent again in a later batch; never the whole batch's counts (other jobs may share it).
 SELECT_FILE_BATCHES = (
     "SELECT b.provider, b.model, b.provider_batch_id AS id,"
     " COALESCE(b.provider_status, b.status) AS status, b.status AS local_status,"
-    " b.counts FROM batches b WHERE b.provider_batch_id IN ("
+    " (SELECT json_group_object(k, n) FROM (SELECT CASE"
+    "  WHEN json_extract(r.batch_ids, '$[#-1]') = b.provider_batch_id THEN r.status"
+    "  ELSE ?2 END AS k, COUNT(*) AS n FROM requests r, json_each(r.batch_ids) j"
+    "  WHERE r.file_id = ?1 AND j.value = b.provider_batch_id GROUP BY k)) AS counts"
+    " FROM batches b WHERE b.provider_batch_id IN ("
     " SELECT DISTINCT j.value FROM requests r, json_each(r.batch_ids) j"
-    " WHERE r.file_id = ?) ORDER BY b.id"
+    " WHERE r.file_id = ?1) ORDER BY b.id"
 )
 SELECT_FILE_REQUESTS_PAGE = (
     "SELECT * FROM requests WHERE file_id = ? AND line > ? ORDER BY line LIMIT ?"
@@ -293,4 +300,122 @@ REPORT_BUDGETS = (  # every budget with the tokens its model has in flight
     " 0) FROM batches b WHERE b.account = g.account AND b.model = g.model"
     " AND b.status IN (SELECT value FROM json_each(?))) AS in_flight FROM budgets g"
     " ORDER BY g.model"
+)
+
+# -- cancel (``batchd cancel``, daemon/cancel.py) -----------------------------------------------
+# A database created by this batchd reclaims the pages that retention frees (``batchd gc``):
+# auto_vacuum can only be chosen before the first table exists (or by a VACUUM).
+NEW_DB_PRAGMAS = ("PRAGMA auto_vacuum=INCREMENTAL",)
+# A command writing beside the running daemon: the database exists (never created there), is
+# in WAL mode already, and is never migrated by the command.
+READ_WRITE_URI = "file:{path}?mode=rw"
+BESIDE_PRAGMAS = ("PRAGMA synchronous=NORMAL", "PRAGMA foreign_keys=ON")
+SELECT_JOB = (
+    "SELECT id, name, status, created_at, finished_at, cancel_requested_at, cancel_applied_at,"
+    " results_path, summary_path FROM files WHERE id = ?"
+)
+SELECT_JOBS_NAMED = (
+    "SELECT id, name, status, created_at, finished_at, cancel_requested_at, cancel_applied_at,"
+    " results_path, summary_path FROM files WHERE name = ? ORDER BY id"
+)
+REQUEST_CANCEL = (  # the intent; once only, and never for a job already finished
+    "UPDATE files SET cancel_requested_at = ? WHERE id = ? AND cancel_requested_at IS NULL"
+    " AND status != ?"
+)
+MARK_CANCEL_APPLIED = (
+    "UPDATE files SET cancel_applied_at = ? WHERE id = ? AND cancel_applied_at IS NULL"
+)
+SELECT_CANCELING_FILES = (  # canceled jobs not written yet (the statuses: one JSON list)
+    "SELECT * FROM files WHERE cancel_requested_at IS NOT NULL"
+    " AND status IN (SELECT value FROM json_each(?)) ORDER BY id"
+)
+SELECT_MAX_LINE = "SELECT COALESCE(MAX(line), 0) FROM requests WHERE file_id = ?"
+CANCEL_PENDING_LINES = (  # one window of lines at a time: short transactions
+    "UPDATE requests SET status = ?, error = ?, next_attempt_at = 0, updated_at = ?"
+    " WHERE file_id = ? AND line > ? AND line <= ? AND status = ?"
+)
+# Requests of a canceled job that an outcome would send back to pending end ``canceled``
+# instead, in the same transaction (so the planner never sees them pending).
+_OF_CANCELED_FILE = (
+    " AND EXISTS (SELECT 1 FROM files f WHERE f.id = requests.file_id"
+    " AND f.cancel_requested_at IS NOT NULL)"
+)
+CANCEL_REQUEUED = (  # the ids come as one JSON list
+    "UPDATE requests SET status = ?, error = ?, next_attempt_at = 0, updated_at = ?"
+    " WHERE id IN (SELECT value FROM json_each(?)) AND status = ?" + _OF_CANCELED_FILE
+)
+CANCEL_BATCH_REQUESTS = (  # before an aborted batch's requests are re-queued
+    "UPDATE requests SET status = ?, error = ?, batch_id = NULL, next_attempt_at = 0,"
+    " updated_at = ? WHERE batch_id = ? AND status = ?" + _OF_CANCELED_FILE
+)
+SELECT_BATCH_FILES = "SELECT DISTINCT file_id FROM requests WHERE batch_id = ?"
+NOTE_BATCH_CANCEL = (
+    "UPDATE batches SET cancel_requested_at = COALESCE(cancel_requested_at, ?) WHERE id = ?"
+)
+MARK_BATCH_CANCEL_SENT = (
+    "UPDATE batches SET cancel_sent_at = ?, error = COALESCE(?, error) WHERE id = ?"
+)
+POLL_SOON = "UPDATE batches SET next_poll_at = ?, poll_interval_s = ? WHERE id = ?"
+COUNT_FILE_REQUESTS = (
+    "SELECT status, COUNT(*) AS n FROM requests WHERE file_id = ? GROUP BY status"
+)
+
+# -- retention (``batchd gc``, daemon/retention.py) ----------------------------------------------
+SELECT_OUTPUTS_TO_REMOVE = (  # finished jobs whose outbox and archived files are due to go
+    "SELECT id, name, results_path, summary_path, archived_path FROM files"
+    " WHERE status = ? AND finished_at < ? AND outputs_removed_at IS NULL ORDER BY id LIMIT ?"
+)
+MARK_OUTPUTS_REMOVED = "UPDATE files SET outputs_removed_at = ? WHERE id = ?"
+SELECT_JOBS_TO_FORGET = (  # finished jobs whose rows are due to go; {kept}: files still kept
+    "SELECT id, name FROM files WHERE status = ? AND finished_at < ?{kept} ORDER BY id LIMIT ?"
+)
+OUTPUTS_GONE = " AND outputs_removed_at IS NOT NULL"
+DELETE_REQUEST_LINES = "DELETE FROM requests WHERE file_id = ? AND line > ? AND line <= ?"
+DELETE_FILE_ROW = "DELETE FROM files WHERE id = ?"
+# Ended batches no request points at, ended before the cutoff and before any job still open
+# was created (such a job's summary may still list them).
+DELETE_OLD_BATCHES = (
+    "DELETE FROM batches WHERE status IN (SELECT value FROM json_each(?)) AND ended_at < ?"
+    " AND ended_at < COALESCE((SELECT MIN(created_at) FROM files WHERE status != ?), ?)"
+    " AND NOT EXISTS (SELECT 1 FROM requests r WHERE r.batch_id = batches.id)"
+)
+AUTO_VACUUM_MODE = "PRAGMA auto_vacuum"  # 0 none, 1 full, 2 incremental
+FREELIST_COUNT = "PRAGMA freelist_count"
+PAGE_SIZE = "PRAGMA page_size"
+INCREMENTAL_VACUUM = "PRAGMA incremental_vacuum({pages})"  # a PRAGMA takes no parameters
+FULL_VACUUM = "VACUUM"
+BUSY_TIMEOUT = "PRAGMA busy_timeout={ms}"
+
+# -- progress (``batchd status``) ----------------------------------------------------------------
+REPORT_OPEN_FILES = (  # jobs not finished, oldest first (the statuses: one JSON list)
+    "SELECT f.id, f.name, f.status, f.lines, f.invalid, f.error, f.created_at, f.ingested_at,"
+    " f.finished_at, f.cancel_requested_at,"
+    " (SELECT json_group_object(status, n) FROM (SELECT status, COUNT(*) AS n"
+    "  FROM requests WHERE file_id = f.id GROUP BY status)) AS counts"
+    " FROM files f WHERE f.status IN (SELECT value FROM json_each(?)) ORDER BY f.id"
+)
+REPORT_FILE_USAGE = (  # token totals per job and model of the requests answered so far
+    "SELECT file_id, provider, model, COUNT(*) AS n,"
+    " SUM(json_extract(result, '$.usage.input_tokens')) AS input_tokens,"
+    " SUM(json_extract(result, '$.usage.output_tokens')) AS output_tokens,"
+    " SUM(json_extract(result, '$.usage.cached_input_tokens')) AS cached_input_tokens,"
+    " SUM(json_extract(result, '$.usage.cache_creation_input_tokens'))"
+    "  AS cache_creation_input_tokens"
+    " FROM requests WHERE file_id IN (SELECT value FROM json_each(?)) AND result IS NOT NULL"
+    " GROUP BY file_id, provider, model"
+)
+REPORT_OPEN_BATCHES = (
+    "SELECT id, tag, provider, model, provider_batch_id, status, provider_status, n_items,"
+    " counts, created_at, submitted_at, cancel_requested_at FROM batches"
+    " WHERE status IN (SELECT value FROM json_each(?)) ORDER BY id"
+)
+REPORT_IN_FLIGHT = (  # requests in batches at the providers, per model (the status: batched)
+    "SELECT provider, model, COUNT(DISTINCT batch_id) AS batches, COUNT(*) AS requests,"
+    " SUM(size_bytes) AS bytes FROM requests WHERE status = ? GROUP BY provider, model"
+    " ORDER BY provider, model"
+)
+REPORT_FILE_ERRORS = (  # the error kinds of the given jobs (one JSON list of ids)
+    "SELECT json_extract(error, '$.type') AS type, COUNT(*) AS n FROM requests"
+    " WHERE file_id IN (SELECT value FROM json_each(?)) AND error IS NOT NULL"
+    " GROUP BY type ORDER BY n DESC LIMIT 10"
 )

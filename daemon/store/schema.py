@@ -120,4 +120,28 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX requests_due ON requests (status, provider, model, file_id, next_attempt_at);
     CREATE INDEX batches_model ON batches (account, model, status)
     """,
+    # 4: operations. A job's cancel: asked for (``batchd cancel`` writes the intent), then
+    # applied by the daemon (its pending requests canceled, its own batches cancelled at the
+    # provider: a batch's cancel intent is written before the call, and when the call was made
+    # or given up). Retention: when a finished job's outbox and archived files were deleted.
+    # A line stored after its job was canceled (a cancel while the file is still being read)
+    # is canceled as it is inserted, so the planner never sees it pending. A trigger cannot
+    # take parameters: the words are the "pending"/"canceled" statuses and the error a
+    # canceled job's requests end with (store/jobs.py, JOB_CANCELED_ERROR), frozen here.
+    """
+    ALTER TABLE files ADD COLUMN cancel_requested_at REAL;
+    ALTER TABLE files ADD COLUMN cancel_applied_at REAL;
+    ALTER TABLE files ADD COLUMN outputs_removed_at REAL;
+    ALTER TABLE batches ADD COLUMN cancel_requested_at REAL;
+    ALTER TABLE batches ADD COLUMN cancel_sent_at REAL;
+    CREATE INDEX files_finished ON files (status, finished_at);
+    CREATE TRIGGER requests_of_canceled_job AFTER INSERT ON requests
+    WHEN NEW.status = 'pending' AND EXISTS (
+        SELECT 1 FROM files f WHERE f.id = NEW.file_id AND f.cancel_requested_at IS NOT NULL)
+    BEGIN
+        UPDATE requests SET status = 'canceled', error = json_object('type', 'job_canceled',
+            'message', 'the job was canceled (batchd cancel) before this request got an answer',
+            'code', NULL)
+        WHERE id = NEW.id; END
+    """,
 )
