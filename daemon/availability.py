@@ -172,11 +172,13 @@ class Availability:
         blocked = self.blocked()
         if not blocked:
             return None
-        busy = (FileStatus.CLAIMED, FileStatus.INGESTING, FileStatus.WRITING)
-        if await self.store.files_in(*busy) or await self.store.finished_files():
-            return None
+        # The waiting requests first, the files after: a batch collected between the two
+        # reads then shows as a file to write, never as "only blocked providers wait".
         waiting = await self.store.waiting_by_provider()
         if not waiting or any(p not in blocked for p in waiting):
+            return None
+        busy = (FileStatus.CLAIMED, FileStatus.INGESTING, FileStatus.WRITING)
+        if await self.store.files_in(*busy) or await self.store.finished_files():
             return None
         parts = [f"{n} for {p} ({blocked[p]})" for p, n in sorted(waiting.items())]
         total = sum(waiting.values())
