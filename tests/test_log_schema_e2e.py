@@ -21,7 +21,16 @@ from adapters.emulator import Emulator
 from adapters.emulator.faults import FaultSet
 from daemon.logs import FIELDS, JSON_SCHEMA, json_record, plural
 
-from .daemon_harness import REPO, read_results, run_once, unified, write_jsonl
+from .daemon_harness import (
+    REPO,
+    read_results,
+    run_once,
+    start_daemon,
+    stop,
+    unified,
+    wait_for,
+    write_jsonl,
+)
 
 MODELS = {"openai": "gpt-4o-mini", "anthropic": "claude-haiku-4-5", "gemini": "gemini-2.5-flash"}
 
@@ -105,6 +114,34 @@ async def test_log_json_lines_follow_the_schema_and_correlate(tmp_path: Path) ->
     assert written["elapsed_s"] is not None and "8 requests" in written["message"]
     (summary,) = [r for r in records if r["event"] == "shutdown.summary"]
     assert "nothing left open" in summary["message"] and summary["elapsed_s"] is not None
+
+
+async def test_shutdown_names_the_batch_it_cut_off_and_sums_up(tmp_path: Path) -> None:
+    """A create call still in flight when the grace period ends: the log names that batch (by
+    its tag, provider and model) and the summary counts it as one to look up."""
+    async with Emulator(time_scale=0, state_dir=tmp_path / "emu") as emu:
+        assert emu.ctx is not None
+        emu.ctx.faults = FaultSet.parse(
+            {"faults": [{"kind": "slow", "route": "batches.create", "delay_s": 60}]}
+        )
+        write_jsonl(tmp_path / "inbox" / "slow.jsonl", [unified("a", "gpt-4o-mini", "hi")])
+        proc = await start_daemon(tmp_path, emu.url, once=False, config_extra="grace_s = 1\n",
+                                  env={"BATCHD_LOG_JSON": "1"})  # fmt: skip
+        submitting = "SELECT tag FROM batches WHERE status = 'submitting'"
+
+        async def creating() -> bool:
+            return bool(proc.db(submitting))
+
+        await wait_for(creating, timeout=60, what="a batch in its create call")
+        (tag,) = proc.db(submitting)[0]
+        run = await stop(proc)
+    assert run.returncode == 0, run.stderr[-3000:]
+    records = _lines(run.stderr)
+    (cut,) = [r for r in records if r["event"] == "shutdown.cut_off" and r["batch"] == tag]
+    assert (cut["provider"], cut["model"]) == ("openai", "gpt-4o-mini") and tag in cut["message"]
+    (summary,) = [r for r in records if r["event"] == "shutdown.summary"]
+    assert "1 file open: slow.jsonl (job 1)" in summary["message"], summary
+    assert "1 batch with a create call to look up" in summary["message"], summary
 
 
 def test_a_record_is_the_schema_not_the_library_dump() -> None:
