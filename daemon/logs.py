@@ -231,6 +231,18 @@ async def log_stopped(store: Store) -> None:
 # -- output ----------------------------------------------------------------------------------
 
 
+def _json_text(value: object) -> str:
+    """Text for a JSON line: JSON escapes control characters itself; a lone surrogate (a file
+    name's undecodable byte) cannot be written as UTF-8, so it becomes its escape, as in text
+    lines (``\\udcff``)."""
+    text = str(value)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
 def _field(extra: dict[str, Any], key: str) -> Any:
     value = extra.get(key)
     if value is None:
@@ -245,7 +257,7 @@ def _field(extra: dict[str, Any], key: str) -> Any:
             return round(float(value), 3)
         except (TypeError, ValueError):
             return None
-    return str(value)
+    return _json_text(value)
 
 
 def _module_event(record: Record) -> str:
@@ -262,14 +274,14 @@ def json_record(record: Record) -> dict[str, Any]:
         "time": stamp.strftime("%Y-%m-%dT%H:%M:%S.") + f"{stamp.microsecond // 1000:03d}Z",
         "level": record["level"].name,
         "event": str(extra.get("event") or _module_event(record)),
-        "message": record["message"],
+        "message": _json_text(record["message"]),
     }
     for key in FIELDS:
         out[key] = _field(extra, key)
     exc = record["exception"]
     if exc is not None and exc.type is not None:
         trace = traceback.format_exception(exc.type, exc.value, exc.traceback)
-        out["exception"] = "".join(trace).rstrip()
+        out["exception"] = _json_text("".join(trace).rstrip())
     return out
 
 

@@ -8,6 +8,7 @@ batch tag and by job id, as an operator would with ``jq``.
 
 from __future__ import annotations
 
+import io
 import json
 import re
 from collections import defaultdict
@@ -19,7 +20,7 @@ from loguru import logger
 
 from adapters.emulator import Emulator
 from adapters.emulator.faults import FaultSet
-from daemon.logs import FIELDS, JSON_SCHEMA, json_record, plural
+from daemon.logs import FIELDS, JSON_SCHEMA, Throttle, json_record, plural
 
 from .daemon_harness import (
     REPO,
@@ -161,6 +162,31 @@ def test_a_record_is_the_schema_not_the_library_dump() -> None:
     assert set(seen[0]) == {"time", "level", "event", "message", *FIELDS}
     jsonschema.validate(seen[1], JSON_SCHEMA)
     assert seen[1]["event"] == "test_log_schema_e2e.log"
+
+
+def test_json_lines_survive_names_that_are_not_text() -> None:
+    """A file name with an undecodable byte (a lone surrogate) or a newline is still one valid
+    UTF-8 JSON line."""
+    out = io.StringIO()
+    sink = logger.add(lambda m: out.write(json.dumps(json_record(m.record), ensure_ascii=False)
+                                          + "\n"), format="{message}")  # fmt: skip
+    try:
+        logger.bind(file="bad\udcff\nname.jsonl", job=1).error("file {} went", "bad\udcff")
+    finally:
+        logger.remove(sink)
+    (line,) = out.getvalue().splitlines()
+    line.encode("utf-8")  # writable to a UTF-8 stderr
+    record = json.loads(line)
+    assert record["file"] == "bad\\udcff\nname.jsonl"
+    assert record["message"] == "file bad\\udcff went"
+
+
+def test_progress_lines_are_throttled_per_batch() -> None:
+    every = Throttle(300)
+    assert every.due("batchd-a", now=0) and every.due("batchd-b", now=1)
+    assert not every.due("batchd-a", now=299) and every.due("batchd-a", now=300)
+    every.forget("batchd-b")
+    assert every.due("batchd-b", now=2)
 
 
 def test_plurals() -> None:
