@@ -244,6 +244,9 @@ async def ingest(
     try:
         await _pass(cfg, store, row, stop, tally)
     except asyncio.CancelledError:  # the grace period ran out mid-pass: a shutdown, no death
+        log.bind(event="shutdown.cut_off").warning(
+            "ingest of {} cut off by shutdown; goes on at the next start", row["name"]
+        )
         with contextlib.suppress(Exception):
             await asyncio.shield(store.note_ingest_ended(file_id))
         raise
