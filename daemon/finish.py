@@ -225,10 +225,10 @@ async def _archive(cfg: Config, store: Store, row: dict[str, Any], late: int) ->
         more = ingest.late_bytes(row) - late
         if more > 0:  # arrived while the results were written: in the archive, said here
             log.bind(event="job.late_bytes", error_kind="late_bytes").error(
-                "file {}: {} more bytes arrived after its results were written; they are only "
+                "file {}: {} more arrived after its results were written; they are only "
                 "in the archived input",
                 row["name"],
-                more,
+                plural(more, "byte"),
             )
         try:
             archived = str(

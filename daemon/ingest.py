@@ -409,10 +409,10 @@ async def take_growth(cfg: Config, store: Store, row: dict[str, Any]) -> bool:
         return False
     before = await store.last_stored_line(row["id"])
     job_log(row).bind(event="job.grew").warning(
-        "{} grew by {} bytes after it was taken (a writer still had it open); reading the new "
+        "{} grew by {} after it was taken (a writer still had it open); reading the new "
         "lines",
         row["name"],
-        grown,
+        plural(grown, "byte"),
     )
     await ingest(cfg, store, row["id"])
     return await store.last_stored_line(row["id"]) > before

@@ -181,12 +181,12 @@ class Reconciler:
             state.other_accounts_check_at = float("inf")
             return None
         logger.bind(provider=provider, event="reconcile.other_account").error(
-            "{} open {} batch(es) belong to another account (the API key or base URL changed "
-            "since they were created) and are not visible to the configured one; they are left "
-            "alone, neither polled nor resubmitted, until that account is configured again; "
-            "looking again in {:.0f}s",
-            left,
+            "open {} batches that belong to another account: {} (the API key or base URL "
+            "changed since they were created); the configured account cannot see them, so they "
+            "are left alone, neither polled nor resubmitted, until that account is configured "
+            "again; looking again in {:.0f}s",
             provider,
+            left,
             sched.cfg.auth_pause_s,
         )
         state.other_accounts_check_at = now + sched.cfg.auth_pause_s
