@@ -46,8 +46,10 @@ if TYPE_CHECKING:
 
 RESULT_CHUNK = 500  # results stored per transaction
 COLLECT_TRIES = 3  # collections of one ended batch that failed unexpectedly before giving up
-PROGRESS_EVERY_S = 300.0  # a running batch's progress line: at most this often, at least this
-_PROGRESS = Throttle(PROGRESS_EVERY_S)  # often while it is polled (by local tag)
+# A running batch's progress line: when its counts move, else at its first poll and then at the
+# first poll after this long (under poll_max_s's default 300 s: every 5 minutes at most apart).
+PROGRESS_EVERY_S = 240.0
+_PROGRESS = Throttle(PROGRESS_EVERY_S)  # by local tag
 
 
 class Collector:
