@@ -244,6 +244,8 @@ async def _archive(cfg: Config, store: Store, row: dict[str, Any], late: int) ->
     await store.set_file_status(
         row["id"], FileStatus.DONE, archived_path=archived, finished_at=time.time()
     )
-    log.bind(event="job.done", elapsed_s=elapsed_since(row["created_at"])).info(
-        "input archived: {}", archived
-    )
+    done = log.bind(event="job.done", elapsed_s=elapsed_since(row["created_at"]))
+    if archived:
+        done.info("input archived: {}", archived)
+    else:
+        done.info("job done (its input was archived before, or is left where it was)")
