@@ -32,7 +32,7 @@ from .cancel import Canceller
 from .config import Config
 from .early_signals import take_sighup
 from .gc import Retention
-from .logs import setup_logging
+from .logs import log_stopped, setup_logging
 from .reload import reload_config
 from .retry import backoff_s
 from .scheduler import Scheduler, TaskFailed
@@ -165,9 +165,13 @@ class App:
         Said once when it starts and once when it ends."""
         reason = low_disk(self.cfg)
         if reason is not None and self._low_disk is None:
-            logger.error("low disk space: {}; new files wait in the inbox", reason)
+            logger.bind(event="daemon.disk_low", error_kind="disk_low").error(
+                "low disk space: {}; new files wait in the inbox", reason
+            )
         elif reason is None and self._low_disk is not None:
-            logger.info("disk space is above min_free_disk_mb again; taking new files")
+            logger.bind(event="daemon.disk_ok").info(
+                "disk space is above min_free_disk_mb again; taking new files"
+            )
         self._low_disk = reason
         return reason is not None
 
@@ -198,7 +202,7 @@ class App:
             now = await self.store.file(row["id"])
             unfinished += now is None or now["status"] != FileStatus.DONE
         if self.cfg.once and await self._drained():
-            logger.info("all work done (--once); stopping")
+            logger.bind(event="daemon.drained").info("all work done (--once); stopping")
             self.stop.set()
         if not unfinished:
             self._finish_failures = 0
@@ -224,7 +228,7 @@ class App:
         assert self.watch is not None and self.availability is not None
         lost = self.watch.changed()
         if lost is not None:
-            logger.critical(
+            logger.bind(event="daemon.state_lost", error_kind="state_lost").critical(
                 "state lost: {} while batchd runs; stopping (exit {}) so that a restart "
                 "begins from what is on disk", lost, EXIT_FAILED,
             )  # fmt: skip
@@ -243,7 +247,7 @@ class App:
             quiet = self._recovered and self._settling == 0 and not self.inbox.scan()[0]
             why = await self.availability.stuck(quiet)
             if why is not None:
-                logger.error(
+                logger.bind(event="daemon.stuck", error_kind="stuck").error(
                     "--once: nothing more can progress: {}. Stopping (exit {}); they are kept "
                     "and go out once the provider can run", why, EXIT_STUCK,
                 )  # fmt: skip
@@ -255,9 +259,11 @@ class App:
         """SIGHUP: the configuration read and checked again; what may change live is applied
         (``daemon/reload.py``), everything else is said to need a restart."""
         if self.reload is None:
-            logger.warning("SIGHUP received: no configuration source to reload; ignored")
+            logger.bind(event="config.reload").warning(
+                "SIGHUP received: no configuration source to reload; ignored"
+            )
             return
-        logger.info("SIGHUP received: reloading the configuration")
+        logger.bind(event="config.reload").info("SIGHUP received: reloading the configuration")
         load, url = self.reload, self._emulator_url
 
         def loaded() -> Config:
@@ -293,7 +299,7 @@ class App:
                 emu = Emulator(state_dir=cfg.state_dir / "emulator", time_scale=0)
                 await emu.start()
                 stack.push_async_callback(emu.stop)
-                logger.info("emulator started at {}", emu.url)
+                logger.bind(event="daemon.emulator").info("emulator started at {}", emu.url)
                 self._emulator_url = emu.url
             elif cfg.emulator_url:
                 self._emulator_url = cfg.emulator_url
@@ -321,7 +327,9 @@ class App:
         files left in ``writing`` are written again by the first finish step."""
         assert self.scheduler is not None
         self.scheduler.reconcile_in_background()
-        logger.info("batchd started: inbox {} outbox {}", self.cfg.inbox, self.cfg.outbox)
+        logger.bind(event="daemon.started").info(
+            "batchd started: inbox {} outbox {}", self.cfg.inbox, self.cfg.outbox
+        )
 
     def _install_signals(self) -> None:
         loop = asyncio.get_running_loop()
@@ -338,7 +346,11 @@ class App:
 
     def _on_signal(self, sig: signal.Signals) -> None:
         if not self.stop.is_set():
-            logger.info("{} received: finishing the write in hand, then stopping", sig.name)
+            logger.bind(event="shutdown.signal").info(
+                "{} received: finishing the write in hand, then stopping (grace {:.0f}s)",
+                sig.name,
+                self.cfg.grace_s,
+            )
         self.stop.set()
 
     async def _supervise(self) -> int:
@@ -370,11 +382,14 @@ class App:
         except* Exception as errors:
             failed = True
             for exc in errors.exceptions:
-                logger.opt(exception=exc).critical("unexpected error; batchd stops")
+                logger.bind(event="daemon.crashed", error_kind="internal_error").opt(
+                    exception=exc
+                ).critical("unexpected error; batchd stops")
         finally:
             # After a failure the loops were cancelled: the create calls in flight still get
             # their grace period (a no-op after a normal stop, which already waited for them).
             await self.scheduler.shutdown(self.cfg.grace_s)
+            await log_stopped(self.store)
         return EXIT_FAILED if failed or self.scheduler.failure is not None else self.outcome
 
     async def _grace(self, tasks: list[asyncio.Task[Any]]) -> None:

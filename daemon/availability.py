@@ -29,6 +29,7 @@ from adapters.base import ProviderAdapter
 from adapters.facts import PROVIDERS
 
 from .config import KEY_ENV, Config
+from .logs import plural
 from .states import FileStatus
 
 if TYPE_CHECKING:
@@ -103,12 +104,14 @@ class Availability:
         """Hold the providers without a key (said once here, then while requests wait)."""
         for name, reason in self.missing.items():
             self.sched.hold(name, reason)
-            logger.bind(provider=name).warning(
+            logger.bind(provider=name, event="provider.no_key", error_kind="no_key").warning(
                 "provider {} is not configured: {}; its requests will wait", name, reason
             )
         running = [p for p in PROVIDERS if p not in self.missing]
         if not running:
-            logger.error("no provider has an API key: every request will wait")
+            logger.bind(event="provider.no_key", error_kind="no_key").error(
+                "no provider has an API key: every request will wait"
+            )
 
     def states(self) -> dict[str, dict[str, Any]]:
         """Each provider: ``state`` (running / paused / no key), ``reason``, ``until``."""
@@ -146,8 +149,8 @@ class Availability:
             n = waiting.get(name, 0)
             if n and now - self._said_at.get(name, -math.inf) >= self.cfg.auth_pause_s:
                 self._said_at[name] = now
-                logger.bind(provider=name).error(
-                    "provider {} paused: {}; {} requests wait for it", name, reason, n
+                logger.bind(provider=name, event="provider.no_key", error_kind="no_key").error(
+                    "provider {} paused: {}; {} wait for it", name, reason, plural(n, "request")
                 )
 
     def _publish(self, states: dict[str, dict[str, Any]]) -> None:
@@ -159,7 +162,9 @@ class Availability:
                 json.dump(snapshot, f)
             os.replace(tmp, self.path)
         except OSError as exc:  # informational only: never a reason to stop
-            logger.warning("could not write {}: {}", self.path, exc)
+            logger.bind(event="daemon.snapshot_failed").warning(
+                "could not write {}: {}", self.path, exc
+            )
             return
         self._written = states
 

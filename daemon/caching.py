@@ -68,6 +68,7 @@ from adapters.base import AdapterError, BatchItem, ProviderAdapter
 
 from .config import Config, adapt_policy
 from .cost import cache_writes
+from .logs import call_error_kind
 from .registry import ModelInfo
 
 MODES = ("auto", "off")
@@ -172,7 +173,7 @@ async def prepare_items(
         return list(items)
     info = adapt_policy(cfg).registry.info(model, provider)
     plans = plan_batch(items, info, priming=cfg.cache_priming)
-    log = logger.bind(provider=provider, model=model)
+    log = logger.bind(provider=provider, model=model, event="cache.plan")
     for plan in plans.values():
         log.info("prompt cache: {}", plan.explain(model))
     marked = mark(items, plans)
@@ -275,7 +276,7 @@ async def _prime(adapter: ProviderAdapter, model: str, system: Any, cfg: Config)
     last = _primed.get((model, digest))
     if last is not None and time.monotonic() - last < PRIME_AGAIN_AFTER_S:
         return
-    log = logger.bind(provider="anthropic", model=model)
+    log = logger.bind(provider="anthropic", model=model, event="cache.prime")
     body = {
         "model": model,
         "max_tokens": 1,
@@ -290,7 +291,9 @@ async def _prime(adapter: ProviderAdapter, model: str, system: Any, cfg: Config)
         )
         state = await _wait_ended(adapter, submitted.provider_batch_id, cfg)
     except (AdapterError, TimeoutError) as err:
-        log.warning("cache priming skipped ({}); the batch goes out unprimed", err)
+        log.bind(error_kind=call_error_kind(err)).warning(
+            "cache priming skipped ({}); the batch goes out unprimed", err
+        )
         return
     if state != "ended":
         what = (
@@ -302,7 +305,7 @@ async def _prime(adapter: ProviderAdapter, model: str, system: Any, cfg: Config)
         return
     _primed[(model, digest)] = time.monotonic()
     written = await _primer_writes(adapter, submitted.provider_batch_id, cfg)
-    log.info(
+    log.bind(elapsed_s=time.monotonic() - started).info(
         "cache primed: batch {} ended in {:.1f}s; it wrote {} tokens to the cache (its cost is "
         "in no file's summary)",
         submitted.provider_batch_id,

@@ -174,7 +174,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except StartupError as exc:
         from loguru import logger
 
-        logger.error("batchd cannot start: {}", exc)
+        logger.bind(event="startup.refused", error_kind="startup_refused").error(
+            "batchd cannot start: {}", exc
+        )
         return 2
 
 

@@ -23,11 +23,10 @@ import json
 import time
 from typing import TYPE_CHECKING, Any
 
-from loguru import logger
-
 from adapters.base import AdapterError, AuthError, BatchStatus, ResultsGone
 
 from .crashpoints import crash_point, fault_point
+from .logs import Throttle, batch_log, call_error_kind, elapsed_since, plural
 from .outcomes import (
     RequestUpdate,
     RetryAt,
@@ -47,6 +46,10 @@ if TYPE_CHECKING:
 
 RESULT_CHUNK = 500  # results stored per transaction
 COLLECT_TRIES = 3  # collections of one ended batch that failed unexpectedly before giving up
+# A running batch's progress line: when its counts move, else at its first poll and then at the
+# first poll after this long (under poll_max_s's default 300 s: every 5 minutes at most apart).
+PROGRESS_EVERY_S = 240.0
+_PROGRESS = Throttle(PROGRESS_EVERY_S)  # by local tag
 
 
 class Collector:
@@ -67,7 +70,9 @@ class Collector:
             except Exception as exc:  # contained to this batch; polled again on its backoff
                 if state_failure(exc):
                     raise
-                _log(row).opt(exception=exc).error(
+                _log(row).bind(event="batch.poll_failed", error_kind="internal_error").opt(
+                    exception=exc
+                ).error(
                     "polling batch {} failed with an unexpected error ({}); will poll again",
                     row["provider_batch_id"],
                     describe(exc),
@@ -92,14 +97,23 @@ class Collector:
             await self._poll_later(
                 row, None, str(row["provider_status"]), progressed=False, retry_after=_after(err)
             )
-            log.warning("poll failed ({}); will poll again", err)
+            log.bind(event="batch.poll_failed", error_kind=call_error_kind(err)).warning(
+                "poll failed ({}); will poll again", err
+            )
             return
         if status.state == "running":
             counts = {"total": status.total, "done": status.done, "failed": status.failed}
             old = row["counts"]
             progressed = old is not None and old != _dumps_counts(counts)
-            if progressed:
-                log.info("batch progress: {}/{} done", status.done, status.total)
+            if _PROGRESS.due(row["tag"]) or progressed:  # periodic, and on each change
+                log.bind(event="batch.progress", elapsed_s=elapsed_since(row["submitted_at"])).info(
+                    "batch progress: {}/{} done ({}), {} failed; provider status {}",
+                    status.done,
+                    status.total,
+                    f"{100 * (status.done or 0) / status.total:.0f}%" if status.total else "-",
+                    status.failed,
+                    status.provider_status,
+                )
             await self._poll_later(row, counts, status.provider_status, progressed=progressed)
         elif status.state == "ended":
             await self._collect(row, status)
@@ -137,11 +151,12 @@ class Collector:
         if await sched.budgets.batch_lost(row, status.error):  # an enqueued-token refusal
             return
         log = _log(row)
-        log.warning(
-            "batch {}: {} ({}); its requests are re-queued",
+        _PROGRESS.forget(row["tag"])
+        log.bind(event="batch.lost", error_kind=f"batch_{status.state}").warning(
+            "batch {}: {}; its {} re-queued (or fail once out of attempts)",
             status.state,
             status.error or status.provider_status,
-            row["n_items"],
+            plural(row["n_items"], "request is", "requests are"),
         )
         await sched.store.abort_batch(
             row["id"],
@@ -187,7 +202,9 @@ class Collector:
         except AdapterError as err:
             if isinstance(err, AuthError):  # as for a poll: the provider pauses, loudly
                 sched.pause(row["provider"], err)
-            log.warning("fetching results failed ({}); will try again", err)
+            log.bind(event="batch.results_failed", error_kind=call_error_kind(err)).warning(
+                "fetching results failed ({}); will try again", err
+            )
             await self._poll_later(
                 row, None, status.provider_status, progressed=False, retry_after=_after(err)
             )
@@ -199,20 +216,21 @@ class Collector:
         if missing:
             await asyncio.shield(sched.store.record_results(row["id"], missing))
             if not (gone or status.expired or status.cancelled):
-                log.error(
-                    "results of batch {} are missing for {} requests; they are re-queued",
+                log.bind(event="batch.results_missing", error_kind="result_missing").error(
+                    "results of batch {} are missing for {}; they are re-queued",
                     pid,
-                    len(missing),
+                    plural(len(missing), "request"),
                 )
         await asyncio.shield(sched.store.mark_collected(row["id"], status.provider_status, counts))
         crash_point("after_results_stored")
         retries = counts.get("retry", 0) + counts.get("expired", 0) + len(missing)
-        log.info(
-            "batch ended: {} {}; {} requests without a result{}",
+        _PROGRESS.forget(row["tag"])
+        log.bind(event="batch.ended", elapsed_s=elapsed_since(row["submitted_at"])).info(
+            "batch ended: {} {}; {} without a result{}",
             status.provider_status,
             counts,
-            len(missing),
-            f"; retry scheduled for up to {retries}" if retries else "",
+            plural(len(missing), "request"),
+            f"; retry scheduled for up to {plural(retries, 'request')}" if retries else "",
         )
         return True
 
@@ -226,7 +244,9 @@ class Collector:
         tries = self._collect_failures[row["id"]] = self._collect_failures.get(row["id"], 0) + 1
         if tries < COLLECT_TRIES:
             delay = sched.backoff(tries)
-            log.opt(exception=exc).error(
+            log.bind(event="batch.collect_failed", error_kind="internal_error").opt(
+                exception=exc
+            ).error(
                 "collecting batch {} failed with an unexpected error ({}); trying again in "
                 "{:.1f}s ({} of {} tries)",
                 pid,
@@ -241,7 +261,7 @@ class Collector:
             return
         self._collect_failures.pop(row["id"], None)
         delay = sched.unit_failed(row["provider"], row["model"])
-        log.opt(exception=exc).error(
+        log.bind(event="batch.given_up", error_kind="internal_error").opt(exception=exc).error(
             "collecting batch {} failed with an unexpected error ({}) {} times; it is given "
             "up: its requests without a result go back to pending (sent again in {:.1f}s) or "
             "fail once out of attempts",
@@ -269,11 +289,15 @@ class Collector:
         try:
             await self.sched.call(lambda: adapter.cleanup(pid, row["input_file_id"]))
         except AdapterError as err:
-            log.warning("cleanup of provider files failed: {}", err)
+            log.bind(event="batch.cleanup_failed", error_kind=call_error_kind(err)).warning(
+                "cleanup of provider files failed: {}", err
+            )
         except Exception as exc:
             if state_failure(exc):
                 raise
-            log.opt(exception=exc).error("cleanup of provider files failed unexpectedly")
+            log.bind(event="batch.cleanup_failed", error_kind="internal_error").opt(
+                exception=exc
+            ).error("cleanup of provider files failed unexpectedly")
 
     async def _store_results(
         self, row: dict[str, Any], outstanding: dict[int, int], retry_at: RetryAt, log: Logger
@@ -300,11 +324,11 @@ class Collector:
                     chunk = []
         except ResultsGone as err:
             gone = True
-            log.error(
-                "results of batch {} are gone ({}); {} requests re-queued",
+            log.bind(event="batch.results_gone", error_kind="results_gone").error(
+                "results of batch {} are gone ({}); {} re-queued",
                 pid,
                 err,
-                len(outstanding),
+                plural(len(outstanding), "request"),
             )
         finally:
             if chunk:
@@ -313,7 +337,7 @@ class Collector:
 
 
 def _log(row: dict[str, Any]) -> Logger:
-    return logger.bind(provider=row["provider"], model=row["model"], batch=row["provider_batch_id"])
+    return batch_log(row)
 
 
 def _after(err: AdapterError) -> float | None:

@@ -23,12 +23,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from loguru import logger
-
 from . import ingest, names, outbox, sizing
 from .caching import cache_note
 from .config import Config, adapt_policy
 from .cost import cache_savings, cost_of
+from .logs import elapsed_since, job_log, plural
 from .registry import Registry
 from .states import FileStatus, RequestStatus
 from .store import Store, iter_file_rows, state_failure
@@ -67,6 +66,56 @@ def _rows(db_path: Path, file_id: int, registry: Registry) -> Iterator[dict[str,
         }
 
 
+MAX_FAILURE_LOGS = 20  # requests that did not succeed logged one by one per file, then a count
+_NOT_LOGGED = (RequestStatus.SUCCEEDED, RequestStatus.INVALID)  # (invalid: said at ingest)
+
+
+class _Outcomes:
+    """Passes a file's result rows through to the writer, counting them by status and logging
+    the requests that did not succeed (their ``custom_id``, input line and error kind)."""
+
+    def __init__(self, rows: Iterator[dict[str, Any]], log: Any) -> None:
+        self.rows, self.log = rows, log
+        self.counts: dict[str, int] = {}
+        self.logged = 0
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for row in self.rows:
+            status = str(row["status"])
+            self.counts[status] = self.counts.get(status, 0) + 1
+            if status not in _NOT_LOGGED:
+                self._say(row, status)
+            yield row
+
+    def _say(self, row: dict[str, Any], status: str) -> None:
+        self.logged += 1
+        if self.logged > MAX_FAILURE_LOGS:
+            return
+        error: dict[str, Any] = row["error"] if isinstance(row.get("error"), dict) else {}
+        self.log.bind(
+            event="request.failed",
+            line=row["line"],
+            custom_id=row["custom_id"],
+            provider=row["provider"],
+            model=row["model"],
+            error_kind=error.get("type"),
+        ).warning(
+            "request {} (line {}) ended {} after {}: {}",
+            row["custom_id"],
+            row["line"],
+            status,
+            plural(int(row["attempts"] or 0), "attempt"),
+            error.get("message") or error.get("type") or "no error given",
+        )
+
+    def close(self) -> None:
+        if self.logged > MAX_FAILURE_LOGS:
+            self.log.bind(event="request.failed").warning(
+                "{} more did not succeed; each is in the results file",
+                plural(self.logged - MAX_FAILURE_LOGS, "request"),
+            )
+
+
 # Files whose last write failed with an unexpected error (logged once with its traceback).
 _FAILED: set[int] = set()
 
@@ -79,7 +128,7 @@ async def finish_file(cfg: Config, store: Store, row: dict[str, Any]) -> bool:
     except Exception as exc:
         if state_failure(exc):
             raise
-        log = logger.bind(file=row["name"])
+        log = job_log(row).bind(event="job.write_failed", error_kind="internal_error")
         if row["id"] not in _FAILED:
             _FAILED.add(row["id"])
             log.opt(exception=exc).error(
@@ -97,7 +146,7 @@ async def finish_file(cfg: Config, store: Store, row: dict[str, Any]) -> bool:
 
 async def _finish(cfg: Config, store: Store, row: dict[str, Any]) -> bool:
     file_id, name = row["id"], row["name"]
-    log = logger.bind(file=name)
+    log = job_log(row)
     stem = names.stem(name)
     if row["status"] == FileStatus.ACTIVE:
         if await ingest.take_growth(cfg, store, row):
@@ -120,21 +169,33 @@ async def _finish(cfg: Config, store: Store, row: dict[str, Any]) -> bool:
         "canaries_failed": await sizing.canaries_failed(store, file_id, cfg),
     }
     if late:
-        log.error("file {}: {}", name, _late_text(late))
+        log.bind(event="job.late_bytes", error_kind="late_bytes").error(
+            "file {}: {}", name, _late_text(late)
+        )
+    outcomes = _Outcomes(_rows(store.path, file_id, adapt_policy(cfg).registry), log)
     try:
         await asyncio.to_thread(
             outbox.write_outputs,
             cfg.outbox,
             stem,
             file_id,
-            _rows(store.path, file_id, adapt_policy(cfg).registry),
+            iter(outcomes),
             summary_meta=meta,
             targets=targets,
         )
     except OSError as exc:
-        log.error("cannot write results of {} to {}: {}; will retry", name, cfg.outbox, exc)
+        log.bind(event="job.write_failed", error_kind="outbox_unwritable").error(
+            "cannot write results of {} to {}: {}; will retry", name, cfg.outbox, exc
+        )
         return False
-    log.info("results written: {} and {}", targets[0], targets[1])
+    outcomes.close()
+    log.bind(event="job.written", elapsed_s=elapsed_since(row["created_at"])).info(
+        "results written: {} and {} ({}: {})",
+        targets[0],
+        targets[1],
+        plural(sum(outcomes.counts.values()), "request"),
+        ", ".join(f"{n} {s}" for s, n in sorted(outcomes.counts.items())) or "none",
+    )
     await _archive(cfg, store, row, late)
     return False
 
@@ -155,18 +216,20 @@ def _with_late(error: str | None, late: int) -> str | None:
 
 async def _archive(cfg: Config, store: Store, row: dict[str, Any], late: int) -> None:
     work = Path(row["work_path"])
-    log = logger.bind(file=row["name"])
+    log = job_log(row)
     archived: str | None = None
     if work.exists() and row["work_path"] == row["inbox_path"]:
-        log.warning("{} could not be taken from the inbox; it is left there", row["name"])
+        log.bind(event="job.left_in_inbox", error_kind="inbox_refused").warning(
+            "{} could not be taken from the inbox; it is left there", row["name"]
+        )
     elif work.exists():
         more = ingest.late_bytes(row) - late
         if more > 0:  # arrived while the results were written: in the archive, said here
-            log.error(
-                "file {}: {} more bytes arrived after its results were written; they are only "
+            log.bind(event="job.late_bytes", error_kind="late_bytes").error(
+                "file {}: {} more arrived after its results were written; they are only "
                 "in the archived input",
                 row["name"],
-                more,
+                plural(more, "byte"),
             )
         try:
             archived = str(
@@ -175,9 +238,15 @@ async def _archive(cfg: Config, store: Store, row: dict[str, Any], late: int) ->
                 )
             )
         except OSError as exc:
-            log.error("cannot archive {}: {}", row["name"], exc)
+            log.bind(event="job.archive_failed", error_kind="archive_failed").error(
+                "cannot archive {}: {}", row["name"], exc
+            )
             return
     await store.set_file_status(
         row["id"], FileStatus.DONE, archived_path=archived, finished_at=time.time()
     )
-    log.info("input archived: {}", archived)
+    done = log.bind(event="job.done", elapsed_s=elapsed_since(row["created_at"]))
+    if archived:
+        done.info("input archived: {}", archived)
+    else:
+        done.info("job done (its input was archived before, or is left where it was)")

@@ -41,6 +41,7 @@ from . import names, watcher
 from .archive import move
 from .config import Config, adapt_policy
 from .crashpoints import crash_point
+from .logs import elapsed_since, job_log, plural
 from .reading import Progress, iter_lines, sniff
 from .states import FileStatus, RequestStatus
 from .store import Store, state_failure
@@ -113,7 +114,7 @@ async def claim(
         # Refused once: the file stays in the inbox, untaken until it changes (a retry each
         # second would make a new job each time). Its summary says why.
         watcher.refuse(path)
-        logger.bind(file=name).error(
+        logger.bind(file=name, job=file_id, event="job.refused", error_kind="inbox_refused").error(
             "cannot take {} from the inbox: {}; it is left there and not tried again until it "
             "changes",
             name,
@@ -212,14 +213,19 @@ class _Tally:
             if item.line > self.logged_to:
                 self.rejected += 1
                 if self.rejected <= MAX_REJECT_LOGS:
-                    self.log.warning("line rejected: {}: {}", self.name, item.reason)
+                    self.log.bind(
+                        event="request.invalid",
+                        line=item.line,
+                        custom_id=item.custom_id,
+                        error_kind="invalid_request",
+                    ).warning("line rejected: {}: {}", self.name, item.reason)
         self.total += len(chunk)
 
     def close(self) -> None:
         if self.rejected > MAX_REJECT_LOGS:
-            self.log.warning(
-                "{} more lines rejected in {}; every reason is in its results file",
-                self.rejected - MAX_REJECT_LOGS,
+            self.log.bind(event="request.invalid", error_kind="invalid_request").warning(
+                "{} more rejected in {}; every reason is in its results file",
+                plural(self.rejected - MAX_REJECT_LOGS, "line"),
                 self.name,
             )
 
@@ -231,13 +237,16 @@ async def ingest(
     between two chunks, it stays ``ingesting`` and goes on at the next start."""
     row = await store.file(file_id)
     assert row is not None
-    log = logger.bind(file=row["name"])
+    log = job_log(row)
     await store.set_file_status(file_id, FileStatus.INGESTING)
     await store.note_ingest_start(file_id)
     tally = _Tally(row["name"], log)
     try:
         await _pass(cfg, store, row, stop, tally)
     except asyncio.CancelledError:  # the grace period ran out mid-pass: a shutdown, no death
+        log.bind(event="shutdown.cut_off").warning(
+            "ingest of {} cut off by shutdown; goes on at the next start", row["name"]
+        )
         with contextlib.suppress(Exception):
             await asyncio.shield(store.note_ingest_ended(file_id))
         raise
@@ -245,7 +254,9 @@ async def ingest(
         if state_failure(exc):
             raise
         stored = await store.last_stored_line(file_id)
-        log.opt(exception=exc).error(
+        log.bind(event="job.ingest_failed", line=stored, error_kind="internal_error").opt(
+            exception=exc
+        ).error(
             "ingest of {} failed after line {}: {}: {}; the file ends with this error, the "
             "lines stored so far go on",
             row["name"],
@@ -283,7 +294,9 @@ async def _pass(
     file_id, name, path = row["id"], row["name"], Path(row["work_path"])
     reason = await asyncio.to_thread(sniff, path)
     if reason is not None:
-        tally.log.error("file {} cannot be read: {}", name, reason)
+        tally.log.bind(event="job.unreadable", error_kind="file_unreadable").error(
+            "file {} cannot be read: {}", name, reason
+        )
         await store.set_file_status(
             file_id, FileStatus.ACTIVE, error=reason, ingested_at=time.time()
         )
@@ -302,7 +315,11 @@ async def _pass(
     try:
         while chunk := await asyncio.to_thread(_next_chunk, lines):
             if stop is not None and stop.is_set():
-                tally.log.info("ingest of {} stopped by shutdown; goes on at the next start", name)
+                tally.log.bind(event="shutdown.ingest_stopped").info(
+                    "ingest of {} stopped by shutdown after {}; goes on at the next start",
+                    name,
+                    plural(tally.total, "line"),
+                )
                 await store.note_ingest_ended(file_id)
                 return
             crash_point("mid_ingest")
@@ -311,7 +328,9 @@ async def _pass(
                 chunk = chunk[: len(chunk) - len(new)] + await _store_lines(store, file_id, new)
             tally.add(chunk)
     except OSError as exc:
-        tally.log.error("file {}: read failed after {} lines: {}", name, tally.total, exc)
+        tally.log.bind(event="job.read_failed", error_kind="file_unreadable").error(
+            "file {}: read failed after {}: {}", name, plural(tally.total, "line"), exc
+        )
         await store.set_file_status(
             file_id,
             FileStatus.ACTIVE,
@@ -333,10 +352,10 @@ async def _pass(
     )
     await store.note_ingest_ended(file_id, progress.bytes)
     crash_point("after_ingest_commit")
-    tally.log.info(
-        "file ingested: {} ({} lines, {} invalid, models {})",
+    tally.log.bind(event="job.ingested", elapsed_s=elapsed_since(row["created_at"])).info(
+        "file ingested: {} ({}, {} invalid, models {})",
         name,
-        tally.total,
+        plural(tally.total, "line"),
         tally.invalid,
         tally.models,
     )
@@ -349,7 +368,9 @@ def _pass_error(row: dict[str, Any], path: Path, tally: _Tally, progress: Progre
         return None  # only a first line still being written: growth, or late bytes, tell
     if tally.total == 0:
         error = _no_requests(path)
-        tally.log.warning("file {} has {}", row["name"], error)
+        tally.log.bind(event="job.empty", error_kind="no_requests").warning(
+            "file {} has {}", row["name"], error
+        )
         return error
     if progress.late_bytes:
         error = (
@@ -357,7 +378,9 @@ def _pass_error(row: dict[str, Any], path: Path, tally: _Tally, progress: Progre
             "(it was taken before its end was written); they are not in its request, only in "
             "the archived input"
         )
-        tally.log.error("file {}: {}", row["name"], error)
+        tally.log.bind(event="job.late_bytes", error_kind="late_bytes").error(
+            "file {}: {}", row["name"], error
+        )
         return error
     old = row.get("error")
     return old if isinstance(old, str) and LATE_LINE in old else None
@@ -385,11 +408,11 @@ async def take_growth(cfg: Config, store: Store, row: dict[str, Any]) -> bool:
     if not grown:
         return False
     before = await store.last_stored_line(row["id"])
-    logger.bind(file=row["name"]).warning(
-        "{} grew by {} bytes after it was taken (a writer still had it open); reading the new "
+    job_log(row).bind(event="job.grew").warning(
+        "{} grew by {} after it was taken (a writer still had it open); reading the new "
         "lines",
         row["name"],
-        grown,
+        plural(grown, "byte"),
     )
     await ingest(cfg, store, row["id"])
     return await store.last_stored_line(row["id"]) > before

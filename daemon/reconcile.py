@@ -25,6 +25,7 @@ from loguru import logger
 
 from adapters.base import AdapterError, AuthError
 
+from .logs import batch_log, call_error_kind
 from .outcomes import create_error
 from .states import BatchRowStatus
 from .store import state_failure
@@ -75,7 +76,7 @@ class Reconciler:
         sched = self.sched
         provider = row["provider"]
         adapter = sched.providers[provider].adapter
-        log = logger.bind(provider=provider, model=row["model"], batch=row["tag"])
+        log = batch_log(row)
         known = await sched.store.known_provider_ids(provider)
         keys = [f"r{rid}" for rid, _ in await sched.store.batch_requests(row["id"])]
         try:
@@ -92,7 +93,9 @@ class Reconciler:
         except Exception as exc:  # a bug in the lookup: no answer either, said with its trace
             if state_failure(exc):
                 raise
-            log.opt(exception=exc).error("reconcile: the lookup failed unexpectedly")
+            log.bind(event="reconcile.lookup_failed", error_kind="internal_error").opt(
+                exception=exc
+            ).error("reconcile: the lookup failed unexpectedly")
             self._no_answer(row, exc, log)
             return
         self._lookups.pop(row["id"], None)
@@ -101,7 +104,9 @@ class Reconciler:
                 row["id"], found, None, poll_interval_s=sched.cfg.poll_initial_s, now=time.time()
             )
             await asyncio.shield(record)
-            log.info("reconcile: batch {} found at the provider as {}", row["tag"], found)
+            log.bind(event="reconcile.found", provider_batch_id=found).info(
+                "reconcile: batch {} found at the provider as {}", row["tag"], found
+            )
             sched.wake.set()
             return
         tries = await sched.store.note_reconcile_attempt(row["id"])
@@ -116,7 +121,9 @@ class Reconciler:
         failures = self._lookups[row["id"]] = self._lookups.get(row["id"], 0) + 1
         retry_after = getattr(err, "retry_after", None)
         delay = max(sched.cfg.reconcile_after_s, sched.backoff(failures, retry_after))
-        log.warning("reconcile: no answer yet ({}); looking again in {:.1f}s", err, delay)
+        log.bind(event="reconcile.no_answer", error_kind=call_error_kind(err)).warning(
+            "reconcile: no answer yet ({}); looking again in {:.1f}s", err, delay
+        )
         self.look_again(row["id"], delay)
 
     async def _never_created(self, row: dict[str, Any], log: Logger) -> None:
@@ -126,7 +133,7 @@ class Reconciler:
         so must not loop for ever); a create cut short by a crash does not."""
         sched = self.sched
         if not row["error"]:
-            log.warning(
+            log.bind(event="reconcile.never_created").warning(
                 "reconcile: batch {} was never created; its requests go back to pending",
                 row["tag"],
             )
@@ -138,7 +145,8 @@ class Reconciler:
             )
             return
         delay = sched.unit_failed(row["provider"], row["model"])
-        log.warning(
+        kind = create_error(row["error"])["type"]
+        log.bind(event="reconcile.never_created", error_kind=kind).warning(
             "reconcile: batch {} was never created (its create call: {}); its requests "
             "go back to pending (retry in {:.1f}s) or fail once out of attempts",
             row["tag"],
@@ -172,13 +180,13 @@ class Reconciler:
         if not left:  # the account does not change while batchd runs: none will appear
             state.other_accounts_check_at = float("inf")
             return None
-        logger.bind(provider=provider).error(
-            "{} open {} batch(es) belong to another account (the API key or base URL changed "
-            "since they were created) and are not visible to the configured one; they are left "
-            "alone, neither polled nor resubmitted, until that account is configured again; "
-            "looking again in {:.0f}s",
-            left,
+        logger.bind(provider=provider, event="reconcile.other_account").error(
+            "open {} batches that belong to another account: {} (the API key or base URL "
+            "changed since they were created); the configured account cannot see them, so they "
+            "are left alone, neither polled nor resubmitted, until that account is configured "
+            "again; looking again in {:.0f}s",
             provider,
+            left,
             sched.cfg.auth_pause_s,
         )
         state.other_accounts_check_at = now + sched.cfg.auth_pause_s
@@ -204,14 +212,16 @@ class Reconciler:
         except Exception as exc:  # a bug in the poll: left alone, as for any other error
             if state_failure(exc):
                 raise
-            logger.bind(provider=provider, batch=pid).opt(exception=exc).error(
+            batch_log(row).bind(event="reconcile.adopt_failed", error_kind="internal_error").opt(
+                exception=exc
+            ).error(
                 "polling another account's batch failed unexpectedly; it is left alone"
             )
             return False
         if status.state == "gone":
             return False
         await sched.store.adopt_batch(row["id"], state.account)
-        logger.bind(provider=provider, model=row["model"], batch=pid).info(
+        batch_log(row).bind(event="reconcile.adopted").info(
             "batch {} was created under another API key or base URL; the configured account "
             "can see it, so it is polled from now on",
             pid,

@@ -32,6 +32,7 @@ from loguru import logger
 from . import ingest, names, watcher
 from .archive import move
 from .config import Config
+from .logs import job_log
 from .states import FileStatus
 from .store import Store
 
@@ -50,7 +51,7 @@ async def recover(cfg: Config, store: Store, stop: asyncio.Event | None = None) 
         elif row["ingest_starts"] >= QUARANTINE_AFTER:
             await _quarantine(store, row)
             continue
-        logger.bind(file=row["name"]).info("resuming ingest of {}", row["name"])
+        job_log(row).bind(event="job.resumed").info("resuming ingest of {}", row["name"])
         await ingest.ingest(cfg, store, row["id"], stop)
     await _ingest_unknown(cfg, store, work_dir, stop)
 
@@ -76,7 +77,7 @@ def _same_file(a: Path, b: Path) -> bool:
 async def _finish_claim(store: Store, row: dict[str, Any]) -> bool:
     """Complete the move of a claimed file; True when its work copy is ready to ingest."""
     work, inbox = Path(row["work_path"]), Path(row["inbox_path"])
-    log = logger.bind(file=row["name"])
+    log = job_log(row)
     if work.exists():
         if inbox.exists() and not inbox.samefile(work) and _same_file(inbox, work):
             inbox.unlink()  # the move had copied it across filesystems, then was cut short
@@ -90,7 +91,9 @@ async def _finish_claim(store: Store, row: dict[str, Any]) -> bool:
         await asyncio.to_thread(move, inbox, work)
     except OSError as exc:
         watcher.refuse(inbox)
-        log.error("cannot take {} from the inbox: {}; it is left there", row["name"], exc)
+        log.bind(event="job.refused", error_kind="inbox_refused").error(
+            "cannot take {} from the inbox: {}; it is left there", row["name"], exc
+        )
         await store.set_file_status(
             row["id"],
             FileStatus.ACTIVE,
@@ -110,7 +113,9 @@ async def _quarantine(store: Store, row: dict[str, Any]) -> None:
         f"so it is not read again; {kept}the rest was not read (check the file with "
         "`batchd check`, fix it and drop it again)"
     )
-    logger.bind(file=row["name"]).error("{}: {}", row["name"], reason)
+    job_log(row).bind(event="job.quarantined", error_kind="quarantined").error(
+        "{}: {}", row["name"], reason
+    )
     await store.set_file_status(row["id"], FileStatus.ACTIVE, error=reason, ingested_at=time.time())
 
 
@@ -134,7 +139,7 @@ async def _ingest_unknown(
         if entry.name in known:
             continue
         name = names.name_of_work(entry.name)
-        logger.bind(file=name).error(
+        logger.bind(file=name, event="job.unknown_work_copy").error(
             "{} is in {} but the state database does not know it (the database was lost, "
             "replaced or restored from a copy); it is ingested again as a new job, and requests "
             "of it that were already sent may be sent a second time",

@@ -80,19 +80,22 @@ def reload_config(current: Config, load: Callable[[], Config]) -> Config | None:
     try:
         new = load()
     except ConfigError as exc:
-        logger.error("configuration reload refused: {}; the running configuration is kept", exc)
+        logger.bind(event="config.reload_refused", error_kind="config_refused").error(
+            "configuration reload refused: {}; the running configuration is kept", exc
+        )
         return None
     except Exception as exc:  # contained: a reload never ends the daemon
-        logger.opt(exception=exc).error("configuration reload failed; the running one is kept")
+        log = logger.bind(event="config.reload_failed", error_kind="internal_error")
+        log.opt(exception=exc).error("configuration reload failed; the running one is kept")
         return None
     changes = changed_keys(current, new)
     if not changes:
-        logger.info("configuration reloaded: nothing changed")
+        logger.bind(event="config.reload").info("configuration reloaded: nothing changed")
         return None
     live = {k for k in changes if not needs_restart(k)}
     for key in sorted(set(changes) - live):
         before, after = changes[key]
-        logger.warning(
+        logger.bind(event="config.needs_restart").warning(
             "configuration reload: {} changed ({!r} -> {!r}) but needs a restart; the running "
             "value is kept until then",
             key, before, after,
@@ -101,7 +104,9 @@ def reload_config(current: Config, load: Callable[[], Config]) -> Config | None:
         return None
     for key in sorted(live):
         before, after = changes[key]
-        logger.info("configuration reload: {} = {!r} (was {!r})", key, after, before)
+        logger.bind(event="config.changed").info(
+            "configuration reload: {} = {!r} (was {!r})", key, after, before
+        )
     return merged(current, new, live)
 
 

@@ -180,9 +180,9 @@ class Scheduler:
         self._tasks.pop(task, None)
         if task.cancelled() or (exc := task.exception()) is None:
             return
-        logger.opt(exception=exc).critical(
-            "task {} died of an unexpected error; batchd stops", task.get_name()
-        )
+        logger.bind(event="daemon.task_died", error_kind="internal_error").opt(
+            exception=exc
+        ).critical("task {} died of an unexpected error; batchd stops", task.get_name())
         if self.failure is None:
             self.failure = TaskFailed(f"task {task.get_name()} died: {exc!r}")
         self._settled.set()
@@ -207,6 +207,13 @@ class Scheduler:
             _, pending = await asyncio.wait(submits, timeout=grace_s)
             for task in pending:
                 task.cancel()
+            if pending:
+                logger.bind(event="shutdown.cut_off").warning(
+                    "shutdown: the grace period ({:.0f}s) ran out; cut off: {}; a batch whose "
+                    "create call was cut off stays submitting and is looked up at the next start",
+                    grace_s,
+                    ", ".join(sorted(t.get_name() for t in pending)),
+                )
         await asyncio.gather(*waiting, *submits, return_exceptions=True)  # errors: _task_done
         self._settled.set()
 
@@ -219,7 +226,7 @@ class Scheduler:
         state.pause_reason = f"API key refused: {err}"
         if now - state.last_auth_log >= self.cfg.auth_pause_s or state.last_auth_log == 0:
             state.last_auth_log = now
-            logger.bind(provider=provider).error(
+            logger.bind(provider=provider, event="provider.paused", error_kind="auth_failed").error(
                 "provider paused: authentication failed ({}); requests stay pending. Fix the API "
                 "key in the environment and restart batchd; retrying in {:.1f}s",
                 err,

@@ -89,9 +89,11 @@ def _tighten(path: Path, mode: int, what: str) -> None:
     try:
         os.chmod(path, current & mode)
     except OSError as exc:
-        logger.warning("{} {} has mode {:o}; could not tighten it: {}", what, path, current, exc)
+        logger.bind(event="startup.mode").warning(
+            "{} {} has mode {:o}; could not tighten it: {}", what, path, current, exc
+        )
         return
-    logger.warning(
+    logger.bind(event="startup.mode").warning(
         "{} {} had mode {:o} (readable by others); tightened to {:o}", what, path, current,
         current & mode,
     )  # fmt: skip
@@ -197,7 +199,9 @@ def check_database_file(path: Path) -> None:
         with path.open("rb") as f:
             header = f.read(len(SQLITE_HEADER))
     except FileNotFoundError:
-        logger.info("no state database at {}; creating it (first start)", path)
+        logger.bind(event="startup.new_database").info(
+            "no state database at {}; creating it (first start)", path
+        )
         return
     except OSError as exc:
         raise StartupError(f"cannot read the state database {path}: {_why(exc)}") from None
@@ -215,7 +219,9 @@ async def open_store(path: Path) -> Store:
         await store.open()
         started = time.monotonic()
         problems = await store.quick_check()
-        logger.debug("state database checked in {:.2f}s", time.monotonic() - started)
+        logger.bind(event="startup.database_checked", elapsed_s=time.monotonic() - started).debug(
+            "state database checked in {:.2f}s", time.monotonic() - started
+        )
     except sqlite3.DatabaseError as exc:
         await store.close()
         if isinstance(exc, sqlite3.OperationalError) and not _damaged(exc):

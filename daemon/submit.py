@@ -39,6 +39,7 @@ from adapters.base import (
 
 from .caching import prepare_items
 from .crashpoints import crash_point, fault_point
+from .logs import batch_context, call_error_kind, plural
 from .outcomes import (
     CREATE_UNKNOWN,
     INTERNAL_ERROR,
@@ -73,7 +74,8 @@ class Submitter:
             if state_failure(exc):
                 raise
             delay = self.sched.unit_failed(provider, model)
-            logger.bind(provider=provider, model=model).opt(exception=exc).error(
+            log = logger.bind(provider=provider, model=model, error_kind=INTERNAL_ERROR)
+            log.bind(event="submit.loop_failed").opt(exception=exc).error(
                 "the submit loop of {} failed with an unexpected error ({}); its requests stay "
                 "pending, trying again in {:.1f}s",
                 model,
@@ -117,7 +119,8 @@ class Submitter:
             batch_id, rows = claimed
             async with state.semaphore:
                 try:
-                    await self._submit(provider, model, batch_id, tag, rows)
+                    with batch_context(provider, model, tag):  # every line names the batch
+                        await self._submit(provider, model, batch_id, tag, rows)
                 except Exception:  # a bug in the handling of its outcome: never left hanging
                     sched.reconciler.look_again(batch_id)  # (a no-op once it is not submitting)
                     raise
@@ -128,8 +131,8 @@ class Submitter:
         made = await self.sched.store.creates_since(provider, time.time() - CREATES_WINDOW_S)
         if made < limit:
             return False
-        logger.bind(provider=provider, model=model).warning(
-            "batch creation limit reached ({}/h); waiting", limit
+        logger.bind(provider=provider, model=model, event="submit.rate_limited").warning(
+            "batch creation limit reached ({}/h); waiting {:.0f}s", limit, RATE_WAIT_S
         )
         await asyncio.sleep(RATE_WAIT_S)
         return True
@@ -153,7 +156,9 @@ class Submitter:
             submitted = await sched.call(lambda: adapter.submit(tag, model, items), mutating=True)
             fault_point("create")
         except UnknownOutcome as err:
-            log.warning("batch create outcome unknown ({}); will look it up, not resubmit", err)
+            log.bind(event="batch.create_unknown", error_kind=CREATE_UNKNOWN).warning(
+                "batch create outcome unknown ({}); will look it up, not resubmit", err
+            )
             noted = noted_create_error(CREATE_UNKNOWN, str(err))
             await asyncio.shield(sched.store.note_create_error(batch_id, noted))
             sched.reconciler.look_again(batch_id)
@@ -162,7 +167,9 @@ class Submitter:
             await asyncio.shield(self._submit_failed(provider, batch_id, err, len(items)))
             return
         except Exception as exc:  # from the create call on, the outcome is unknown
-            log.opt(exception=exc).error(
+            log.bind(event="batch.create_failed", error_kind=INTERNAL_ERROR).opt(
+                exception=exc
+            ).error(
                 "batch create failed with an unexpected error ({}); it may have taken effect: "
                 "will look it up, not resubmit",
                 describe(exc),
@@ -183,8 +190,8 @@ class Submitter:
                 now=time.time(),
             )
         )
-        log.info(
-            "batch submitted: {} requests as {} ({})", len(items), submitted.provider_batch_id, tag
+        log.bind(event="batch.submitted", provider_batch_id=submitted.provider_batch_id).info(
+            "batch submitted: {} as {}", plural(len(items), "request"), submitted.provider_batch_id
         )
         sched.wake.set()
 
@@ -195,10 +202,10 @@ class Submitter:
         go back to pending after a backoff, an attempt counted (or end ``failed``)."""
         sched = self.sched
         delay = sched.unit_failed(provider, model)
-        log.opt(exception=exc).error(
-            "preparing a batch of {} requests failed with an unexpected error ({}); nothing was "
+        log.bind(event="batch.prepare_failed", error_kind=INTERNAL_ERROR).opt(exception=exc).error(
+            "preparing a batch of {} failed with an unexpected error ({}); nothing was "
             "sent; they go back to pending (retry in {:.1f}s) or fail once out of attempts",
-            n,
+            plural(n, "request"),
             describe(exc),
             delay,
         )
@@ -227,7 +234,7 @@ class Submitter:
     ) -> None:
         sched = self.sched
         state = sched.providers[provider]
-        log = logger.bind(provider=provider, batch=batch_id)
+        log = logger.bind(provider=provider)  # the model and tag: batch_context
         if isinstance(err, AuthError):
             await sched.store.abort_batch(
                 batch_id, str(err), next_attempt_at=0.0, count_attempt=False
@@ -235,14 +242,18 @@ class Submitter:
             sched.pause(provider, err)
             return
         if isinstance(err, PermanentError):
-            log.error("batch create refused for good: {}; {} requests failed", err, n)
+            log.bind(event="batch.refused", error_kind="batch_refused").error(
+                "batch create refused for good: {}; {} failed", err, plural(n, "request")
+            )
             await sched.store.fail_batch_requests(batch_id, refused_error(err))
             return
         if await sched.budgets.create_refused(batch_id, str(err)):
             return
         state.submit_failures += 1
         delay = sched.backoff(state.submit_failures, getattr(err, "retry_after", None))
-        log.warning("batch create failed ({}); retry scheduled in {:.1f}s", err, delay)
+        log.bind(event="batch.create_retry", error_kind=call_error_kind(err)).warning(
+            "batch create failed ({}); retry scheduled in {:.1f}s", err, delay
+        )
         await sched.store.abort_batch(
             batch_id, str(err), next_attempt_at=time.time() + delay, count_attempt=False
         )

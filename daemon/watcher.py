@@ -72,7 +72,7 @@ class Inbox:
     def _warn_once(self, name: str, message: str) -> None:
         if name not in self._warned:
             self._warned.add(name)
-            logger.bind(file=name).warning(message, name)
+            logger.bind(file=name, event="inbox.skipped").warning(message, name)
 
     def scan(self, now: float | None = None) -> tuple[list[Path], int]:
         """Files ready to take, and how many more are still settling."""
@@ -135,7 +135,7 @@ class Inbox:
             if check.held(path):
                 if path.name not in self._held:
                     self._held.add(path.name)
-                    logger.bind(file=path.name).info(
+                    logger.bind(file=path.name, event="inbox.held").info(
                         "inbox: {} is still open for writing by another process ({}); "
                         "it is taken once closed",
                         path.name,
@@ -176,7 +176,8 @@ async def watch(path: Path, on_change: asyncio.Event, stop: asyncio.Event) -> No
         except Exception as exc:
             failures += 1
             on_change.set()
-            say = logger.warning if failures == 1 else logger.debug
+            log = logger.bind(event="inbox.events_failed")
+            say = log.warning if failures == 1 else log.debug
             say(
                 "inbox: file events failed ({}: {}); the inbox is still scanned, events resume",
                 type(exc).__name__,

@@ -162,7 +162,8 @@ async def test_batches_of_another_account_are_left_alone_and_said_loudly(
     assert adapter.polled == [*asked, "pb-old-visible", "pb-now-submitted"]
     assert next_look is not None and next_look <= time.time() + 0.3
     said = [line for line in logged if "belong to another account" in line]
-    assert len(said) == 1 and said[0].startswith("ERROR 2 open openai batch(es)")
+    assert len(said) == 1
+    assert said[0].startswith("ERROR open openai batches that belong to another account: 2 ")
     assert len([line for line in logged if "polled from now on" in line]) == 1
 
     await sched.poll_due("openai")  # within auth_pause_s: not said (nor asked) again

@@ -53,10 +53,10 @@ async def test_log_json_lines_carry_the_bound_context(tmp_path: Path, emulator: 
     write_jsonl(tmp_path / "inbox" / "j.jsonl", [unified("a", "gpt-4o-mini", "hi"), "{broken"])
     run = await run_once(tmp_path, emulator.url, env={"BATCHD_LOG_JSON": "true"})
     assert run.returncode == 0, run.stderr[-3000:]
-    records = [json.loads(line)["record"] for line in run.stderr.splitlines() if line.strip()]
+    records = [json.loads(line) for line in run.stderr.splitlines() if line.strip()]
     rejected = [r for r in records if r["message"].startswith("line rejected")]
-    assert len(rejected) == 1 and rejected[0]["extra"]["file"] == "j.jsonl"
-    assert "line 2" in rejected[0]["message"]
+    assert len(rejected) == 1 and rejected[0]["file"] == "j.jsonl"
+    assert "line 2" in rejected[0]["message"] and rejected[0]["line"] == 2
     submitted = [r for r in records if r["message"].startswith("batch submitted")]
-    assert submitted and submitted[0]["extra"]["provider"] == "openai"
-    assert submitted[0]["extra"]["model"] == "gpt-4o-mini"
+    assert submitted and submitted[0]["provider"] == "openai"
+    assert submitted[0]["model"] == "gpt-4o-mini"
