@@ -163,7 +163,7 @@ class Plan:
             files=args.files or kills + 2,
             seed=args.seed,
             time_scale=args.time_scale,
-            kill_timeout_s=15.0 if short else 20.0,
+            kill_timeout_s=40.0,  # a start on a loaded machine can take 30 s
             final_timeout_s=240.0 if short else 900.0,
             ingest_lines=40_000 if short else 100_000,
             harsh=args.harsh,
