@@ -27,6 +27,7 @@ from loguru import logger
 
 from adapters.base import AdapterError, AuthError, BatchStatus, ResultsGone
 
+from . import metrics
 from .crashpoints import crash_point, fault_point
 from .outcomes import (
     RequestUpdate,
@@ -85,6 +86,7 @@ class Collector:
         log = _log(row)
         try:
             status = await sched.call(lambda: adapter.poll(row["provider_batch_id"]))
+            metrics.note_poll(provider)
         except AuthError as err:
             sched.pause(provider, err)
             return
@@ -155,6 +157,7 @@ class Collector:
     async def _collect(self, row: dict[str, Any], status: BatchStatus) -> None:
         sched = self.sched
         log = _log(row)
+        started = time.monotonic()
         try:
             fault_point("collect")
             stored = await self._collect_results(row, status, log)
@@ -165,6 +168,7 @@ class Collector:
             return
         if not stored:
             return
+        metrics.note_collect(row["provider"], time.monotonic() - started)
         self._collect_failures.pop(row["id"], None)
         if not sched.cfg.keep_provider_files:
             await self._cleanup(row, log)

@@ -15,7 +15,8 @@
   runs, not during start-up or stop.
 * ``STOPPING=1`` as soon as a stop begins (a signal, ``--once`` done, the state lost).
 
-Outside systemd (no ``NOTIFY_SOCKET``) none of this runs. Nothing here can end the daemon: a
+Outside systemd (no ``NOTIFY_SOCKET``) nothing is sent; readiness is still noted for the
+metrics (``batchd_ready``). Nothing here can end the daemon: a
 message that cannot be sent is dropped (``daemon/notify.py``), a status that cannot be read says so.
 """
 
@@ -72,8 +73,6 @@ class Service:
     # -- the coroutine -------------------------------------------------------------------------
     async def run(self, blocked: Blocked) -> None:
         """Runs beside the daemon's loops and returns once a stop has begun."""
-        if not self.notifier.enabled:
-            return
         try:
             async with asyncio.TaskGroup() as group:
                 if self.notifier.watchdog_s is not None:
@@ -91,6 +90,8 @@ class Service:
         if await self._start_up_done():
             self.ready = True
             metrics.note_ready()
+            if not self.notifier.enabled:  # outside systemd: readiness for the metrics only
+                return
             self.notifier.send("READY=1", f"STATUS={await self.summary(blocked)}")
             logger.debug("systemd told: ready")
             while not self.stop.is_set():

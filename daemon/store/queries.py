@@ -248,3 +248,9 @@ METRICS_ENQUEUED_TOKENS = (
     " WHERE status IN (SELECT value FROM json_each(?)) GROUP BY provider, model"
 )
 METRICS_TOKEN_BUDGETS = "SELECT account, model, limit_tokens FROM budgets"
+# Without enqueued-token budgets: the bytes of the requests out at a provider, per model (the
+# reader turns them into an estimate of tokens).
+METRICS_IN_FLIGHT_BYTES = (
+    "SELECT COALESCE(provider, ''), COALESCE(model, ''), SUM(size_bytes) FROM requests"
+    " WHERE status = ? GROUP BY provider, model"
+)

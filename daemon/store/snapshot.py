@@ -7,7 +7,8 @@ or in the metrics server's thread (a scrape), never on the event loop. Every sta
 named constant of ``queries.py``.
 
 Columns and tables that a later schema adds (enqueued-token budgets: ``batches.tokens`` and the
-``budgets`` table) are looked for first; on a database without them those readings are empty.
+``budgets`` table) are looked for first; on a database without them the enqueued tokens are
+estimated from the bytes of the requests in flight (4 characters a token) and there are no limits.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 from types import TracebackType
 from urllib.parse import quote
 
+from ..caching import CHARS_PER_TOKEN
 from ..states import BATCH_OPEN, FILE_OPEN, REQUEST_FINAL, RequestStatus
 from . import queries as q
 
@@ -129,6 +131,11 @@ class Snapshot:
             rows = db.execute(q.METRICS_ENQUEUED_TOKENS, (_statuses(BATCH_OPEN),))
             for provider, model, tokens in rows:
                 out.enqueued_tokens[(str(provider), str(model))] = int(tokens or 0)
+        else:
+            rows = db.execute(q.METRICS_IN_FLIGHT_BYTES, (RequestStatus.BATCHED,))
+            for provider, model, size in rows:
+                estimate = int(size or 0) // CHARS_PER_TOKEN
+                out.enqueued_tokens[(str(provider), str(model))] = estimate
         if self._columns("budgets"):
             for account, model, limit in db.execute(q.METRICS_TOKEN_BUDGETS):
                 key = (str(account).split("|", 1)[0], str(model))
