@@ -31,13 +31,14 @@ $(STAMP): $(MADE) pyproject.toml constraints.txt
 install: $(STAMP)
 
 # The production route: `sudo make install-service` (PREFIX=/opt/batchd). Run it again to
-# upgrade (stop the service first: see docs/operations.md). The unit written to
-# PREFIX/share/batchd/ has its paths set to PREFIX.
+# upgrade (then `systemctl restart batchd`). The unit written to PREFIX/share/batchd/ has its
+# paths set to PREFIX. VENV_FLAGS and PIP_FLAGS pass options through (tests/test_install.py
+# installs offline with PIP_FLAGS="--no-deps --no-build-isolation").
 install-service:
 	$(PY) -m venv $(VENV_FLAGS) $(PREFIX)
 	$(PREFIX)/bin/python -m pip install -q $(PIP_FLAGS) -c constraints.txt .
 	install -d -m 0755 $(PREFIX)/share/batchd
-	install -m 0644 README.md docs/operations.md systemd/batchd.toml.example $(PREFIX)/share/batchd/
+	install -m 0644 README.md systemd/batchd.toml.example $(PREFIX)/share/batchd/
 	sed 's|/opt/batchd|$(PREFIX)|g' systemd/batchd.service > $(PREFIX)/share/batchd/batchd.service
 	chmod 0644 $(PREFIX)/share/batchd/batchd.service
 	@echo "$$($(PREFIX)/bin/batchd --version) installed in $(PREFIX); unit: $(PREFIX)/share/batchd/batchd.service"
