@@ -160,7 +160,7 @@ def _site_packages() -> str:
 def test_service_install_renders_a_unit_that_systemd_accepts(tmp_path: Path) -> None:
     if shutil.which("make") is None:
         pytest.skip("make is missing")
-    prefix = tmp_path / "opt" / "batchd"
+    prefix = tmp_path / "prefix"
     env = {**os.environ, "PYTHONPATH": _site_packages()}
     env.pop("BATCHD_CONFIG", None)
     done = subprocess.run(
