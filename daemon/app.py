@@ -26,7 +26,7 @@ from loguru import logger
 
 from adapters.facts import PROVIDERS
 
-from . import finish, ingest, metrics
+from . import finish, ingest, metrics, metrics_server
 from .availability import EXIT_STUCK, Availability, build_adapters, point_at_emulator
 from .config import Config
 from .early_signals import take_sighup
@@ -300,7 +300,7 @@ class App:
             stack.push_async_callback(self.store.close)
             self.watch = StateWatch(self.store.path, lock.path)
             if cfg.metrics_listen:
-                stack.callback(metrics.serve(cfg, self.store.path).stop)
+                stack.callback(metrics_server.serve(cfg, self.store.path).stop)
             clear_spool(cfg.state_dir)
             adapters, accounts, missing = build_adapters(cfg)
             for adapter in adapters.values():

@@ -1,4 +1,5 @@
-"""Prometheus metrics: ``GET http://metrics_listen/metrics``, off unless ``metrics_listen`` is set.
+"""Prometheus metrics: what ``GET http://metrics_listen/metrics`` answers (the endpoint itself:
+``daemon/metrics_server.py``; off unless ``metrics_listen`` is set).
 
 Nearly everything is read at scrape time, not counted as work happens: a custom collector opens
 a read-only snapshot of the state database (``daemon/store/snapshot.py``) in the metrics
@@ -38,8 +39,6 @@ from .states import RequestStatus
 from .store.snapshot import Readings, Snapshot, Totals
 
 if TYPE_CHECKING:
-    from wsgiref.simple_server import WSGIServer
-
     from prometheus_client.metrics_core import Metric
 
     from .config import Config
@@ -357,68 +356,10 @@ class StoreCollector:
         yield disk
 
 
-def split_listen(listen: str) -> tuple[str, int]:
-    """``host:port`` (``[v6]:port``) as (host, port); the value was checked at load."""
-    host, _, port = listen.rpartition(":")
-    return host.strip("[]"), int(port)
-
-
-class MetricsServer:
-    """The endpoint, on a thread of its own (the client library's WSGI server)."""
-
-    def __init__(self, cfg: Config, db: Path) -> None:
-        self.cfg = cfg
-        self.db = db
-        self._server: WSGIServer | None = None
-        self._thread: threading.Thread | None = None
-
-    def start(self, listen: str) -> str:
-        """Bind and serve; the URL it serves at. Raises OSError when the address is taken."""
-        from prometheus_client import CollectorRegistry, start_http_server
-        from prometheus_client.process_collector import ProcessCollector
-
-        registry = CollectorRegistry(auto_describe=False)
-        registry.register(StoreCollector(self.cfg, self.db))
-        ProcessCollector(namespace="batchd", registry=registry)
-        host, port = split_listen(listen)
-        self._server, self._thread = start_http_server(port, addr=host, registry=registry)
-        bound = self._server.server_address[1]
-        shown = f"[{host}]" if ":" in host else host
-        return f"http://{shown}:{bound}/metrics"
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-
-def serve(cfg: Config, db: Path) -> MetricsServer:
-    """Start the endpoint at ``cfg.metrics_listen``; an address that cannot be bound is a
-    start-up error (exit 2), as a wrong configuration is."""
-    from .startup import StartupError
-
-    assert cfg.metrics_listen is not None
-    server = MetricsServer(cfg, db)
-    try:
-        url = server.start(cfg.metrics_listen)
-    except OSError as exc:
-        raise StartupError(
-            f"cannot serve metrics at metrics_listen = {cfg.metrics_listen!r}: {exc}"
-        ) from exc
-    logger.info("metrics at {}", url)
-    return server
-
-
 __all__ = [
-    "MetricsServer",
     "StoreCollector",
     "note_collect",
     "note_ingest",
     "note_poll",
     "note_ready",
-    "serve",
 ]

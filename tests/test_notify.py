@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from daemon.config import ConfigError, load_config
-from daemon.metrics import Durations, folder_bytes, split_listen
+from daemon.metrics import Durations, folder_bytes
+from daemon.metrics_server import split_listen
 from daemon.notify import Notifier, socket_address, watchdog_interval_s
 
 
