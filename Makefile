@@ -1,20 +1,47 @@
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+# The developer venv belongs to this folder. A copy of the tree (cp -r) carries a venv whose
+# scripts start the original folder's interpreter, and a stamp that would make `make install`
+# a no-op: both markers name this folder, so a copied venv is made anew.
+HERE := $(shell printf '%s' '$(CURDIR)' | cksum | cut -d' ' -f1)
+MADE := $(VENV)/.made-for-$(HERE)
+STAMP := $(VENV)/.installed-$(HERE)
 
-.PHONY: install test lint demo emulator bench clean
+# The service install (see README "Install"): a venv of its own at PREFIX with batchd and its
+# runtime dependencies only (not editable, no test tools), pinned by constraints.txt.
+PREFIX ?= /opt/batchd
+VENV_FLAGS ?=
+PIP_FLAGS ?=
 
-$(BIN)/python:
+.PHONY: install install-service test lint demo emulator bench clean
+
+$(MADE):
+	rm -rf $(VENV)
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q --upgrade pip
+	touch $(MADE)
 
 # constraints.txt pins every package to the versions the suite was tested with (reproducible CI).
-$(STAMP): $(BIN)/python pyproject.toml constraints.txt
-	$(BIN)/pip install -q -c constraints.txt -e '.[test]'
+$(STAMP): $(MADE) pyproject.toml constraints.txt
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test]'
 	touch $(STAMP)
 
+# The developer route: an editable install with the test tools, in ./.venv.
 install: $(STAMP)
+
+# The production route: `sudo make install-service` (PREFIX=/opt/batchd). Run it again to
+# upgrade (then `systemctl restart batchd`). The unit written to PREFIX/share/batchd/ has its
+# paths set to PREFIX. VENV_FLAGS and PIP_FLAGS pass options through (tests/test_install.py
+# installs offline with PIP_FLAGS="--no-deps --no-build-isolation").
+install-service:
+	$(PY) -m venv $(VENV_FLAGS) $(PREFIX)
+	$(PREFIX)/bin/python -m pip install -q $(PIP_FLAGS) -c constraints.txt .
+	install -d -m 0755 $(PREFIX)/share/batchd
+	install -m 0644 README.md systemd/batchd.toml.example $(PREFIX)/share/batchd/
+	sed 's|/opt/batchd|$(PREFIX)|g' systemd/batchd.service > $(PREFIX)/share/batchd/batchd.service
+	chmod 0644 $(PREFIX)/share/batchd/batchd.service
+	@echo "$$($(PREFIX)/bin/batchd --version) installed in $(PREFIX); unit: $(PREFIX)/share/batchd/batchd.service"
 
 # Lint: ruff, and mypy (strict on daemon/ and the adapter clients, default on the emulator;
 # settings in pyproject.toml).
@@ -42,4 +69,4 @@ emulator: $(STAMP)
 	$(BIN)/batchd emulator --host 127.0.0.1 --port 8089 --time-scale 0
 
 clean:
-	rm -rf $(VENV) demo .pytest_cache
+	rm -rf $(VENV) demo .pytest_cache build

@@ -26,7 +26,7 @@ from loguru import logger
 
 from adapters.facts import PROVIDERS
 
-from . import finish, ingest
+from . import finish, ingest, metrics, metrics_server
 from .availability import EXIT_STUCK, Availability, build_adapters, point_at_emulator
 from .cancel import Canceller
 from .config import Config
@@ -36,6 +36,7 @@ from .logs import log_stopped, setup_logging
 from .reload import reload_config
 from .retry import backoff_s
 from .scheduler import Scheduler, TaskFailed
+from .service import Service
 from .startup import (
     StateLock,
     StateWatch,
@@ -135,6 +136,7 @@ class App:
         self._low_disk: str | None = None
         self._finish_failures = 0
         self._rng = random.Random()
+        self.service = Service(self.stop, self.store.path)  # systemd: ready, status, watchdog
 
     # -- loops -----------------------------------------------------------------------------
     async def _loop(self, name: str, step: Callable[[], Awaitable[float | None]]) -> None:
@@ -146,6 +148,7 @@ class App:
         if not self._recovered:
             await ingest.recover(self.cfg, self.store, self.stop)
             self._recovered = True
+            self.service.recovered()
             self.nudges.all()  # resumed files have requests to plan, or are ready to finish
         ready, self._settling = self.inbox.scan()
         if ready and self._disk_low():
@@ -154,7 +157,9 @@ class App:
             if self.stop.is_set():
                 break
             self.inbox.taken(path)
+            started = time.monotonic()
             await ingest.claim(self.cfg, self.store, path, self.stop)
+            metrics.note_ingest(time.monotonic() - started)
             self.nudges.all()
         if self._settling:
             return time.time() + min(self.cfg.settle_s, 1.0) / 2
@@ -308,6 +313,8 @@ class App:
             self.store = await open_store(self.store.path)
             stack.push_async_callback(self.store.close)
             self.watch = StateWatch(self.store.path, lock.path)
+            if cfg.metrics_listen:
+                stack.callback(metrics_server.serve(cfg, self.store.path).stop)
             clear_spool(cfg.state_dir)
             adapters, accounts, missing = build_adapters(cfg)
             for adapter in adapters.values():
@@ -326,7 +333,7 @@ class App:
         up in the background, crash-interrupted ingests resume in the first inbox step, and
         files left in ``writing`` are written again by the first finish step."""
         assert self.scheduler is not None
-        self.scheduler.reconcile_in_background()
+        self.service.reconciling(self.scheduler.reconcile_in_background())
         logger.bind(event="daemon.started").info(
             "batchd started: inbox {} outbox {}", self.cfg.inbox, self.cfg.outbox
         )
@@ -376,6 +383,8 @@ class App:
                     )
                 )
                 group.create_task(self.scheduler.monitor(), name="scheduler-tasks")
+                assert self.availability is not None
+                group.create_task(self.service.run(self.availability.blocked), name="service")
                 group.create_task(self._grace(tasks), name="grace")
         except* TaskFailed:
             failed = True  # logged, with its traceback, where the task died

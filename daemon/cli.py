@@ -18,6 +18,7 @@ from contextlib import suppress
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from . import __version__
 from .early_signals import hold_sighup
 
 if TYPE_CHECKING:  # the configuration (and asyncio) are imported when a command runs
@@ -25,7 +26,9 @@ if TYPE_CHECKING:  # the configuration (and asyncio) are imported when a command
 
 
 def _common_paths(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", help="TOML config file (or BATCHD_CONFIG)")
+    p.add_argument(
+        "--config", help="TOML config file (or BATCHD_CONFIG; default /etc/batchd/batchd.toml)"
+    )
     p.add_argument("--root", help="lay out inbox/, outbox/, processed/, state/ under this folder")
     p.add_argument("--inbox", help="folder watched for *.jsonl files")
     p.add_argument("--outbox", help="folder results are written to")
@@ -34,6 +37,7 @@ def _common_paths(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="batchd", description="LLM Batch API daemon")
+    parser.add_argument("--version", action="version", version=f"batchd {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run the daemon")
@@ -62,6 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         default=None,
         help="one JSON object per log line",
+    )
+    run.add_argument(
+        "--metrics-listen",
+        dest="metrics_listen",
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (e.g. 127.0.0.1:9464)",
     )
 
     submit = sub.add_parser("submit", help="copy files into the inbox atomically")
@@ -136,6 +146,7 @@ def _config(args: argparse.Namespace) -> Config:
             "emulate",
             "emulator_url",
             "log_json",
+            "metrics_listen",
         )
     }
     return load_config(args.config, flags)

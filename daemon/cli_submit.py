@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 import sys
 import tempfile
 import time
@@ -118,7 +119,7 @@ def _copy_in(src: Path, inbox: Path) -> Path:
                 fout.write(chunk)
             fout.flush()
             os.fsync(fout.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # as a plain copy would be (mkstemp makes it 0600)
+        os.chmod(tmp, _mode(inbox))
         dst = _link_new_name(tmp, inbox, src.name)
     finally:
         with suppress(FileNotFoundError):
@@ -147,6 +148,17 @@ def _link_new_name(tmp: Path, inbox: Path, name: str) -> Path:
             os.rename(tmp, dst)
         return dst
     raise FileExistsError(f"no free name for {name} in {inbox}")
+
+
+def _mode(inbox: Path) -> int:
+    """As a plain copy would be (mkstemp makes it 0600); in a shared inbox (setgid: the group
+    model of README "Sharing the inbox") group-readable too, so the daemon's user can read it
+    whatever the submitter's umask."""
+    mode = 0o666 & ~_umask()
+    with suppress(OSError):
+        if inbox.stat().st_mode & stat.S_ISGID:
+            mode |= stat.S_IRGRP
+    return mode
 
 
 def _umask() -> int:

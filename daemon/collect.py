@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from adapters.base import AdapterError, AuthError, BatchStatus, ResultsGone
 
+from . import metrics
 from .crashpoints import crash_point, fault_point
 from .logs import Throttle, batch_log, call_error_kind, elapsed_since, plural
 from .outcomes import (
@@ -90,6 +91,7 @@ class Collector:
         log = _log(row)
         try:
             status = await sched.call(lambda: adapter.poll(row["provider_batch_id"]))
+            metrics.note_poll(provider)
         except AuthError as err:
             sched.pause(provider, err)
             return
@@ -172,6 +174,7 @@ class Collector:
     async def _collect(self, row: dict[str, Any], status: BatchStatus) -> None:
         sched = self.sched
         log = _log(row)
+        started = time.monotonic()
         try:
             fault_point("collect")
             stored = await self._collect_results(row, status, log)
@@ -183,6 +186,7 @@ class Collector:
         if not stored:
             return
         await sched.sizer.batch_ended(row["id"])  # a canary passes or fails; sizes grow
+        metrics.note_collect(row["provider"], time.monotonic() - started)
         self._collect_failures.pop(row["id"], None)
         if not sched.cfg.keep_provider_files:
             await self._cleanup(row, log)

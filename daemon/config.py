@@ -1,6 +1,8 @@
 """Configuration: one frozen dataclass, built by one pure function from file, environment and flags.
 
 Precedence: command-line flag > ``BATCHD_*`` environment variable > TOML file > default.
+The file: ``--config``, else ``BATCHD_CONFIG`` (set but empty: none), else
+``/etc/batchd/batchd.toml`` when it exists (a server's ``status`` and ``submit`` need no flag).
 Every value is checked once, here, against its rule in ``daemon/config_rules.py``.
 API keys never come from here: only from the providers' usual environment variables.
 """
@@ -34,7 +36,17 @@ KEY_ENV = {
     "anthropic": ("ANTHROPIC_API_KEY",),
     "gemini": ("GOOGLE_API_KEY", "GEMINI_API_KEY"),
 }
-__all__ = ["Config", "ConfigError", "ProviderConfig", "adapt_policy", "load_config"]
+__all__ = [
+    "DEFAULT_CONFIG",
+    "Config",
+    "ConfigError",
+    "ProviderConfig",
+    "adapt_policy",
+    "config_path",
+    "load_config",
+]
+
+DEFAULT_CONFIG = Path("/etc/batchd/batchd.toml")  # used when it exists and nothing else is named
 
 BASE_URL_ENV = {
     "openai": "OPENAI_BASE_URL",
@@ -108,6 +120,8 @@ class Config:
     canary_failure: str = "fail"  # a failed canary: "fail" the rest, "hold" it, or "send" it
     canary_failure_share: float = 0.5  # failed items (request-level) that fail a canary
     canary_memory_s: float = 86400.0  # a model that ended well this recently starts larger
+    # The Prometheus endpoint (daemon/metrics.py): "host:port", off when None.
+    metrics_listen: str | None = None
     models: Mapping[str, Any] = field(default_factory=dict)  # [models."name*"] registry overrides
     routes: Mapping[str, str] = field(default_factory=dict)
     # The registry + routes + adaptation settings, built once by load_config (see adapt_policy).
@@ -143,7 +157,7 @@ def load_config(
     naming the file (or variable, or flag), the key and the reason; nothing else escapes.
     """
     env = dict(os.environ if env is None else env)
-    path = path or env.get("BATCHD_CONFIG") or None
+    path = config_path(path, env)
     source = f"config file {path}"
     raw = _read(path, source) if path else {}
     values: dict[str, Any] = {}
@@ -167,6 +181,18 @@ def load_config(
     explicit = frozenset(values) | {f"providers.{p}" for p in raw.get("providers", {})}
     cfg = Config(**values, routes=routes, providers=providers, explicit=explicit)
     return _with_policy(_lay_out(cfg), raw.get("models", {}), source)
+
+
+def config_path(
+    path: str | os.PathLike[str] | None, env: Mapping[str, str]
+) -> str | os.PathLike[str] | None:
+    """The configuration file to read: ``path`` (``--config``), else ``BATCHD_CONFIG`` (an
+    empty value: no file at all), else :data:`DEFAULT_CONFIG` when it exists, else none."""
+    if path:
+        return path
+    if "BATCHD_CONFIG" in env:
+        return env["BATCHD_CONFIG"] or None
+    return DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None
 
 
 def _read(path: str | os.PathLike[str], source: str) -> dict[str, Any]:

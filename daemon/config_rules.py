@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,12 +42,13 @@ LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 FALSE_WORDS = frozenset({"0", "false", "no", "off", ""})
 _URL = re.compile(r"^https?://[^\s/?#]+(/[^\s]*)?$")
+_LISTEN = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})")
 
 
 @dataclass(frozen=True)
 class Rule:
-    """One key: ``kind`` is int, float, bool, str, path or url; numbers within [low, high]
-    (``low_open``: strictly above low); a str among ``choices`` when given."""
+    """One key: ``kind`` is int, float, bool, str, path, url or listen (``host:port``); numbers
+    within [low, high] (``low_open``: strictly above low); a str among ``choices`` when given."""
 
     kind: str
     low: float | None = None
@@ -106,6 +107,7 @@ SCALAR_RULES: dict[str, Rule] = {
     "canary_failure": Rule("str", choices=("fail", "hold", "send")),
     "canary_failure_share": Rule("float", low=0.0, high=1.0, low_open=True),
     "canary_memory_s": _duration(),
+    "metrics_listen": Rule("listen", optional=True),
 }
 
 # [providers.NAME]: the keys every provider has, then each provider's own options.
@@ -180,10 +182,8 @@ def _text(rule: Rule, value: Any) -> Any:
         if expanded.startswith("~"):
             raise ValueError(f"cannot expand {value!r}: no such user's home folder")
         return Path(expanded)
-    if kind == "url":
-        if not _URL.match(value):
-            raise ValueError(f"must be an http:// or https:// URL, got {value!r}")
-        return value
+    if kind in _TEXT_KINDS:
+        return _TEXT_KINDS[kind](value)
     if rule.choices:
         chosen = value.upper() if rule.choices == LOG_LEVELS else value
         if chosen not in rule.choices:
@@ -192,6 +192,26 @@ def _text(rule: Rule, value: Any) -> Any:
     if rule.pattern is not None and not re.fullmatch(rule.pattern, value):
         raise ValueError(f"must be {rule.meaning}; got {value!r}")
     return value
+
+
+def _url(value: str) -> str:
+    if not _URL.match(value):
+        raise ValueError(f"must be an http:// or https:// URL, got {value!r}")
+    return value
+
+
+def _listen(value: str) -> str:
+    """``host:port`` (an IPv6 address in brackets); port 0 picks a free one."""
+    match = _LISTEN.fullmatch(value)
+    if match is None or int(match.group(2)) > 65535:
+        raise ValueError(
+            f"must be host:port such as 127.0.0.1:9464 or [::1]:9464 (port 0 to 65535), "
+            f"got {value!r}"
+        )
+    return value
+
+
+_TEXT_KINDS: dict[str, Callable[[str], str]] = {"url": _url, "listen": _listen}
 
 
 def _bool(value: Any, text: bool) -> bool:

@@ -43,13 +43,17 @@ class Reconciler:
         self.sched = sched
         self._lookups: dict[int, int] = {}  # batch row -> lookups that failed so far
 
-    def start(self) -> None:
+    def start(self) -> list[asyncio.Task[None]]:
         """Reconcile every provider's rows in the background, without holding up start-up:
         a provider that is slow or down must not keep the daemon from serving the others (a
         lookup may take a timeout). One provider's rows are looked up one after the other,
-        oldest first."""
+        oldest first. Returns the tasks (systemd readiness waits for them)."""
+        tasks = []
         for provider in self.sched.providers:
-            self.sched.spawn(self.reconcile_all(provider), name=f"reconcile-{provider}")
+            task = self.sched.spawn(self.reconcile_all(provider), name=f"reconcile-{provider}")
+            if task is not None:
+                tasks.append(task)
+        return tasks
 
     async def reconcile_all(self, provider: str) -> None:
         """Look up each of the provider's (current account's) batches left in ``submitting``."""

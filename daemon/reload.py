@@ -6,10 +6,10 @@ either applied at once (intervals, batch sizes, linger, retries, limits per hour
 adaptation and caching settings, routes and models, settle time, the batch sizing keys
 ``batch_sizing``, ``canary_*`` and ``max_batch_size`` and a model's ``enqueued_token_limit``
 (read at the next plan), ``retention_days`` and ``state_retention_days`` (read by each
-retention run): they are read where they are used) or
-logged as "needs a restart" and left as it was (folders, provider URLs and options, the
-timeout and concurrency the adapters were built with). Never an unlogged death: any error
-while reloading is logged and the daemon goes on with the configuration it had.
+retention run): they are read where they are used) or logged as "needs a restart" and left as
+it was (folders, provider URLs and options, the timeout and concurrency the adapters were
+built with, the metrics endpoint's address). Never an unlogged death: any error while
+reloading is logged and the daemon goes on with the configuration it had.
 """
 
 from __future__ import annotations
@@ -23,11 +23,12 @@ from loguru import logger
 from .config import Config, ConfigError, ProviderConfig, adapt_policy
 
 # Keys the running daemon cannot take over: the folders (files are held there, the lock and
-# database are open), the emulator wiring, and what the provider clients were built with.
+# database are open), the emulator wiring, what the provider clients were built with, and the
+# metrics endpoint's address (bound at start).
 RESTART_KEYS = frozenset(
     {
         "root", "inbox", "outbox", "processed", "state_dir", "once", "emulate", "emulator_url",
-        "request_timeout_s",
+        "request_timeout_s", "metrics_listen",
     }
 )  # fmt: skip
 RESTART_PROVIDER_KEYS = frozenset({"base_url", "max_concurrent_submits", "options"})

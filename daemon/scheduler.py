@@ -306,9 +306,10 @@ class Scheduler:
         """Poll the provider's due batches (``collect.py``); returns when to look again."""
         return await self.collector.poll_due(provider)
 
-    def reconcile_in_background(self) -> None:
-        """Look up the batches a previous run left in ``submitting`` (``reconcile.py``)."""
-        self.reconciler.start()
+    def reconcile_in_background(self) -> list[asyncio.Task[None]]:
+        """Look up the batches a previous run left in ``submitting`` (``reconcile.py``); the
+        first pass's tasks, one per provider."""
+        return self.reconciler.start()
 
 
 def _sooner(current: float | None, candidate: float) -> float:

@@ -419,3 +419,59 @@ REPORT_FILE_ERRORS = (  # the error kinds of the given jobs (one JSON list of id
     " WHERE file_id IN (SELECT value FROM json_each(?)) AND error IS NOT NULL"
     " GROUP BY type ORDER BY n DESC LIMIT 10"
 )
+
+# -- service status line and metrics (read-only, daemon/store/snapshot.py) ----------------------
+# Each is one aggregate over an index or a small table, except METRICS_TOKENS, METRICS_RETRIES
+# and METRICS_ERRORS (a pass over the requests table): the metrics collector bounds how often
+# those run (daemon/metrics.py).
+SERVICE_OPEN_FILES = "SELECT COUNT(*) FROM files WHERE status IN (SELECT value FROM json_each(?))"
+SERVICE_OPEN_REQUESTS = (  # pending and batched, from the due index
+    "SELECT status, COUNT(*) FROM requests"
+    " WHERE status IN (SELECT value FROM json_each(?)) GROUP BY status"
+)
+METRICS_FILES = "SELECT status, COUNT(*), COUNT(error) FROM files GROUP BY status"
+METRICS_REQUESTS = (
+    "SELECT status, COALESCE(provider, ''), COALESCE(model, ''), COUNT(*) FROM requests"
+    " GROUP BY status, provider, model"
+)
+METRICS_BATCHES = "SELECT status, provider, COUNT(*) FROM batches GROUP BY status, provider"
+METRICS_OLDEST_PENDING = "SELECT MIN(updated_at) FROM requests WHERE status = ?"
+# Re-sends recorded so far: each outcome counts one attempt, and a final request's last attempt
+# was not a retry (the final statuses come as one JSON list).
+METRICS_RETRIES = (
+    "SELECT COALESCE(SUM(CASE WHEN status IN (SELECT value FROM json_each(?))"
+    " THEN MAX(attempts - 1, 0) ELSE attempts END), 0) FROM requests"
+)
+METRICS_ERRORS = (
+    "SELECT status, COALESCE(json_extract(error, '$.type'), ''), COUNT(*) FROM requests"
+    " WHERE error IS NOT NULL GROUP BY 1, 2"
+)
+# The tokens of every answer so far, per model (priced in Python, as the summaries are); the
+# cache writes split by time to live where Anthropic's answer says so.
+METRICS_TOKENS = (
+    "SELECT provider, model, COUNT(*),"
+    " SUM(COALESCE(json_extract(result, '$.usage.input_tokens'), 0)),"
+    " SUM(COALESCE(json_extract(result, '$.usage.output_tokens'), 0)),"
+    " SUM(COALESCE(json_extract(result, '$.usage.cached_input_tokens'), 0)),"
+    " SUM(COALESCE(json_extract(result, '$.usage.cache_creation_input_tokens'), 0)),"
+    " SUM(COALESCE(json_extract(result,"
+    "  '$.response.result.message.usage.cache_creation.ephemeral_5m_input_tokens'), 0)),"
+    " SUM(COALESCE(json_extract(result,"
+    "  '$.response.result.message.usage.cache_creation.ephemeral_1h_input_tokens'), 0))"
+    " FROM requests WHERE result IS NOT NULL AND provider IS NOT NULL AND model IS NOT NULL"
+    " GROUP BY provider, model"
+)
+# Enqueued-token budgets exist from the schema that adds batches.tokens and the budgets table;
+# an older database has neither (the reader looks first).
+METRICS_TABLE_COLUMNS = "SELECT name FROM pragma_table_info(?)"
+METRICS_ENQUEUED_TOKENS = (
+    "SELECT provider, model, SUM(tokens) FROM batches"
+    " WHERE status IN (SELECT value FROM json_each(?)) GROUP BY provider, model"
+)
+METRICS_TOKEN_BUDGETS = "SELECT account, model, limit_tokens FROM budgets"
+# Without enqueued-token budgets: the bytes of the requests out at a provider, per model (the
+# reader turns them into an estimate of tokens).
+METRICS_IN_FLIGHT_BYTES = (
+    "SELECT COALESCE(provider, ''), COALESCE(model, ''), SUM(size_bytes) FROM requests"
+    " WHERE status = ? GROUP BY provider, model"
+)
