@@ -7,7 +7,8 @@ No network and no emulator: each stage is the daemon's own code on N gpt-4o-mini
 (the requests of ``bench/compare.py``), timed with the process's CPU clock (every thread):
 
 * ``ingest``: an inbox file claimed, read, validated, adapted and stored (``ingest.claim``);
-* ``claim``: the batch's intent row and its requests moved into it (``Store.claim_batch``);
+* ``claim``: the batch's intent row and its requests moved into it
+  (``Store.claim_batch_items``);
 * ``spool``: the batch's items streamed from the store and written as the OpenAI input JSONL;
 * ``results``: the provider's output file (synthesised, as the emulator writes it) parsed
   line by line and stored (``parse_result_line``, ``item_update``, ``Store.record_results``);
@@ -112,25 +113,22 @@ class Stages:
         assert claimed is not None
         batch_id, rows = claimed
         await self.timed("spool", lambda: self._spool(rows))
-        data = b"".join(output_line(f"r{rid}", i) for i, (rid, _) in enumerate(rows))
+        data = b"".join(output_line(f"r{rid}", i) for i, rid in enumerate(rows.ids))
         await self.timed("results", lambda: self._results(batch_id, data))
         await self.timed("finish", lambda: self._finish(file_id))
         await self.store.close()
 
     async def _claim(self) -> Any:
         limits = PROVIDER_LIMITS["openai"]
-        return await self.store.claim_batch(
+        return await self.store.claim_batch_items(
             "openai", MODEL, "batchd-bench", "acct", max_items=self.n,
             max_bytes=limits.max_bytes, now=time.time() + 1,
         )  # fmt: skip
 
-    async def _spool(self, rows: list[Any]) -> None:
-        from adapters.base import BatchItem
-
-        items = [BatchItem(key=f"r{rid}", body=body) for rid, body in rows]
+    async def _spool(self, items: Any) -> None:
         path, _ = await asyncio.to_thread(
             write_spool, self.root / "spool", "openai", items, PROVIDER_LIMITS["openai"],
-            openai_batch._line,
+            openai_batch._line, openai_batch._line_text,
         )  # fmt: skip
         path.unlink()
 

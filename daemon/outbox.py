@@ -62,7 +62,7 @@ FILE_MODE = 0o640
 
 def _as_mapping(value: Any) -> Mapping[str, Any] | None:
     """Rows may carry the adapters' dataclasses (Usage, ItemError) or plain dicts."""
-    if value is None or isinstance(value, Mapping):
+    if value is None or type(value) is dict or isinstance(value, Mapping):  # dict: the usual
         return value
     if is_dataclass(value) and not isinstance(value, type):
         return asdict(value)

@@ -23,7 +23,8 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from loguru import logger
 
@@ -87,7 +88,7 @@ class Submitter:
             if await self._rate_wait(provider, model):
                 continue
             tag = "batchd-" + secrets.token_hex(8)
-            claimed = await sched.store.claim_batch(
+            claimed = await sched.store.claim_batch_items(
                 provider,
                 model,
                 tag,
@@ -119,15 +120,14 @@ class Submitter:
         return True
 
     async def _submit(
-        self, provider: str, model: str, batch_id: int, tag: str, rows: list[tuple[int, Any]]
+        self, provider: str, model: str, batch_id: int, tag: str, rows: Sequence[BatchItem]
     ) -> None:
         sched = self.sched
         adapter = sched.providers[provider].adapter
         log = logger.bind(provider=provider, model=model, batch=tag)
         try:
             fault_point("submit")
-            items = [BatchItem(key=f"r{rid}", body=body) for rid, body in rows]
-            items = await prepare_items(provider, model, items, sched.cfg, adapter)
+            items = await prepare_items(provider, model, rows, sched.cfg, adapter)
         except Exception as exc:  # nothing reached the provider: safe to release
             if state_failure(exc):
                 raise

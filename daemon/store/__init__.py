@@ -6,7 +6,9 @@ the connection and the intent-named methods that run them.
 
 from __future__ import annotations
 
-from .db import Store, StoreError, iter_file_rows, state_failure
+from .db import Store, StoredItems, StoreError, iter_file_rows, state_failure
 from .queries import DB_FILE_MODE
 
-__all__ = ["DB_FILE_MODE", "Store", "StoreError", "iter_file_rows", "state_failure"]
+__all__ = [
+    "DB_FILE_MODE", "Store", "StoreError", "StoredItems", "iter_file_rows", "state_failure"
+]

@@ -25,6 +25,9 @@ from urllib.parse import quote
 
 import aiosqlite
 
+from adapters.base import BatchItem
+from adapters.jsontext import compact, loads
+
 from ..packing import BatchPacker
 from ..states import BATCH_OPEN, REQUEST_OPEN, BatchRowStatus, FileStatus, RequestStatus
 from . import queries as q
@@ -47,7 +50,7 @@ def state_failure(exc: BaseException) -> bool:
 
 
 def _dumps(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return None if value is None else compact(value)
 
 
 def _statuses(statuses: Iterable[str]) -> str:
@@ -225,7 +228,7 @@ class Store:
                 r["custom_id"],
                 r.get("model"),
                 r.get("provider"),
-                _dumps(r.get("body")),
+                r.get("body_json") or _dumps(r.get("body")),  # the text, when known already
                 r.get("size_bytes", 0),
                 _dumps(r.get("metadata")),
                 _dumps(r.get("adaptations") or []),
@@ -323,6 +326,42 @@ class Store:
                 [(RequestStatus.BATCHED, batch_id, now, rid) for rid, _ in chosen],
             )
             return batch_id, chosen
+
+    async def claim_batch_items(
+        self,
+        provider: str,
+        model: str,
+        tag: str,
+        account: str,
+        *,
+        max_items: int,
+        max_bytes: int,
+        now: float,
+    ) -> tuple[int, StoredItems] | None:
+        """:meth:`claim_batch`, with the batch's items left in the store: they are read back
+        page by page as they are iterated (a batch of 50,000 requests is never all in
+        memory), each body as its stored JSON text (``BatchItem.body_json``)."""
+        async with self.transaction() as db:
+            params = (RequestStatus.PENDING, provider, model, now, max_items)
+            packer = BatchPacker(max_items=max_items, max_bytes=max_bytes)
+            chosen: list[int] = []
+            sizes: list[int] = []
+            for rid, size in await self._all(q.SELECT_CLAIMABLE_SIZES, params):
+                if packer.add(size) and chosen:
+                    break  # the next request would open a second batch
+                chosen.append(rid)
+                sizes.append(size)
+            if not chosen:
+                return None
+            cur = await db.execute(
+                q.INSERT_BATCH,
+                (tag, provider, model, account, BatchRowStatus.SUBMITTING, len(chosen), now),
+            )
+            batch_id = _row_id(cur)
+            await db.executemany(
+                q.BATCH_REQUEST, [(RequestStatus.BATCHED, batch_id, now, rid) for rid in chosen]
+            )
+            return batch_id, StoredItems(self.path, chosen, sizes)
 
     async def mark_submitted(
         self,
@@ -523,7 +562,7 @@ def _decode_request(row: sqlite3.Row) -> dict[str, Any]:
     d = dict(row)
     for key in ("body", "metadata", "adaptations", "batch_ids", "result", "error"):
         if d.get(key) is not None:
-            d[key] = json.loads(d[key])
+            d[key] = loads(d[key])
     return d
 
 
@@ -554,3 +593,56 @@ def iter_file_rows(path: Path, file_id: int, chunk: int = 2000) -> Iterator[dict
                 return
     finally:
         db.close()
+
+
+class StoredItems(Sequence[BatchItem]):
+    """A claimed batch's items, in claim order, read from the store as they are iterated.
+
+    Each iteration opens its own read-only connection (WAL lets it read beside the daemon's
+    writes; any thread may iterate, as the spool writer does in a worker thread) and reads the
+    requests a page at a time (``PAGE_ITEMS``, or fewer big ones: ``PAGE_BYTES``): memory holds
+    the ids and one page, whatever the batch's size. Each item's key is ``r<request id>``, its
+    ``body_json`` the stored text and its ``body`` that text decoded.
+    """
+
+    PAGE_ITEMS = 500
+    PAGE_BYTES = 4 * 1024 * 1024
+
+    def __init__(self, path: Path, ids: Sequence[int], sizes: Sequence[int] = ()) -> None:
+        self.path = path
+        self.ids = ids
+        self.sizes = sizes  # each request's size_bytes, when known: pages by bytes too
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            return list(StoredItems(self.path, self.ids[index], self.sizes[index]))
+        return next(iter(StoredItems(self.path, [self.ids[index]])))
+
+    def _pages(self) -> Iterator[Sequence[int]]:
+        start = 0
+        while start < len(self.ids):
+            end, weight = start, 0
+            while end < len(self.ids) and end - start < self.PAGE_ITEMS:
+                weight += self.sizes[end] if self.sizes else 0
+                if weight > self.PAGE_BYTES and end > start:
+                    break
+                end += 1
+            yield self.ids[start:end]
+            start = end
+
+    def __iter__(self) -> Iterator[BatchItem]:
+        uri = q.READ_ONLY_URI.format(path=quote(str(Path(self.path).absolute())))
+        db = sqlite3.connect(uri, uri=True, check_same_thread=False)  # closed wherever it ends
+        try:
+            for ids in self._pages():
+                bodies = dict(db.execute(q.SELECT_BODIES, (json.dumps(list(ids)),)).fetchall())
+                for rid in ids:
+                    text = bodies.pop(rid, None)
+                    if text is None:
+                        raise StoreError(f"request {rid} of a claimed batch has no body")
+                    yield BatchItem(key=f"r{rid}", body=loads(text), body_json=text)
+        finally:
+            db.close()

@@ -105,6 +105,12 @@ SELECT_CLAIMABLE = (
     " AND provider = ? AND model = ? AND next_attempt_at <= ?"
     " ORDER BY next_attempt_at, id LIMIT ?"
 )
+SELECT_CLAIMABLE_SIZES = (  # SELECT_CLAIMABLE without the bodies: they stay on disk
+    "SELECT id, size_bytes FROM requests WHERE status = ?"
+    " AND provider = ? AND model = ? AND next_attempt_at <= ?"
+    " ORDER BY next_attempt_at, id LIMIT ?"
+)
+SELECT_BODIES = "SELECT id, body FROM requests WHERE id IN (SELECT value FROM json_each(?))"
 INSERT_BATCH = (
     "INSERT INTO batches (tag, provider, model, account, status, n_items, created_at)"
     " VALUES (?, ?, ?, ?, ?, ?, ?)"
