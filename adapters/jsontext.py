@@ -20,7 +20,6 @@ same value, and the standard library everywhere else:
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 import orjson
@@ -28,9 +27,27 @@ import orjson
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 # 2**63 has 19 digits: a number with fewer is never an integer orjson would turn to float. A
 # number starts the text or follows ':', ',' or '[' (and maybe spaces and a minus sign); the
-# same bytes inside a string only send that text to the standard library (slower, same value).
-_LONG_NUMBER = re.compile(rb"(?:^|[:,\[])[ \t\r\n]*-?[0-9]{19}")
-_LONG_NUMBER_TEXT = re.compile(r"(?:^|[:,\[])[ \t\r\n]*-?[0-9]{19}")
+# same digits inside a string only send that text to the standard library (slower, same value).
+_DIGIT_MARKS = bytes(0x30 if 0x30 <= b <= 0x39 else 0x20 for b in range(256))  # digit: "0"
+_RUN = b"0" * 19
+_SKIP = frozenset(b" \t\r\n-")
+_STARTS = frozenset(b":,[")
+
+
+def _long_number(text: str | bytes) -> bool:
+    """Whether ``text`` may hold a number of 19 digits or more (see above)."""
+    data = text if isinstance(text, bytes) else text.encode("utf-8", "surrogatepass")
+    marks = data.translate(_DIGIT_MARKS)  # every digit a "0", every other byte a space
+    at = marks.find(_RUN)
+    while at >= 0:
+        i = at - 1  # the first such run: what comes before it?
+        while i >= 0 and data[i] in _SKIP:
+            i -= 1
+        if i < 0 or data[i] in _STARTS:
+            return True
+        end = marks.find(b" ", at)
+        at = -1 if end < 0 else marks.find(_RUN, end)
+    return False
 
 
 def compact(value: Any) -> str:
@@ -44,10 +61,7 @@ def compact(value: Any) -> str:
 def fast_loads(text: str | bytes) -> tuple[bool, Any]:
     """(True, the value) when orjson read ``text`` to the value ``json.loads`` gives; else
     (False, None): the caller decodes it its own way (and reports its own errors)."""
-    long = (
-        _LONG_NUMBER.search(text) if isinstance(text, bytes) else _LONG_NUMBER_TEXT.search(text)
-    )
-    if long is not None:
+    if _long_number(text):
         return False, None
     try:
         return True, orjson.loads(text)

@@ -558,20 +558,27 @@ class Store:
         }
 
 
-def _decode_request(row: sqlite3.Row) -> dict[str, Any]:
+JSON_COLUMNS = ("body", "metadata", "adaptations", "batch_ids", "result", "error")
+
+
+def _decode_request(row: sqlite3.Row, as_text: Iterable[str] = ()) -> dict[str, Any]:
     d = dict(row)
-    for key in ("body", "metadata", "adaptations", "batch_ids", "result", "error"):
-        if d.get(key) is not None:
+    for key in JSON_COLUMNS:
+        if d.get(key) is not None and key not in as_text:
             d[key] = loads(d[key])
     return d
 
 
-def iter_file_rows(path: Path, file_id: int, chunk: int = 2000) -> Iterator[dict[str, Any]]:
+def iter_file_rows(
+    path: Path, file_id: int, chunk: int = 2000, *, as_text: Iterable[str] = ()
+) -> Iterator[dict[str, Any]]:
     """A file's requests in input order, for a writer running in a worker thread.
 
     It opens its own read-only connection (WAL lets it read while the daemon writes), so the
-    outbox writer can stream rows without holding them all or blocking the event loop.
+    outbox writer can stream rows without holding them all or blocking the event loop. JSON
+    columns named in ``as_text`` are left as their text (decoded only where they are used).
     """
+    as_text = frozenset(as_text)
     # A writer that fails mid-file (outbox full) drops the generator unfinished; it is then
     # closed wherever it is collected, so the connection must allow another thread's close()
     # (it is only ever used by one thread at a time). Otherwise each failed write leaked one.
@@ -588,7 +595,7 @@ def iter_file_rows(path: Path, file_id: int, chunk: int = 2000) -> Iterator[dict
             for r in cursor:
                 count += 1
                 last = r["line"]
-                yield _decode_request(r)
+                yield _decode_request(r, as_text)
             if count < chunk:
                 return
     finally:
