@@ -36,6 +36,9 @@ from .schema import MIGRATIONS
 if TYPE_CHECKING:
     from ..outcomes import RequestUpdate
 
+CLAIM_PAGE = 5000  # claimable rows read at a time (ids and sizes only)
+
+
 class StoreError(RuntimeError):
     pass
 
@@ -346,11 +349,15 @@ class Store:
             packer = BatchPacker(max_items=max_items, max_bytes=max_bytes)
             chosen: list[int] = []
             sizes: list[int] = []
-            for rid, size in await self._all(q.SELECT_CLAIMABLE_SIZES, params):
-                if packer.add(size) and chosen:
-                    break  # the next request would open a second batch
-                chosen.append(rid)
-                sizes.append(size)
+            async with db.execute(q.SELECT_CLAIMABLE_SIZES, params) as cur:
+                full = False
+                while not full and (rows := await cur.fetchmany(CLAIM_PAGE)):
+                    for rid, size in rows:
+                        if packer.add(size) and chosen:
+                            full = True  # the next request would open a second batch
+                            break
+                        chosen.append(rid)
+                        sizes.append(size)
             if not chosen:
                 return None
             cur = await db.execute(
@@ -358,9 +365,8 @@ class Store:
                 (tag, provider, model, account, BatchRowStatus.SUBMITTING, len(chosen), now),
             )
             batch_id = _row_id(cur)
-            await db.executemany(
-                q.BATCH_REQUEST, [(RequestStatus.BATCHED, batch_id, now, rid) for rid in chosen]
-            )
+            params = (RequestStatus.BATCHED, batch_id, now, json.dumps(chosen))
+            await db.execute(q.BATCH_REQUESTS_LISTED, params)
             return batch_id, StoredItems(self.path, chosen, sizes)
 
     async def mark_submitted(

@@ -110,6 +110,10 @@ SELECT_CLAIMABLE_SIZES = (  # SELECT_CLAIMABLE without the bodies: they stay on 
     " AND provider = ? AND model = ? AND next_attempt_at <= ?"
     " ORDER BY next_attempt_at, id LIMIT ?"
 )
+BATCH_REQUESTS_LISTED = (  # BATCH_REQUEST for a JSON list of request ids, in one statement
+    "UPDATE requests SET status = ?, batch_id = ?, updated_at = ?"
+    " WHERE id IN (SELECT value FROM json_each(?))"
+)
 SELECT_BODIES = "SELECT id, body FROM requests WHERE id IN (SELECT value FROM json_each(?))"
 INSERT_BATCH = (
     "INSERT INTO batches (tag, provider, model, account, status, n_items, created_at)"
