@@ -365,8 +365,8 @@ class Store:
                 (tag, provider, model, account, BatchRowStatus.SUBMITTING, len(chosen), now),
             )
             batch_id = _row_id(cur)
-            params = (RequestStatus.BATCHED, batch_id, now, json.dumps(chosen))
-            await db.execute(q.BATCH_REQUESTS_LISTED, params)
+            moved = (RequestStatus.BATCHED, batch_id, now, json.dumps(chosen))
+            await db.execute(q.BATCH_REQUESTS_LISTED, moved)
             return batch_id, StoredItems(self.path, chosen, sizes)
 
     async def mark_submitted(
