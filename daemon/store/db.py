@@ -17,6 +17,7 @@ import json
 import os
 import sqlite3
 import time
+from array import array
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
@@ -347,8 +348,8 @@ class Store:
         async with self.transaction() as db:
             params = (RequestStatus.PENDING, provider, model, now, max_items)
             packer = BatchPacker(max_items=max_items, max_bytes=max_bytes)
-            chosen: list[int] = []
-            sizes: list[int] = []
+            chosen = array("q")  # 8 bytes a request, not an int object and a list slot
+            sizes = array("q")
             async with db.execute(q.SELECT_CLAIMABLE_SIZES, params) as cur:
                 full = False
                 while not full and (rows := await cur.fetchmany(CLAIM_PAGE)):
@@ -365,7 +366,7 @@ class Store:
                 (tag, provider, model, account, BatchRowStatus.SUBMITTING, len(chosen), now),
             )
             batch_id = _row_id(cur)
-            moved = (RequestStatus.BATCHED, batch_id, now, json.dumps(chosen))
+            moved = (RequestStatus.BATCHED, batch_id, now, json.dumps(chosen.tolist()))
             await db.execute(q.BATCH_REQUESTS_LISTED, moved)
             return batch_id, StoredItems(self.path, chosen, sizes)
 
