@@ -62,8 +62,12 @@ demo: $(STAMP)
 	@ls -1 demo/outbox/
 	@echo "Inputs were archived to demo/processed/. Try: $(BIN)/batchd status --root demo"
 
+# The short forms of the performance benchmarks (a few minutes; docs/performance.md has the
+# full runs): batchd beside the bare-SDK floor at N = 200 and 2,000, then peak memory at
+# 10,000 and 50,000 lines in batches of up to 50,000.
 bench: $(STAMP)
-	$(BIN)/python bench/throughput.py 10000
+	$(BIN)/python bench/compare.py --short
+	$(BIN)/python bench/memory.py --short
 
 emulator: $(STAMP)
 	$(BIN)/batchd emulator --host 127.0.0.1 --port 8089 --time-scale 0

@@ -7,6 +7,7 @@ Batches carry no label, so find() matches on creation time and item count.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator, Collection, Iterable, Iterator
@@ -72,20 +73,9 @@ class AnthropicAdapter:
 
     # -- submit ----------------------------------------------------------------------------
     async def submit(self, tag: str, model: str, items: Iterable[BatchItem]) -> Submitted:
-        # The create call carries every request in its JSON body, so the SDK needs the list.
-        requests: list[dict[str, Any]] = []
-        size = 0
-        for item in items:
-            request = {"custom_id": item.key, "params": item.body}
-            size += len(json.dumps(request, separators=(",", ":"))) + 1
-            requests.append(request)
-            if len(requests) > self.limits.max_items or size > self.limits.max_bytes:
-                raise PermanentError(
-                    f"anthropic batch exceeds {self.limits.max_items} items"
-                    f" or {self.limits.max_bytes} bytes"
-                )
-        if not requests:
-            raise PermanentError("anthropic batch has no items")
+        # The create call carries every request in its JSON body, so the SDK needs the list
+        # (built in a worker thread: the items may be read from the store as they come).
+        requests = await asyncio.to_thread(_requests, items, self.limits)
         with self._mapped("batches.create", mutating=True):
             created = await self._client.messages.batches.create(requests=requests)  # type: ignore[arg-type]
         batch = answer_as(created, MessageBatch, "anthropic batches.create", mutating=True)
@@ -302,3 +292,20 @@ def _succeeded(key: str, message: dict[str, Any], line: dict[str, Any]) -> ItemR
         ),
         response=line,
     )
+
+
+def _requests(items: Iterable[BatchItem], limits: ProviderLimits) -> list[dict[str, Any]]:
+    """The create call's ``requests``, within the provider's caps."""
+    requests: list[dict[str, Any]] = []
+    size = 0
+    for item in items:
+        request = {"custom_id": item.key, "params": item.body}
+        size += len(json.dumps(request, separators=(",", ":"))) + 1
+        requests.append(request)
+        if len(requests) > limits.max_items or size > limits.max_bytes:
+            raise PermanentError(
+                f"anthropic batch exceeds {limits.max_items} items or {limits.max_bytes} bytes"
+            )
+    if not requests:
+        raise PermanentError("anthropic batch has no items")
+    return requests

@@ -63,6 +63,9 @@ class UnknownOutcome(AdapterError):
 class BatchItem:
     key: str  # the daemon's id for the item, valid for every provider (^[a-zA-Z0-9_-]{1,64}$)
     body: dict[str, Any]  # provider-native request body (includes "model" where the wire has it)
+    # ``body`` as compact JSON text when the daemon has it already (its stored text): a spool
+    # line is then written around it, not encoded again.
+    body_json: str | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

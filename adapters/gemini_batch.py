@@ -45,6 +45,7 @@ from .base import (
 from .facts import GEMINI_DEFAULT_API_VERSION, GEMINI_INLINE_HARD_MAX_BYTES, root_url
 from .gemini_errors import HTTPStatus, Unreadable, raise_for_status, retry_delay_s
 from .http_errors import listing, redact, retry_after_s, status_error, transport_error, unreadable
+from .jsontext import loads
 from .spool import write_spool
 from .wire import obj, parse_body, text
 
@@ -108,7 +109,7 @@ class GeminiAdapter:
     # -- submit ----------------------------------------------------------------------------
     async def submit(self, tag: str, model: str, items: Iterable[BatchItem]) -> Submitted:
         path, size = await asyncio.to_thread(
-            write_spool, self._spool_dir, "gemini", items, self.limits, _line
+            write_spool, self._spool_dir, "gemini", items, self.limits, _line, _line_text
         )
         try:
             if size <= self._inline_max_bytes:  # the wire size is never below the file's
@@ -248,7 +249,7 @@ class GeminiAdapter:
             async with request as response:  # an error status raised in the hook
                 async for line in response.aiter_lines():
                     if line.strip():
-                        yield json.loads(line)
+                        yield loads(line)
 
     def _auth(self) -> dict[str, str]:
         return {"x-goog-api-key": self._key}
@@ -311,6 +312,11 @@ class GeminiAdapter:
 
 def _line(item: BatchItem) -> dict[str, Any]:
     return {"key": item.key, "request": item.body}
+
+
+def _line_text(item: BatchItem, body_json: str) -> str:
+    """:func:`_line` as compact JSON, written around the body's own text."""
+    return f'{{"key":{json.dumps(item.key, ensure_ascii=False)},"request":{body_json}}}'
 
 
 def inline_wire_bytes(tag: str, requests: list[dict[str, Any]]) -> int:

@@ -47,6 +47,7 @@ from .http_errors import (
     transport_error,
     unreadable,
 )
+from .jsontext import loads
 from .spool import write_spool
 from .wire import obj, text
 
@@ -91,7 +92,7 @@ class OpenAIAdapter:
     # -- submit ----------------------------------------------------------------------------
     async def submit(self, tag: str, model: str, items: Iterable[BatchItem]) -> Submitted:
         path, _ = await asyncio.to_thread(
-            write_spool, self._spool_dir, "openai", items, self.limits, _line
+            write_spool, self._spool_dir, "openai", items, self.limits, _line, _line_text
         )
         try:
             with self._mapped("files.create"), path.open("rb") as fh:
@@ -178,7 +179,7 @@ class OpenAIAdapter:
             async with streamed as response:
                 async for line in response.iter_lines():
                     if line.strip():
-                        yield json.loads(line)
+                        yield loads(line)
 
     # -- cancel / cleanup / close ----------------------------------------------------------
     async def cancel(self, provider_batch_id: str) -> None:
@@ -242,6 +243,12 @@ def _safe_name(tag: str) -> str:
 
 def _line(item: BatchItem) -> dict[str, Any]:
     return {"custom_id": item.key, "method": "POST", "url": ENDPOINT, "body": item.body}
+
+
+def _line_text(item: BatchItem, body_json: str) -> str:
+    """:func:`_line` as compact JSON, written around the body's own text."""
+    key = json.dumps(item.key, ensure_ascii=False)
+    return f'{{"custom_id":{key},"method":"POST","url":"{ENDPOINT}","body":{body_json}}}'
 
 
 def parse_result_line(line: dict[str, Any]) -> ItemResult:

@@ -23,8 +23,12 @@ def write_spool(
     items: Iterable[BatchItem],
     limits: ProviderLimits,
     line_of: Callable[[BatchItem], dict[str, Any]],
+    text_of: Callable[[BatchItem, str], str] | None = None,
 ) -> tuple[Path, int]:
-    """Write one ``line_of(item)`` JSON line per item; returns the file and its size."""
+    """Write one ``line_of(item)`` JSON line per item; returns the file and its size.
+
+    ``text_of(item, body_json)``, when given, writes the same line as text around an item's
+    ``body_json`` (its body already encoded), so the body is not encoded again."""
     spool_dir.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix=f"{provider}-", suffix=".jsonl", dir=spool_dir)
     path = Path(name)
@@ -32,8 +36,11 @@ def write_spool(
     try:
         with os.fdopen(fd, "wb") as out:
             for item in items:
-                line = line_of(item)
-                data = json.dumps(line, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+                if text_of is not None and item.body_json is not None:
+                    data = text_of(item, item.body_json).encode() + b"\n"
+                else:
+                    line = json.dumps(line_of(item), ensure_ascii=False, separators=(",", ":"))
+                    data = line.encode() + b"\n"
                 count, size = count + 1, size + len(data)
                 if count > limits.max_items or size > limits.max_bytes:
                     raise PermanentError(

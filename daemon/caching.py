@@ -166,11 +166,14 @@ def plan_cache(
 
 async def prepare_items(
     provider: str, model: str, items: Sequence[BatchItem], cfg: Config, adapter: ProviderAdapter
-) -> list[BatchItem]:
+) -> Sequence[BatchItem]:
     """A batch's items as they go out: shared Claude system prompts marked for caching where
-    it pays and, with ``cache_priming``, the cache warmed first (see the module docstring)."""
+    it pays and, with ``cache_priming``, the cache warmed first (see the module docstring).
+    ``items`` are returned as they are when there is nothing to mark (a claimed batch's items
+    are read from the store as they are sent, never all held in memory)."""
     if provider != "anthropic" or cfg.prompt_cache != "auto":
-        return list(items)
+        return items
+    items = await asyncio.to_thread(list, items)  # read once, looked at several times
     info = adapt_policy(cfg).registry.info(model, provider)
     plans = plan_batch(items, info, priming=cfg.cache_priming)
     log = logger.bind(provider=provider, model=model, event="cache.plan")

@@ -57,7 +57,7 @@ def cache_writes(
     """The cache writes of a result: the provider's split when its raw answer (``response``,
     an Anthropic result line) has one."""
     written = _tokens(usage, "cache_creation_input_tokens")
-    split = _split(response)
+    split = _split(response) if written else None  # (no writes: the answer is not read)
     if split is None or not written:
         return CacheWrites(0, 0, written)
     five = min(split[0], written)

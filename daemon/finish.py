@@ -23,6 +23,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from adapters.jsontext import loads
+
 from . import ingest, names, outbox, sizing
 from .caching import cache_note
 from .config import Config, adapt_policy
@@ -34,7 +36,8 @@ from .store import Store, iter_file_rows, state_failure
 
 
 def _rows(db_path: Path, file_id: int, registry: Registry) -> Iterator[dict[str, Any]]:
-    for r in iter_file_rows(db_path, file_id):
+    # The body is only read for a Claude request's prompt-cache note: decoded for those alone.
+    for r in iter_file_rows(db_path, file_id, as_text=("body",)):
         result = r.get("result") or {}
         usage = result.get("usage")
         model, provider = r["model"], r["provider"]
@@ -42,7 +45,8 @@ def _rows(db_path: Path, file_id: int, registry: Registry) -> Iterator[dict[str,
         response = result.get("response")  # the provider's own answer: cache writes by TTL
         cost = cost_of(usage, info, response)
         adaptations = list(r.get("adaptations") or [])
-        note = cache_note(provider, r.get("body"), usage, response)
+        body = loads(r["body"]) if provider == "anthropic" and r.get("body") else None
+        note = cache_note(provider, body, usage, response)
         if note is not None:
             adaptations.append(note)
         yield {

@@ -150,6 +150,7 @@ def _row(item: Request | Invalid) -> dict[str, Any]:
             "model": item.model,
             "provider": item.provider,
             "body": item.body,
+            "body_json": item.body_json,
             "size_bytes": item.size_bytes,
             "metadata": item.metadata,
             "adaptations": list(item.adaptations),

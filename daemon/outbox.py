@@ -53,6 +53,9 @@ TOKEN_FIELDS = (
     "cache_creation_input_tokens",
 )
 FILE_MODE = 0o640
+# A result line is json.dumps(result, ensure_ascii=False); the encoder is built once (json.dumps
+# with a non-default option builds a new one for every line).
+_LINE_ENCODER = json.JSONEncoder(ensure_ascii=False)
 
 
 
@@ -62,7 +65,7 @@ FILE_MODE = 0o640
 
 def _as_mapping(value: Any) -> Mapping[str, Any] | None:
     """Rows may carry the adapters' dataclasses (Usage, ItemError) or plain dicts."""
-    if value is None or isinstance(value, Mapping):
+    if value is None or type(value) is dict or isinstance(value, Mapping):  # dict: the usual
         return value
     if is_dataclass(value) and not isinstance(value, type):
         return asdict(value)
@@ -244,7 +247,7 @@ def _write_results(tmp: Path, rows: Iterable[Mapping[str, Any]], summary: Summar
         for n, row in enumerate(rows):
             result = result_line(row)
             summary.add(result, row.get("cost_usd_live"), row.get("cache_savings_usd"))
-            _write_text(f, json.dumps(result, ensure_ascii=False), result)
+            _write_text(f, _LINE_ENCODER.encode(result), result)
             f.write("\n")
             if n == 0:
                 f.flush()

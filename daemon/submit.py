@@ -24,7 +24,8 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from loguru import logger
 
@@ -98,7 +99,7 @@ class Submitter:
             if sched.budgets.blocked(provider, model, room):
                 return
             tag = "batchd-" + secrets.token_hex(8)
-            claimed = await sched.store.claim_batch(
+            claimed = await sched.store.claim_batch_items(
                 provider,
                 model,
                 tag,
@@ -138,15 +139,14 @@ class Submitter:
         return True
 
     async def _submit(
-        self, provider: str, model: str, batch_id: int, tag: str, rows: list[tuple[int, Any]]
+        self, provider: str, model: str, batch_id: int, tag: str, rows: Sequence[BatchItem]
     ) -> None:
         sched = self.sched
         adapter = sched.providers[provider].adapter
         log = logger.bind(provider=provider, model=model, batch=tag)
         try:
             fault_point("submit")
-            items = [BatchItem(key=f"r{rid}", body=body) for rid, body in rows]
-            items = await prepare_items(provider, model, items, sched.cfg, adapter)
+            items = await prepare_items(provider, model, rows, sched.cfg, adapter)
         except Exception as exc:  # nothing reached the provider: safe to release
             if state_failure(exc):
                 raise

@@ -18,12 +18,12 @@ an Invalid naming what, instead of being sent changed.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from adapters.facts import PROVIDERS
+from adapters.jsontext import compact
 from daemon import fields
 from daemon.adapt import Note, Policy, adapt_native, adapt_unified
 from daemon.registry import EFFORTS
@@ -50,6 +50,8 @@ class Request:
     metadata: Any = None
     adaptations: list[Note] = field(default_factory=list)
     size_bytes: int = 0
+    # ``body`` as compact JSON (what the store keeps), written once: its length is the size.
+    body_json: str | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -116,10 +118,6 @@ class _SeenIds:
 # One line
 
 
-# Built once: json.dumps with non-default options builds a new encoder on every call.
-_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
-
-
 class Validator:
     """Turns the decoded lines of one file into Requests and Invalids; keeps the file-wide
     state (the custom_ids seen so far, routes memoised)."""
@@ -163,7 +161,9 @@ class Validator:
         if lossy and self.policy.reject:
             reason = f'line {n}: {"; ".join(lossy)} (on_unsupported = "reject")'
             return Invalid(n, custom_id, reason, model, provider, metadata)
-        return Request(n, custom_id, model, provider, body, metadata, notes, _size(body))
+        text = compact(body)
+        size = len(text) if text.isascii() else len(text.encode("utf-8"))
+        return Request(n, custom_id, model, provider, body, metadata, notes, size, text)
 
     def route(self, model: str, line_provider: str | None) -> str | None:
         """``route`` memoised per file: a file usually names a handful of models."""
@@ -174,10 +174,6 @@ class Validator:
             registry, routes = self.policy.registry, self.policy.routes
             self._routes[key] = registry.route(model, line_provider, routes)
         return self._routes[key]
-
-
-def _size(body: dict[str, Any]) -> int:
-    return len(_ENCODER.encode(body).encode("utf-8"))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -377,7 +377,7 @@ async def test_a_state_database_failure_still_stops_the_scheduler(
     async def claim_batch(*args: Any, **kw: Any) -> None:
         raise sqlite3.OperationalError("disk I/O error")
 
-    monkeypatch.setattr(store, "claim_batch", claim_batch)
+    monkeypatch.setattr(store, "claim_batch_items", claim_batch)  # the claim of the submit loop
     await _add(store, 2)
     sched = _scheduler(store, ScriptedAdapter())
     await sched.plan()

@@ -7,7 +7,7 @@ operations (cancel, retention, progress reports).
 
 from __future__ import annotations
 
-from .db import Store, StoreError, iter_file_rows, state_failure
+from .db import Store, StoredItems, StoreError, iter_file_rows, state_failure
 from .jobs import JOB_CANCELED, StoreVersionError
 from .queries import DB_FILE_MODE
 
@@ -17,6 +17,7 @@ __all__ = [
     "Store",
     "StoreError",
     "StoreVersionError",
+    "StoredItems",
     "iter_file_rows",
     "state_failure",
 ]

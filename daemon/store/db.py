@@ -18,6 +18,7 @@ import os
 import re
 import sqlite3
 import time
+from array import array
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
@@ -25,6 +26,9 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import aiosqlite
+
+from adapters.base import BatchItem
+from adapters.jsontext import compact, loads
 
 from ..packing import BatchPacker, estimate_tokens
 from ..states import BATCH_OPEN, REQUEST_OPEN, BatchRowStatus, FileStatus, RequestStatus
@@ -35,6 +39,9 @@ from .schema import MIGRATIONS
 
 if TYPE_CHECKING:
     from ..outcomes import RequestUpdate
+
+CLAIM_PAGE = 5000  # claimable rows read at a time (ids and sizes only)
+
 
 class StoreError(RuntimeError):
     pass
@@ -50,7 +57,7 @@ def state_failure(exc: BaseException) -> bool:
 
 
 def _dumps(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return None if value is None else compact(value)
 
 
 def _statuses(statuses: Iterable[str]) -> str:
@@ -234,7 +241,7 @@ class Store(PlanningStore, JobsMixin):
                 r["custom_id"],
                 r.get("model"),
                 r.get("provider"),
-                _dumps(r.get("body")),
+                r.get("body_json") or _dumps(r.get("body")),  # the text, when known already
                 r.get("size_bytes", 0),
                 _dumps(r.get("metadata")),
                 _dumps(r.get("adaptations") or []),
@@ -305,6 +312,41 @@ class Store(PlanningStore, JobsMixin):
         model: str,
         tag: str,
         account: str,
+        **how: Any,
+    ) -> tuple[int, list[tuple[int, dict[str, Any]]]] | None:
+        """:meth:`claim_batch_items`, with the bodies read into memory (tests and small
+        batches): the batch row id and its ``(request id, body)`` pairs, in order."""
+        claimed = await self._claim(provider, model, tag, account, **how)
+        if claimed is None:
+            return None
+        batch_id, ids, _ = claimed
+        rows = await self._all(q.SELECT_BODIES, (json.dumps(ids.tolist()),))
+        bodies = {r["id"]: json.loads(r["body"]) for r in rows}
+        return batch_id, [(rid, bodies[rid]) for rid in ids]
+
+    async def claim_batch_items(
+        self,
+        provider: str,
+        model: str,
+        tag: str,
+        account: str,
+        **how: Any,
+    ) -> tuple[int, StoredItems] | None:
+        """Claim a batch (:meth:`_claim`), with its items left in the store: they are read
+        back page by page as they are iterated (a batch of 50,000 requests is never all in
+        memory), each body as its stored JSON text (``BatchItem.body_json``)."""
+        claimed = await self._claim(provider, model, tag, account, **how)
+        if claimed is None:
+            return None
+        batch_id, ids, sizes = claimed
+        return batch_id, StoredItems(self.path, ids, sizes)
+
+    async def _claim(
+        self,
+        provider: str,
+        model: str,
+        tag: str,
+        account: str,
         *,
         max_items: int,
         max_bytes: int,
@@ -314,7 +356,7 @@ class Store(PlanningStore, JobsMixin):
         tokens_strict: bool = False,
         role: str | None = None,
         canary_wait_until: float = 0.0,
-    ) -> tuple[int, list[tuple[int, dict[str, Any]]]] | None:
+    ) -> tuple[int, array[int], array[int]] | None:
         """Write the intent row of a batch and move its requests into it, atomically. The
         requests are taken in order while they fit (``daemon/packing.py``): those of
         ``files``, file after file (else every due request of the model, oldest first).
@@ -322,32 +364,35 @@ class Store(PlanningStore, JobsMixin):
         above it is still taken alone unless ``tokens_strict`` (then nothing is). ``role``
         is the batch's sizing role; a canary opens a lane for each file it takes requests
         of (the rest of the file's requests of the model wait until ``canary_wait_until``
-        at most)."""
+        at most). Only ids and sizes are read (8 bytes each), never the bodies."""
         async with self.transaction() as db:
             packer = BatchPacker(max_items=max_items, max_bytes=max_bytes, max_tokens=max_tokens)
-            chosen: list[tuple[int, dict[str, Any]]] = []
+            chosen = array("q")  # 8 bytes a request, not an int object and a list slot
+            sizes = array("q")
             taken: list[int] = []  # the files it takes requests of
             tokens = 0  # their estimated prompt tokens
+            full = False
             for file_id in [None] if files is None else files:
                 if file_id is None:
-                    sql = q.SELECT_CLAIMABLE
+                    sql = q.SELECT_CLAIMABLE_SIZES
                     params: tuple[Any, ...] = (RequestStatus.PENDING, provider, model, now)
                 else:
-                    sql = q.SELECT_CLAIMABLE_IN_FILE
+                    sql = q.SELECT_CLAIMABLE_SIZES_IN_FILE
                     params = (RequestStatus.PENDING, provider, model, file_id, now)
                 async with db.execute(sql, (*params, max_items - len(chosen))) as cur:
-                    rows = list(await cur.fetchall())
-                full = False
-                for r in rows:
-                    if packer.add(r["size_bytes"]) and chosen:
-                        full = True  # the next request would open a second batch
-                        break
-                    if tokens_strict and max_tokens is not None and packer.tokens > max_tokens:
-                        return None  # not even the first request fits the budget
-                    chosen.append((r["id"], json.loads(r["body"])))
-                    tokens += estimate_tokens(r["size_bytes"])
-                    if file_id is not None and (not taken or taken[-1] != file_id):
-                        taken.append(file_id)
+                    while not full and (rows := await cur.fetchmany(CLAIM_PAGE)):
+                        for rid, size in rows:
+                            if packer.add(size) and chosen:
+                                full = True  # the next request would open a second batch
+                                break
+                            if tokens_strict and max_tokens is not None:
+                                if packer.tokens > max_tokens:
+                                    return None  # not even the first request fits the budget
+                            chosen.append(rid)
+                            sizes.append(size)
+                            tokens += estimate_tokens(size)
+                            if file_id is not None and (not taken or taken[-1] != file_id):
+                                taken.append(file_id)
                 if full or len(chosen) >= max_items:
                     break
             if not chosen:
@@ -363,11 +408,9 @@ class Store(PlanningStore, JobsMixin):
                     q.INSERT_LANE,
                     [(f, provider, model, LANE_CANARY, batch_id, canary_wait_until) for f in taken],
                 )
-            await db.executemany(
-                q.BATCH_REQUEST,
-                [(RequestStatus.BATCHED, batch_id, now, rid) for rid, _ in chosen],
-            )
-            return batch_id, chosen
+            moved = (RequestStatus.BATCHED, batch_id, now, json.dumps(chosen.tolist()))
+            await db.execute(q.BATCH_REQUESTS_LISTED, moved)
+            return batch_id, chosen, sizes
 
     async def mark_submitted(
         self,
@@ -581,20 +624,27 @@ class Store(PlanningStore, JobsMixin):
         }
 
 
-def _decode_request(row: sqlite3.Row) -> dict[str, Any]:
+JSON_COLUMNS = ("body", "metadata", "adaptations", "batch_ids", "result", "error")
+
+
+def _decode_request(row: sqlite3.Row, as_text: Iterable[str] = ()) -> dict[str, Any]:
     d = dict(row)
-    for key in ("body", "metadata", "adaptations", "batch_ids", "result", "error"):
-        if d.get(key) is not None:
-            d[key] = json.loads(d[key])
+    for key in JSON_COLUMNS:
+        if d.get(key) is not None and key not in as_text:
+            d[key] = loads(d[key])
     return d
 
 
-def iter_file_rows(path: Path, file_id: int, chunk: int = 2000) -> Iterator[dict[str, Any]]:
+def iter_file_rows(
+    path: Path, file_id: int, chunk: int = 2000, *, as_text: Iterable[str] = ()
+) -> Iterator[dict[str, Any]]:
     """A file's requests in input order, for a writer running in a worker thread.
 
     It opens its own read-only connection (WAL lets it read while the daemon writes), so the
-    outbox writer can stream rows without holding them all or blocking the event loop.
+    outbox writer can stream rows without holding them all or blocking the event loop. JSON
+    columns named in ``as_text`` are left as their text (decoded only where they are used).
     """
+    as_text = frozenset(as_text)
     # A writer that fails mid-file (outbox full) drops the generator unfinished; it is then
     # closed wherever it is collected, so the connection must allow another thread's close()
     # (it is only ever used by one thread at a time). Otherwise each failed write leaked one.
@@ -611,8 +661,61 @@ def iter_file_rows(path: Path, file_id: int, chunk: int = 2000) -> Iterator[dict
             for r in cursor:
                 count += 1
                 last = r["line"]
-                yield _decode_request(r)
+                yield _decode_request(r, as_text)
             if count < chunk:
                 return
     finally:
         db.close()
+
+
+class StoredItems(Sequence[BatchItem]):
+    """A claimed batch's items, in claim order, read from the store as they are iterated.
+
+    Each iteration opens its own read-only connection (WAL lets it read beside the daemon's
+    writes; any thread may iterate, as the spool writer does in a worker thread) and reads the
+    requests a page at a time (``PAGE_ITEMS``, or fewer big ones: ``PAGE_BYTES``): memory holds
+    the ids and one page, whatever the batch's size. Each item's key is ``r<request id>``, its
+    ``body_json`` the stored text and its ``body`` that text decoded.
+    """
+
+    PAGE_ITEMS = 500
+    PAGE_BYTES = 4 * 1024 * 1024
+
+    def __init__(self, path: Path, ids: Sequence[int], sizes: Sequence[int] = ()) -> None:
+        self.path = path
+        self.ids = ids
+        self.sizes = sizes  # each request's size_bytes, when known: pages by bytes too
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            return list(StoredItems(self.path, self.ids[index], self.sizes[index]))
+        return next(iter(StoredItems(self.path, [self.ids[index]])))
+
+    def _pages(self) -> Iterator[Sequence[int]]:
+        start = 0
+        while start < len(self.ids):
+            end, weight = start, 0
+            while end < len(self.ids) and end - start < self.PAGE_ITEMS:
+                weight += self.sizes[end] if self.sizes else 0
+                if weight > self.PAGE_BYTES and end > start:
+                    break
+                end += 1
+            yield self.ids[start:end]
+            start = end
+
+    def __iter__(self) -> Iterator[BatchItem]:
+        uri = q.READ_ONLY_URI.format(path=quote(str(Path(self.path).absolute())))
+        db = sqlite3.connect(uri, uri=True, check_same_thread=False)  # closed wherever it ends
+        try:
+            for ids in self._pages():
+                bodies = dict(db.execute(q.SELECT_BODIES, (json.dumps(list(ids)),)).fetchall())
+                for rid in ids:
+                    text = bodies.pop(rid, None)
+                    if text is None:
+                        raise StoreError(f"request {rid} of a claimed batch has no body")
+                    yield BatchItem(key=f"r{rid}", body=loads(text), body_json=text)
+        finally:
+            db.close()

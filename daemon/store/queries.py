@@ -107,16 +107,20 @@ SELECT_DUE_MODELS = (
     " FROM requests WHERE status = ? AND next_attempt_at <= ? GROUP BY provider, model"
 )
 SELECT_NEXT_DUE_AT = "SELECT MIN(next_attempt_at) FROM requests WHERE status = ?"
-SELECT_CLAIMABLE = (
-    "SELECT id, body, size_bytes FROM requests WHERE status = ?"
+SELECT_CLAIMABLE_SIZES = (  # the due requests of a model, oldest first (bodies stay on disk)
+    "SELECT id, size_bytes FROM requests WHERE status = ?"
     " AND provider = ? AND model = ? AND next_attempt_at <= ?"
     " ORDER BY next_attempt_at, id LIMIT ?"
 )
+BATCH_REQUESTS_LISTED = (  # the claimed requests (one JSON list of ids) move into the batch
+    "UPDATE requests SET status = ?, batch_id = ?, updated_at = ?"
+    " WHERE id IN (SELECT value FROM json_each(?))"
+)
+SELECT_BODIES = "SELECT id, body FROM requests WHERE id IN (SELECT value FROM json_each(?))"
 INSERT_BATCH = (
     "INSERT INTO batches (tag, provider, model, account, status, n_items, created_at)"
     " VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
-BATCH_REQUEST = "UPDATE requests SET status = ?, batch_id = ?, updated_at = ? WHERE id = ?"
 MARK_BATCH_SUBMITTED = (
     "UPDATE batches SET status = ?, provider_batch_id = ?, input_file_id = ?,"
     " submitted_at = ?, next_poll_at = ?, poll_interval_s = ? WHERE id = ?"
@@ -218,8 +222,8 @@ SELECT_DUE_LANES_OF = (  # the same, for one model
     " AS oldest FROM requests WHERE status = ? AND provider = ? AND model = ?"
     " AND next_attempt_at <= ? GROUP BY file_id"
 )
-SELECT_CLAIMABLE_IN_FILE = (
-    "SELECT id, body, size_bytes FROM requests WHERE status = ?"
+SELECT_CLAIMABLE_SIZES_IN_FILE = (  # the same, of one file
+    "SELECT id, size_bytes FROM requests WHERE status = ?"
     " AND provider = ? AND model = ? AND file_id = ? AND next_attempt_at <= ?"
     " ORDER BY next_attempt_at, id LIMIT ?"
 )

@@ -1,0 +1,76 @@
+"""JSON text on the data path: fast, and the same values as the standard library's.
+
+Every request passes through JSON a few times (its inbox line, its stored body, the provider's
+answer, its stored result). orjson does each of these several times faster than the standard
+library (``bench/stages.py``; docs/performance.md), so it is used wherever it gives the very
+same value, and the standard library everywhere else:
+
+* :func:`compact` is ``json.dumps(value, separators=(",", ":"), ensure_ascii=False)``: no
+  spaces, non-ASCII characters as themselves. orjson spells a few floats differently
+  (``1e-07`` as ``1e-7``: the same number) and refuses what it cannot write the same way (an
+  integer beyond 64 bits, a key that is not a string, an unpaired surrogate): those values go
+  to the standard library, which writes them as before or raises its own error. (A NaN nested
+  in a value, which no JSON source can hold, is written as null.)
+* :func:`loads` is ``json.loads``. orjson reads an integer beyond 64 bits as a float, so text
+  where a number of 19 digits or more may be goes to the standard library (the test of the
+  text errs only on the safe side), as does any text orjson refuses: the caller sees the
+  standard library's value or its exception (and its exact message), never orjson's.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import orjson
+
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+# 2**63 has 19 digits: a number with fewer is never an integer orjson would turn to float. A
+# number starts the text or follows ':', ',' or '[' (and maybe spaces and a minus sign); the
+# same digits inside a string only send that text to the standard library (slower, same value).
+_DIGIT_MARKS = bytes(0x30 if 0x30 <= b <= 0x39 else 0x20 for b in range(256))  # digit: "0"
+_RUN = b"0" * 19
+_SKIP = frozenset(b" \t\r\n-")
+_STARTS = frozenset(b":,[")
+
+
+def _long_number(text: str | bytes) -> bool:
+    """Whether ``text`` may hold a number of 19 digits or more (see above)."""
+    data = text if isinstance(text, bytes) else text.encode("utf-8", "surrogatepass")
+    marks = data.translate(_DIGIT_MARKS)  # every digit a "0", every other byte a space
+    at = marks.find(_RUN)
+    while at >= 0:
+        i = at - 1  # the first such run: what comes before it?
+        while i >= 0 and data[i] in _SKIP:
+            i -= 1
+        if i < 0 or data[i] in _STARTS:
+            return True
+        end = marks.find(b" ", at)
+        at = -1 if end < 0 else marks.find(_RUN, end)
+    return False
+
+
+def compact(value: Any) -> str:
+    """``value`` as compact JSON text (see the module docstring)."""
+    try:
+        return orjson.dumps(value).decode("utf-8")
+    except TypeError:
+        return _ENCODER.encode(value)
+
+
+def fast_loads(text: str | bytes) -> tuple[bool, Any]:
+    """(True, the value) when orjson read ``text`` to the value ``json.loads`` gives; else
+    (False, None): the caller decodes it its own way (and reports its own errors)."""
+    if _long_number(text):
+        return False, None
+    try:
+        return True, orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return False, None
+
+
+def loads(text: str | bytes) -> Any:
+    """``json.loads(text)``, done by orjson where the value is the same (see the module
+    docstring); the standard library's value and errors otherwise."""
+    done, value = fast_loads(text)
+    return value if done else json.loads(text)
