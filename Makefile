@@ -49,8 +49,12 @@ lint: $(STAMP)
 	$(BIN)/ruff check daemon adapters tests bench
 	$(BIN)/mypy
 
+# The suite runs on TEST_JOBS workers (pytest-xdist; default: one per core, at most 4): most
+# of its time is spent waiting on daemon and emulator subprocesses. TEST_JOBS=0 runs it in one
+# process.
+TEST_JOBS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); [ $$n -gt 4 ] && n=4; echo $$n)
 test: lint
-	$(BIN)/pytest -q $(PYTEST_ARGS)
+	$(BIN)/pytest -q -n $(TEST_JOBS) $(PYTEST_ARGS)
 
 # The demo: the example inbox through the daemon and the in-process emulator, no API keys.
 demo: $(STAMP)
