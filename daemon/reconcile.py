@@ -211,6 +211,7 @@ class Reconciler:
         if status.state == "gone":
             return False
         await sched.store.adopt_batch(row["id"], state.account)
+        sched.collector.book(provider).forget()  # an older batch joins the account's book
         logger.bind(provider=provider, model=row["model"], batch=pid).info(
             "batch {} was created under another API key or base URL; the configured account "
             "can see it, so it is polled from now on",
