@@ -14,19 +14,27 @@ all wait for a provider that cannot proceed, saying how many, for which provider
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import os
 import time
+from collections.abc import AsyncIterator, Callable, Collection, Iterable
 from contextlib import suppress
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
-from loguru import logger
-
-from adapters.base import ProviderAdapter
-from adapters.facts import PROVIDERS
+from adapters.base import (
+    BatchItem,
+    BatchStatus,
+    ItemResult,
+    ProviderAdapter,
+    ProviderName,
+    Submitted,
+)
+from adapters.facts import PROVIDER_LIMITS, PROVIDERS
 
 from .config import KEY_ENV, Config
 from .states import FileStatus
@@ -40,6 +48,7 @@ SNAPSHOT_NAME = "providers.json"
 EMULATOR_KEY = "emulator-key"  # the emulator takes any key
 
 RUNNING, PAUSED, NO_KEY = "running", "paused", "no key"
+SDK_MODULES = {"openai": "openai", "anthropic": "anthropic", "gemini": "google.genai"}
 
 
 def no_key_reason(provider: str) -> str:
@@ -50,7 +59,9 @@ def build_adapters(
     cfg: Config, env: dict[str, str] | None = None
 ) -> tuple[dict[str, ProviderAdapter], dict[str, str], dict[str, str]]:
     """Every provider's adapter and account, and the providers without a key (with the
-    reason). Against the emulator (``--emulate``, ``--emulator-url``) any key will do."""
+    reason). Against the emulator (``--emulate``, ``--emulator-url``) any key will do. A
+    configured provider's adapter is a :class:`LazyAdapter`: its SDK is imported at its first
+    call, so a provider without work costs nothing at start-up."""
     from adapters.registry import keyless_adapter, make_adapter
 
     from .scheduler import account_of
@@ -70,15 +81,80 @@ def build_adapters(
             missing[name] = no_key_reason(name)
             adapters[name] = keyless_adapter(name, missing[name])
             continue
-        adapters[name] = make_adapter(
+        adapters[name] = LazyAdapter(
             name,
-            base_url=pc.base_url,
-            api_key=key,
-            timeout_s=cfg.request_timeout_s,
-            spool_dir=cfg.state_dir / "spool",
-            options=dict(pc.options),
+            partial(
+                make_adapter,
+                name,
+                base_url=pc.base_url,
+                api_key=key,
+                timeout_s=cfg.request_timeout_s,
+                spool_dir=cfg.state_dir / "spool",
+                options=dict(pc.options),
+            ),
         )
     return adapters, accounts, missing
+
+
+class LazyAdapter:
+    """A configured provider's adapter, built at its first call: its SDK (the largest part of
+    start-up: some 0.3 to 1 s of CPU and tens of MB each) is imported only once the provider has
+    work, and in a worker thread, so the event loop goes on meanwhile."""
+
+    def __init__(self, name: str, build: Callable[[], ProviderAdapter]) -> None:
+        self.name = cast(ProviderName, name)
+        self.limits = PROVIDER_LIMITS[name]
+        self._build = build
+        self._real: ProviderAdapter | None = None
+        self._lock = asyncio.Lock()
+
+    async def _adapter(self) -> ProviderAdapter:
+        if self._real is None:
+            from loguru import logger  # at use: `batchd status` never logs
+
+
+            async with self._lock:
+                if self._real is None:
+                    logger.bind(provider=self.name).debug(
+                        "importing the {} SDK (the provider has work)", SDK_MODULES[self.name]
+                    )
+                    self._real = await asyncio.to_thread(self._build)
+        return self._real
+
+    async def submit(self, tag: str, model: str, items: Iterable[BatchItem]) -> Submitted:
+        return await (await self._adapter()).submit(tag, model, items)
+
+    async def find(
+        self,
+        tag: str,
+        model: str,
+        n_items: int,
+        since: float,
+        exclude: Collection[str],
+        keys: Collection[str] = (),
+    ) -> str | None:
+        return await (await self._adapter()).find(tag, model, n_items, since, exclude, keys)
+
+    async def poll(self, provider_batch_id: str) -> BatchStatus:
+        return await (await self._adapter()).poll(provider_batch_id)
+
+    async def list_batches(self) -> AsyncIterator[list[BatchStatus]]:
+        async for page in (await self._adapter()).list_batches():
+            yield page
+
+    async def results(self, provider_batch_id: str) -> AsyncIterator[ItemResult]:
+        async for item in (await self._adapter()).results(provider_batch_id):
+            yield item
+
+    async def cancel(self, provider_batch_id: str) -> None:
+        await (await self._adapter()).cancel(provider_batch_id)
+
+    async def cleanup(self, provider_batch_id: str, input_file_id: str | None) -> None:
+        await (await self._adapter()).cleanup(provider_batch_id, input_file_id)
+
+    async def close(self) -> None:
+        if self._real is not None:
+            await self._real.close()
 
 
 def point_at_emulator(cfg: Config, url: str) -> Config:
@@ -101,6 +177,8 @@ class Availability:
 
     def start(self) -> None:
         """Hold the providers without a key (said once here, then while requests wait)."""
+        from loguru import logger  # at use: `batchd status` never logs
+
         for name, reason in self.missing.items():
             self.sched.hold(name, reason)
             logger.bind(provider=name).warning(
@@ -135,6 +213,8 @@ class Availability:
     async def step(self) -> None:
         """Publish the states (when they changed); say again which requests wait for a
         provider without a key, every ``auth_pause_s``."""
+        from loguru import logger  # at use: `batchd status` never logs
+
         states = self.states()
         if states != self._written:
             self._publish(states)
@@ -151,6 +231,8 @@ class Availability:
                 )
 
     def _publish(self, states: dict[str, dict[str, Any]]) -> None:
+        from loguru import logger  # at use: `batchd status` never logs
+
         snapshot = {"pid": os.getpid(), "updated_at": time.time(), "providers": states}
         tmp = self.path.with_name(f".{SNAPSHOT_NAME}.tmp")
         try:
@@ -195,6 +277,7 @@ def read_snapshot(state_dir: Path) -> dict[str, Any] | None:
 __all__ = [
     "EXIT_STUCK",
     "Availability",
+    "LazyAdapter",
     "build_adapters",
     "no_key_reason",
     "point_at_emulator",

@@ -12,8 +12,6 @@ import re
 import sys
 from typing import Any
 
-from loguru import logger
-
 CONTEXT_KEYS = ("file", "provider", "model", "batch")
 
 
@@ -43,6 +41,8 @@ def _format(record: Any) -> str:
 
 
 def setup_logging(*, json_lines: bool = False, level: str = "INFO") -> None:
+    from loguru import logger  # here, not at import: ``escape`` serves commands that never log
+
     logger.remove()
     if json_lines:
         logger.add(sys.stderr, level=level, serialize=True, backtrace=False, diagnose=False)

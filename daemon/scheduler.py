@@ -212,6 +212,7 @@ class Scheduler:
         now = time.time()
         state.paused_until = now + self.cfg.auth_pause_s
         state.pause_reason = f"API key refused: {err}"
+        self.wake.set()  # the loops (the guard publishing the providers' states) see it now
         if now - state.last_auth_log >= self.cfg.auth_pause_s or state.last_auth_log == 0:
             state.last_auth_log = now
             logger.bind(provider=provider).error(
