@@ -108,6 +108,11 @@ class LazyAdapter:
         self._real: ProviderAdapter | None = None
         self._lock = asyncio.Lock()
 
+    async def load(self) -> None:
+        """Build the adapter now (callers do so before a timed call: importing an SDK under
+        load can take seconds, which must not count against the call's timeout)."""
+        await self._adapter()
+
     async def _adapter(self) -> ProviderAdapter:
         if self._real is None:
             from loguru import logger  # at use: `batchd status` never logs

@@ -75,6 +75,18 @@ class Collector:
         await book.refresh(sched.store, provider, state.account)
         due = book.due(time.time())
         if due:
+            try:
+                await sched.ready(provider)  # the SDK imported before the timed calls
+            except Exception as exc:  # a broken install of one SDK: its provider waits
+                if state_failure(exc):
+                    raise
+                logger.bind(provider=provider).opt(exception=exc).error(
+                    "the {} SDK could not be loaded ({}); polling again in {:.0f}s",
+                    provider,
+                    describe(exc),
+                    sched.cfg.auth_pause_s,
+                )
+                return time.time() + sched.cfg.auth_pause_s
             await self._round(provider, book, due)
         next_poll = book.next_at()
         if say_again_at is None:

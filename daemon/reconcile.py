@@ -79,6 +79,7 @@ class Reconciler:
         known = await sched.store.known_provider_ids(provider)
         keys = [f"r{rid}" for rid, _ in await sched.store.batch_requests(row["id"])]
         try:
+            await sched.ready(provider)  # the SDK imported before the timed lookup
             found = await sched.call(
                 lambda: adapter.find(
                     row["tag"], row["model"], row["n_items"], row["created_at"], known, keys
@@ -195,6 +196,7 @@ class Reconciler:
         if row["status"] != BatchRowStatus.SUBMITTED or pid is None:
             return False
         try:
+            await sched.ready(provider)
             status = await sched.call(lambda: state.adapter.poll(pid))
         except AuthError as err:
             sched.pause(provider, err)

@@ -113,6 +113,13 @@ class Scheduler:
                 raise UnknownOutcome("the call timed out; it may have taken effect") from None
             raise TransientError("the call timed out") from None
 
+    async def ready(self, provider: str) -> None:
+        """Before a provider's timed call: its adapter built (the SDK is imported at the first
+        call, ``availability.LazyAdapter``), so the import never counts against the timeout."""
+        load = getattr(self.providers[provider].adapter, "load", None)
+        if load is not None:
+            await load()
+
     def backoff(self, attempt: int, retry_after: float | None = None) -> float:
         return backoff_s(
             attempt,

@@ -126,6 +126,7 @@ class Submitter:
         log = logger.bind(provider=provider, model=model, batch=tag)
         try:
             fault_point("submit")
+            await sched.ready(provider)  # the SDK imported before the timed create call
             items = [BatchItem(key=f"r{rid}", body=body) for rid, body in rows]
             items = await prepare_items(provider, model, items, sched.cfg, adapter)
         except Exception as exc:  # nothing reached the provider: safe to release
