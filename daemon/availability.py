@@ -14,7 +14,6 @@ all wait for a provider that cannot proceed, saying how many, for which provider
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
 import os
@@ -99,14 +98,13 @@ def build_adapters(
 class LazyAdapter:
     """A configured provider's adapter, built at its first call: its SDK (the largest part of
     start-up: some 0.3 to 1 s of CPU and tens of MB each) is imported only once the provider has
-    work, and in a worker thread, so the event loop goes on meanwhile."""
+    work. Callers build it before their timed calls (``Scheduler.ready``)."""
 
     def __init__(self, name: str, build: Callable[[], ProviderAdapter]) -> None:
         self.name = cast(ProviderName, name)
         self.limits = PROVIDER_LIMITS[name]
         self._build = build
         self._real: ProviderAdapter | None = None
-        self._lock = asyncio.Lock()
 
     async def load(self) -> None:
         """Build the adapter now (callers do so before a timed call: importing an SDK under
@@ -117,13 +115,12 @@ class LazyAdapter:
         if self._real is None:
             from loguru import logger  # at use: `batchd status` never logs
 
-
-            async with self._lock:
-                if self._real is None:
-                    logger.bind(provider=self.name).debug(
-                        "importing the {} SDK (the provider has work)", SDK_MODULES[self.name]
-                    )
-                    self._real = await asyncio.to_thread(self._build)
+            logger.bind(provider=self.name).debug(
+                "importing the {} SDK (the provider has work)", SDK_MODULES[self.name]
+            )
+            # On the event loop's thread, not a worker's: an SDK importing in another thread
+            # shows its half-imported modules (httpx) to the SDKs already running here.
+            self._real = self._build()
         return self._real
 
     async def submit(self, tag: str, model: str, items: Iterable[BatchItem]) -> Submitted:
