@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Collection, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,8 @@ from .http_errors import (
 from .wire import obj, text
 
 FIND_SLACK_S = 60.0
+LIST_PAGE = 1000  # batches per list call (the API's maximum)
+ENDED_KEPT = 1_000  # ended batches remembered for their collection (see AnthropicAdapter._seen)
 RETRY_ERROR_TYPES = {"rate_limit_error", "overloaded_error", "api_error", "timeout_error"}
 
 
@@ -63,6 +66,7 @@ class AnthropicAdapter:
     ) -> None:
         self.limits = limits
         self._key = api_key
+        self._ended: OrderedDict[str, MessageBatch] = OrderedDict()  # see _seen
         self._client = anthropic.AsyncAnthropic(
             api_key=api_key,
             base_url=root_url(base_url) if base_url else None,
@@ -161,28 +165,46 @@ class AnthropicAdapter:
                 answer = await self._client.messages.batches.retrieve(provider_batch_id)
             except anthropic.NotFoundError:
                 return BatchStatus(provider_batch_id, "gone", "not_found", error="batch not found")
-        batch = answer_as(answer, MessageBatch, "anthropic batches.retrieve")
-        c = answer_as(batch.request_counts, MessageBatchRequestCounts, "anthropic batches.retrieve")
-        total = c.processing + c.succeeded + c.errored + c.canceled + c.expired
-        status = batch.processing_status
-        if status == "ended" and batch.archived_at is not None:
-            return BatchStatus(batch.id, "gone", "archived", total=total, error="results archived")
-        return BatchStatus(
-            provider_batch_id=batch.id,
-            state="ended" if status == "ended" else "running",
-            provider_status=status,
-            total=total,
-            done=total - c.processing,
-            failed=c.errored,
-            expired=status == "ended" and c.expired > 0,
-            cancelled=batch.cancel_initiated_at is not None,
-        )
+        return self._seen(answer_as(answer, MessageBatch, "anthropic batches.retrieve"))
+
+    async def list_batches(self) -> AsyncIterator[list[BatchStatus]]:
+        """Pages of ``LIST_PAGE`` batches, newest first; the next page is asked for with
+        ``after_id`` = the page's ``last_id``, while ``has_more``."""
+        after: str | None = None
+        while True:
+            with self._mapped("batches.list"), listing("anthropic batches.list"):
+                if after is None:
+                    page = await self._client.messages.batches.list(limit=LIST_PAGE)
+                else:
+                    page = await self._client.messages.batches.list(
+                        limit=LIST_PAGE, after_id=after
+                    )
+                batches = [answer_as(b, MessageBatch, "anthropic batches.list") for b in page.data]
+                more, last = bool(page.has_more), page.last_id
+            yield [self._seen(batch) for batch in batches]
+            if not more or not batches or not last:
+                return
+            after = last
+
+    def _seen(self, batch: MessageBatch) -> BatchStatus:
+        """The batch's status; an ended batch is remembered, so that collecting its results
+        need not retrieve it again (an ended batch changes only by being archived, which the
+        results call then reports as gone)."""
+        status = _status(batch)
+        if batch.processing_status == "ended":
+            self._ended[batch.id] = batch
+            self._ended.move_to_end(batch.id)
+            while len(self._ended) > ENDED_KEPT:
+                self._ended.popitem(last=False)
+        return status
 
     # -- results ---------------------------------------------------------------------------
     async def results(self, provider_batch_id: str) -> AsyncIterator[ItemResult]:
-        with self._mapped("batches.retrieve", results=True):
-            answer = await self._client.messages.batches.retrieve(provider_batch_id)
-        batch = answer_as(answer, MessageBatch, "anthropic batches.retrieve")
+        batch = self._ended.pop(provider_batch_id, None)
+        if batch is None:
+            with self._mapped("batches.retrieve", results=True):
+                answer = await self._client.messages.batches.retrieve(provider_batch_id)
+            batch = answer_as(answer, MessageBatch, "anthropic batches.retrieve")
         if batch.processing_status != "ended":
             raise TransientError(f"anthropic batch {provider_batch_id} has not ended yet")
         if batch.archived_at is not None or not batch.results_url:
@@ -309,3 +331,25 @@ def _requests(items: Iterable[BatchItem], limits: ProviderLimits) -> list[dict[s
     if not requests:
         raise PermanentError("anthropic batch has no items")
     return requests
+
+
+def _status(batch: MessageBatch) -> BatchStatus:
+    c = answer_as(batch.request_counts, MessageBatchRequestCounts, "anthropic batches.retrieve")
+    total = c.processing + c.succeeded + c.errored + c.canceled + c.expired
+    status = batch.processing_status
+    created = batch.created_at.timestamp()
+    if status == "ended" and batch.archived_at is not None:
+        return BatchStatus(
+            batch.id, "gone", "archived", total=total, error="results archived", created_at=created
+        )
+    return BatchStatus(
+        provider_batch_id=batch.id,
+        state="ended" if status == "ended" else "running",
+        provider_status=status,
+        total=total,
+        done=total - c.processing,
+        failed=c.errored,
+        expired=status == "ended" and c.expired > 0,
+        cancelled=batch.cancel_initiated_at is not None,
+        created_at=created,
+    )

@@ -85,6 +85,7 @@ class BatchStatus:
     error: str | None = None  # batch-level error text (failed / gone)
     expired: bool = False  # ended because its window closed (some items may be missing)
     cancelled: bool = False  # ended because it was cancelled
+    created_at: float | None = None  # unix time the provider created it, when it says
 
 
 @dataclass(frozen=True)
@@ -152,6 +153,15 @@ class ProviderAdapter(Protocol):
         ...
 
     async def poll(self, provider_batch_id: str) -> BatchStatus: ...
+
+    def list_batches(self) -> AsyncIterator[list[BatchStatus]]:
+        """The account's batches, one page (one list call) at a time, newest first where the
+        provider orders them so; each status as :meth:`poll` gives it, with ``created_at``.
+
+        The caller stops reading once it has what it needs (the statuses of the batches it
+        polls in one round); a batch the pages it read did not show is polled on its own.
+        """
+        ...
 
     def results(self, provider_batch_id: str) -> AsyncIterator[ItemResult]:
         """Stream the results of an ended batch, item by item (any order).

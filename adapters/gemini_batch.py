@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator, Collection, Iterable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,9 @@ INLINE_HARD_MAX_BYTES = GEMINI_INLINE_HARD_MAX_BYTES  # the API refuses inline c
 # Headroom under the hard limit for what another SDK release might add to the create body.
 INLINE_MARGIN_BYTES = 200_000
 FIND_SLACK_S = 300.0
+# Batches per list call when polling: an ended batch of inline requests carries its answers in
+# the listing, so pages are kept short.
+LIST_PAGE = 20
 MAX_FIND_SCAN = 5_000  # the list's order is not documented, so find() scans this many at most
 RETRY_ITEM_CODES = {429, 500, 503, 504, 4, 8, 13, 14}  # HTTP codes, or their gRPC equivalents
 RETRY_ITEM_STATUSES = {"RESOURCE_EXHAUSTED", "INTERNAL", "UNAVAILABLE", "DEADLINE_EXCEEDED"}
@@ -188,28 +192,29 @@ class GeminiAdapter:
         op = await self._get_batch(provider_batch_id, results=False)
         if op is None:
             return BatchStatus(provider_batch_id, "gone", "not_found", error="batch not found")
-        meta = op.get("metadata") or {}
-        word = str(meta.get("state") or "BATCH_STATE_UNSPECIFIED")
-        state = STATES.get(_bare_state(word), "running")
-        stats = meta.get("batchStats") or {}
-        # proto3 JSON leaves out zero counters: absent means 0 once the stats are there.
-        total = _int(stats.get("requestCount"))
-        ok = _int(stats.get("successfulRequestCount")) or 0
-        bad = _int(stats.get("failedRequestCount")) or 0
-        error = None
-        if state == "failed":
-            error = str((op.get("error") or {}).get("message") or _bare_state(word).lower())
-        return BatchStatus(
-            provider_batch_id=provider_batch_id,
-            state=state,
-            provider_status=word,
-            total=total,
-            done=None if total is None else ok + bad,
-            failed=None if total is None else bad,
-            error=error,
-            expired=_bare_state(word) == "EXPIRED",
-            cancelled=_bare_state(word) == "CANCELLED",
-        )
+        return _status(op, provider_batch_id)
+
+    async def list_batches(self) -> AsyncIterator[list[BatchStatus]]:
+        """Pages of ``LIST_PAGE`` operations (plain HTTP, as for :meth:`poll`: the SDK's jobs
+        drop the statistics); the next page is asked for with ``pageToken`` =
+        ``nextPageToken``, while there is one."""
+        token = ""
+        while True:
+            params = {"pageSize": str(LIST_PAGE)}
+            if token:
+                params["pageToken"] = token
+            with self._mapped("batches.list"):
+                response = await self._http.get(
+                    self._base + "batches", params=params, headers=self._auth()
+                )
+                answer = parse_body(response.content)
+            if not isinstance(answer, dict):
+                raise TransientError("gemini batches.list: the answer is not a JSON object")
+            ops = [op for op in answer.get("operations") or [] if isinstance(op, dict)]
+            yield [_status(op, str(op.get("name") or "")) for op in ops]
+            token = str(answer.get("nextPageToken") or "")
+            if not token or not ops:
+                return
 
     # -- results ---------------------------------------------------------------------------
     async def results(self, provider_batch_id: str) -> AsyncIterator[ItemResult]:
@@ -339,6 +344,43 @@ def _inline_requests(path: Path) -> list[dict[str, Any]]:
     with path.open("rb") as fh:
         lines = (json.loads(raw) for raw in fh if raw.strip())
         return [{"request": ln["request"], "metadata": {"key": ln["key"]}} for ln in lines]
+
+
+def _status(op: dict[str, Any], provider_batch_id: str) -> BatchStatus:
+    """A batch operation (as batches.get and batches.list show it) as a BatchStatus."""
+    meta = op.get("metadata") or {}
+    word = str(meta.get("state") or "BATCH_STATE_UNSPECIFIED")
+    state = STATES.get(_bare_state(word), "running")
+    stats = meta.get("batchStats") or {}
+    # proto3 JSON leaves out zero counters: absent means 0 once the stats are there.
+    total = _int(stats.get("requestCount"))
+    ok = _int(stats.get("successfulRequestCount")) or 0
+    bad = _int(stats.get("failedRequestCount")) or 0
+    error = None
+    if state == "failed":
+        error = str((op.get("error") or {}).get("message") or _bare_state(word).lower())
+    return BatchStatus(
+        provider_batch_id=provider_batch_id,
+        state=state,
+        provider_status=word,
+        total=total,
+        done=None if total is None else ok + bad,
+        failed=None if total is None else bad,
+        error=error,
+        expired=_bare_state(word) == "EXPIRED",
+        cancelled=_bare_state(word) == "CANCELLED",
+        created_at=_timestamp(meta.get("createTime")),
+    )
+
+
+def _timestamp(value: Any) -> float | None:
+    """An RFC 3339 time (``2026-12-01T10:00:00.123456Z``) as unix time; None if unreadable."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
 
 
 def _bare_state(word: str) -> str:

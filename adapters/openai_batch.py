@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import re
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Collection, Iterable, Iterator
 from pathlib import Path
 from typing import Any, Final
@@ -65,6 +66,8 @@ STATES: dict[str, BatchState] = {
     "failed": "failed",
 }
 ITEM_CODES: dict[str, ItemOutcome] = {"batch_expired": "expired", "batch_cancelled": "canceled"}
+LIST_PAGE = 100  # batches per list call (the API's maximum)
+ENDED_KEPT = 1_000  # ended batches remembered for their collection (see OpenAIAdapter._seen)
 
 
 class OpenAIAdapter:
@@ -82,6 +85,7 @@ class OpenAIAdapter:
         self.limits = limits
         self._spool_dir = spool_dir
         self._key = api_key
+        self._ended: OrderedDict[str, Batch] = OrderedDict()  # see _seen
         self._client = openai.AsyncOpenAI(
             api_key=api_key,
             base_url=openai_base_url(base_url) if base_url else None,
@@ -142,29 +146,48 @@ class OpenAIAdapter:
                 answer = await self._client.batches.retrieve(provider_batch_id)
             except openai.NotFoundError:
                 return BatchStatus(provider_batch_id, "gone", "not_found", error="batch not found")
-        batch = answer_as(answer, Batch, "openai batches.retrieve")
-        counts = batch.request_counts
-        error = None
-        if batch.status == "failed":
-            errors = batch.errors.data if batch.errors and batch.errors.data else []
-            error = "; ".join(f"{e.code}: {e.message}" for e in errors) or "batch failed"
-        return BatchStatus(
-            provider_batch_id=batch.id,
-            state=STATES.get(batch.status, "running"),
-            provider_status=batch.status,
-            total=counts.total if counts else None,
-            done=counts.completed + counts.failed if counts else None,
-            failed=counts.failed if counts else None,
-            error=error,
-            expired=batch.status == "expired",
-            cancelled=batch.status == "cancelled",
-        )
+        return self._seen(answer_as(answer, Batch, "openai batches.retrieve"))
+
+    async def list_batches(self) -> AsyncIterator[list[BatchStatus]]:
+        """Pages of ``LIST_PAGE`` batches, newest first; the next page is asked for with
+        ``after`` = the last id of this one, while ``has_more``."""
+        after: str | None = None
+        while True:
+            with self._mapped("batches.list"), listing("openai batches.list"):
+                if after is None:
+                    page = await self._client.batches.list(limit=LIST_PAGE)
+                else:
+                    page = await self._client.batches.list(limit=LIST_PAGE, after=after)
+                batches = [answer_as(b, Batch, "openai batches.list") for b in page.data]
+                more = bool(page.has_more)
+            yield [self._seen(batch) for batch in batches]
+            if not more or not batches:
+                return
+            after = batches[-1].id
+
+    def _seen(self, batch: Batch) -> BatchStatus:
+        """The batch's status; an ended batch is remembered, so that collecting its results and
+        deleting its files need not retrieve it again (its files do not change once ended)."""
+        status = _status(batch)
+        if status.state == "ended":
+            self._ended[batch.id] = batch
+            self._ended.move_to_end(batch.id)
+            while len(self._ended) > ENDED_KEPT:
+                self._ended.popitem(last=False)
+        return status
+
+    async def _ended_batch(self, provider_batch_id: str) -> Batch:
+        """The batch as remembered when it ended, else retrieved (errors: the caller maps)."""
+        known = self._ended.get(provider_batch_id)
+        if known is not None:
+            return known
+        answer = await self._client.batches.retrieve(provider_batch_id)
+        return answer_as(answer, Batch, "openai batches.retrieve")
 
     # -- results ---------------------------------------------------------------------------
     async def results(self, provider_batch_id: str) -> AsyncIterator[ItemResult]:
         with self._mapped("batches.retrieve", results=True):
-            answer = await self._client.batches.retrieve(provider_batch_id)
-        batch = answer_as(answer, Batch, "openai batches.retrieve")
+            batch = await self._ended_batch(provider_batch_id)
         if STATES.get(batch.status) == "running":
             raise TransientError(f"openai batch {provider_batch_id} has not ended yet")
         for file_id in (batch.output_file_id, batch.error_file_id):
@@ -195,9 +218,9 @@ class OpenAIAdapter:
         file_ids = [input_file_id]
         with self._mapped("batches.retrieve"):
             with contextlib.suppress(openai.NotFoundError):
-                answer = await self._client.batches.retrieve(provider_batch_id)
-                batch = answer_as(answer, Batch, "openai batches.retrieve")
+                batch = await self._ended_batch(provider_batch_id)
                 file_ids += [batch.input_file_id, batch.output_file_id, batch.error_file_id]
+        self._ended.pop(provider_batch_id, None)
         for file_id in dict.fromkeys(f for f in file_ids if f):
             with self._mapped("files.delete"), contextlib.suppress(openai.NotFoundError):
                 await self._client.files.delete(file_id)
@@ -235,6 +258,26 @@ class OpenAIAdapter:
 
 
 # -- pure helpers ----------------------------------------------------------------------------
+
+
+def _status(batch: Batch) -> BatchStatus:
+    counts = batch.request_counts
+    error = None
+    if batch.status == "failed":
+        errors = batch.errors.data if batch.errors and batch.errors.data else []
+        error = "; ".join(f"{e.code}: {e.message}" for e in errors) or "batch failed"
+    return BatchStatus(
+        provider_batch_id=batch.id,
+        state=STATES.get(batch.status, "running"),
+        provider_status=batch.status,
+        total=counts.total if counts else None,
+        done=counts.completed + counts.failed if counts else None,
+        failed=counts.failed if counts else None,
+        error=error,
+        expired=batch.status == "expired",
+        cancelled=batch.status == "cancelled",
+        created_at=float(batch.created_at),
+    )
 
 
 def _safe_name(tag: str) -> str:

@@ -115,6 +115,9 @@ class KeylessAdapter:
     async def poll(self, provider_batch_id: str) -> BatchStatus:
         self._refuse()
 
+    def list_batches(self) -> AsyncIterator[list[BatchStatus]]:
+        self._refuse()
+
     def results(self, provider_batch_id: str) -> AsyncIterator[ItemResult]:
         self._refuse()
 

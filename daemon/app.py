@@ -26,7 +26,7 @@ from loguru import logger
 
 from adapters.facts import PROVIDERS
 
-from . import finish, ingest, metrics, metrics_server
+from . import finish, fs_events, ingest, metrics, metrics_server
 from .availability import EXIT_STUCK, Availability, build_adapters, point_at_emulator
 from .cancel import Canceller
 from .config import Config
@@ -38,6 +38,7 @@ from .retry import backoff_s
 from .scheduler import Scheduler, TaskFailed
 from .service import Service
 from .startup import (
+    LOCK_NAME,
     StateLock,
     StateWatch,
     clear_spool,
@@ -50,8 +51,15 @@ from .states import FILE_OPEN, FileStatus
 from .store import Store
 from .watcher import Inbox, watch
 
-IDLE_S = 30.0
-GUARD_INTERVAL_S = 1.0  # the state files' identity, the providers' states, --once progress
+# A loop with nothing due sleeps this long at most: every loop is nudged when something happens
+# (a file event, a submitted or collected batch) and returns its own deadline otherwise, so this
+# is only a safety net; it is what an idle daemon costs.
+IDLE_S = 300.0
+# The guard's interval with --once (its progress check), or when the state folder cannot be
+# watched for events; otherwise the state files' events wake it, and it looks every
+# GUARD_IDLE_S (and when a provider's pause ends, and every auth_pause_s while one is held).
+GUARD_INTERVAL_S = 1.0
+GUARD_IDLE_S = 60.0
 EXIT_FAILED = 1  # an unexpected error, or the state database lost: systemd restarts batchd
 
 
@@ -137,6 +145,7 @@ class App:
         self._finish_failures = 0
         self._rng = random.Random()
         self.service = Service(self.stop, self.store.path)  # systemd: ready, status, watchdog
+        self._state_watched = False  # the state folder's events wake the guard
 
     # -- loops -----------------------------------------------------------------------------
     async def _loop(self, name: str, step: Callable[[], Awaitable[float | None]]) -> None:
@@ -258,7 +267,38 @@ class App:
                 )  # fmt: skip
                 self.outcome = EXIT_STUCK
                 self.stop.set()
-        return time.time() + GUARD_INTERVAL_S
+        return time.time() + self._guard_interval()
+
+    def _guard_interval(self) -> float:
+        if self.cfg.once or not self._state_watched:
+            return GUARD_INTERVAL_S
+        assert self.scheduler is not None and self.availability is not None
+        interval = GUARD_IDLE_S
+        if self.availability.missing:  # said again every auth_pause_s while requests wait
+            interval = min(interval, self.cfg.auth_pause_s)
+        now = time.time()
+        for state in self.scheduler.providers.values():
+            if now < state.paused_until < now + interval:  # publish the pause's end
+                interval = state.paused_until - now
+        return interval
+
+    async def _watch_state(self) -> None:
+        """Wake the guard when the database or the lock file is deleted, replaced or moved
+        (inotify, ``fs_events.py``); without events the guard looks every GUARD_INTERVAL_S."""
+        names = {self.store.path.name, LOCK_NAME}
+        guard = self.nudges.events["guard"]
+        events = fs_events.FolderEvents(self.cfg.state_dir, guard.set, names=names, debounce_s=0)
+        while not self.stop.is_set():
+            try:
+                self._state_watched = True
+                if not await events.run(self.stop):
+                    return
+            except OSError as exc:
+                logger.debug("state folder events unavailable ({}); the guard polls", exc)
+            self._state_watched = False
+            guard.set()
+            with suppress(TimeoutError):  # the folder went: the guard says so and stops
+                await asyncio.wait_for(self.stop.wait(), GUARD_IDLE_S)
 
     async def _reload(self) -> None:
         """SIGHUP: the configuration read and checked again; what may change live is applied
@@ -382,6 +422,8 @@ class App:
                         name="watch",
                     )
                 )
+                if not self.cfg.once and fs_events.available():
+                    group.create_task(self._watch_state(), name="watch-state")
                 group.create_task(self.scheduler.monitor(), name="scheduler-tasks")
                 assert self.availability is not None
                 group.create_task(self.service.run(self.availability.blocked), name="service")

@@ -18,15 +18,22 @@ import json
 import math
 import os
 import time
+from collections.abc import AsyncIterator, Callable, Collection, Iterable
 from contextlib import suppress
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
-from loguru import logger
-
-from adapters.base import ProviderAdapter
-from adapters.facts import PROVIDERS
+from adapters.base import (
+    BatchItem,
+    BatchStatus,
+    ItemResult,
+    ProviderAdapter,
+    ProviderName,
+    Submitted,
+)
+from adapters.facts import PROVIDER_LIMITS, PROVIDERS
 
 from .config import KEY_ENV, Config
 from .logs import plural
@@ -41,6 +48,7 @@ SNAPSHOT_NAME = "providers.json"
 EMULATOR_KEY = "emulator-key"  # the emulator takes any key
 
 RUNNING, PAUSED, NO_KEY = "running", "paused", "no key"
+SDK_MODULES = {"openai": "openai", "anthropic": "anthropic", "gemini": "google.genai"}
 
 
 def no_key_reason(provider: str) -> str:
@@ -51,7 +59,9 @@ def build_adapters(
     cfg: Config, env: dict[str, str] | None = None
 ) -> tuple[dict[str, ProviderAdapter], dict[str, str], dict[str, str]]:
     """Every provider's adapter and account, and the providers without a key (with the
-    reason). Against the emulator (``--emulate``, ``--emulator-url``) any key will do."""
+    reason). Against the emulator (``--emulate``, ``--emulator-url``) any key will do. A
+    configured provider's adapter is a :class:`LazyAdapter`: its SDK is imported at its first
+    call, so a provider without work costs nothing at start-up."""
     from adapters.registry import keyless_adapter, make_adapter
 
     from .scheduler import account_of
@@ -71,15 +81,83 @@ def build_adapters(
             missing[name] = no_key_reason(name)
             adapters[name] = keyless_adapter(name, missing[name])
             continue
-        adapters[name] = make_adapter(
+        adapters[name] = LazyAdapter(
             name,
-            base_url=pc.base_url,
-            api_key=key,
-            timeout_s=cfg.request_timeout_s,
-            spool_dir=cfg.state_dir / "spool",
-            options=dict(pc.options),
+            partial(
+                make_adapter,
+                name,
+                base_url=pc.base_url,
+                api_key=key,
+                timeout_s=cfg.request_timeout_s,
+                spool_dir=cfg.state_dir / "spool",
+                options=dict(pc.options),
+            ),
         )
     return adapters, accounts, missing
+
+
+class LazyAdapter:
+    """A configured provider's adapter, built at its first call: its SDK (the largest part of
+    start-up: some 0.3 to 1 s of CPU and tens of MB each) is imported only once the provider has
+    work. Callers build it before their timed calls (``Scheduler.ready``)."""
+
+    def __init__(self, name: str, build: Callable[[], ProviderAdapter]) -> None:
+        self.name = cast(ProviderName, name)
+        self.limits = PROVIDER_LIMITS[name]
+        self._build = build
+        self._real: ProviderAdapter | None = None
+
+    async def load(self) -> None:
+        """Build the adapter now (callers do so before a timed call: importing an SDK under
+        load can take seconds, which must not count against the call's timeout)."""
+        await self._adapter()
+
+    async def _adapter(self) -> ProviderAdapter:
+        if self._real is None:
+            from loguru import logger  # at use: `batchd status` never logs
+
+            logger.bind(provider=self.name).debug(
+                "importing the {} SDK (the provider has work)", SDK_MODULES[self.name]
+            )
+            # On the event loop's thread, not a worker's: an SDK importing in another thread
+            # shows its half-imported modules (httpx) to the SDKs already running here.
+            self._real = self._build()
+        return self._real
+
+    async def submit(self, tag: str, model: str, items: Iterable[BatchItem]) -> Submitted:
+        return await (await self._adapter()).submit(tag, model, items)
+
+    async def find(
+        self,
+        tag: str,
+        model: str,
+        n_items: int,
+        since: float,
+        exclude: Collection[str],
+        keys: Collection[str] = (),
+    ) -> str | None:
+        return await (await self._adapter()).find(tag, model, n_items, since, exclude, keys)
+
+    async def poll(self, provider_batch_id: str) -> BatchStatus:
+        return await (await self._adapter()).poll(provider_batch_id)
+
+    async def list_batches(self) -> AsyncIterator[list[BatchStatus]]:
+        async for page in (await self._adapter()).list_batches():
+            yield page
+
+    async def results(self, provider_batch_id: str) -> AsyncIterator[ItemResult]:
+        async for item in (await self._adapter()).results(provider_batch_id):
+            yield item
+
+    async def cancel(self, provider_batch_id: str) -> None:
+        await (await self._adapter()).cancel(provider_batch_id)
+
+    async def cleanup(self, provider_batch_id: str, input_file_id: str | None) -> None:
+        await (await self._adapter()).cleanup(provider_batch_id, input_file_id)
+
+    async def close(self) -> None:
+        if self._real is not None:
+            await self._real.close()
 
 
 def point_at_emulator(cfg: Config, url: str) -> Config:
@@ -102,6 +180,8 @@ class Availability:
 
     def start(self) -> None:
         """Hold the providers without a key (said once here, then while requests wait)."""
+        from loguru import logger  # at use: `batchd status` never logs
+
         for name, reason in self.missing.items():
             self.sched.hold(name, reason)
             logger.bind(provider=name, event="provider.no_key", error_kind="no_key").warning(
@@ -138,6 +218,8 @@ class Availability:
     async def step(self) -> None:
         """Publish the states (when they changed); say again which requests wait for a
         provider without a key, every ``auth_pause_s``."""
+        from loguru import logger  # at use: `batchd status` never logs
+
         states = self.states()
         if states != self._written:
             self._publish(states)
@@ -154,6 +236,8 @@ class Availability:
                 )
 
     def _publish(self, states: dict[str, dict[str, Any]]) -> None:
+        from loguru import logger  # at use: `batchd status` never logs
+
         snapshot = {"pid": os.getpid(), "updated_at": time.time(), "providers": states}
         tmp = self.path.with_name(f".{SNAPSHOT_NAME}.tmp")
         try:
@@ -202,6 +286,7 @@ def read_snapshot(state_dir: Path) -> dict[str, Any] | None:
 __all__ = [
     "EXIT_STUCK",
     "Availability",
+    "LazyAdapter",
     "build_adapters",
     "no_key_reason",
     "point_at_emulator",

@@ -1,8 +1,10 @@
-"""Polling and collection: each submitted batch is polled on its own backoff; an ended batch's
-results are streamed into the store.
+"""Polling and collection: each provider's due batches are polled in rounds (``polling.py``
+says when a batch is due and how a round reads the list); an ended batch's results are
+streamed into the store.
 
 Only the batches of the provider's current account are polled (see ``reconcile.py`` for the
-others). A running batch is polled again later, sooner when it made progress; a batch that
+others). A running batch is polled again later, less often as it ages; its row is written only
+when its status changed. A batch that
 failed or vanished whole puts its requests back to pending; an ended batch's results are
 stored chunk by chunk under ``asyncio.shield`` (idempotently, so a collection cut short is
 simply run again), and what each result does to its request is ``outcomes.py``'s to say. The
@@ -23,6 +25,8 @@ import json
 import time
 from typing import TYPE_CHECKING, Any
 
+from loguru import logger
+
 from adapters.base import AdapterError, AuthError, BatchStatus, ResultsGone
 
 from . import metrics
@@ -37,7 +41,7 @@ from .outcomes import (
     item_update,
     missing_update,
 )
-from .retry import next_poll_interval_s
+from .polling import LIST_MIN, Entry, PollBook, listed_statuses, poll_interval_s
 from .store import state_failure
 
 if TYPE_CHECKING:
@@ -57,17 +61,72 @@ class Collector:
     def __init__(self, sched: Scheduler) -> None:
         self.sched = sched
         self._collect_failures: dict[int, int] = {}  # batch row -> failed collections so far
+        self._books: dict[str, PollBook] = {}  # provider -> its batches' poll schedule
+
+    def book(self, provider: str) -> PollBook:
+        book = self._books.get(provider)
+        if book is None:
+            book = self._books[provider] = PollBook()
+        return book
 
     async def poll_due(self, provider: str) -> float | None:
-        """Poll every batch of ``provider`` that is due; returns when the next one is due."""
+        """Poll the batches of ``provider`` that are due, in one round (``polling.py``);
+        returns when the next one is due."""
         sched = self.sched
         state = sched.providers[provider]
         if sched.paused(provider):
             return state.paused_until
         say_again_at = await sched.reconciler.other_accounts(provider)
-        for row in await sched.store.due_polls(provider, state.account, time.time()):
+        book = self.book(provider)
+        await book.refresh(sched.store, provider, state.account)
+        due = book.due(time.time())
+        if due:
             try:
-                await self._poll_one(row)
+                await sched.ready(provider)  # the SDK imported before the timed calls
+            except Exception as exc:  # a broken install of one SDK: its provider waits
+                if state_failure(exc):
+                    raise
+                logger.bind(provider=provider, event="provider.sdk_failed").opt(
+                    exception=exc
+                ).error(
+                    "the {} SDK could not be loaded ({}); polling again in {:.0f}s",
+                    provider,
+                    describe(exc),
+                    sched.cfg.auth_pause_s,
+                )
+                return time.time() + sched.cfg.auth_pause_s
+            await self._round(provider, book, due)
+        next_poll = book.next_at()
+        if say_again_at is None:
+            return next_poll
+        return say_again_at if next_poll is None else min(next_poll, say_again_at)
+
+    async def _round(self, provider: str, book: PollBook, due: list[int]) -> None:
+        sched = self.sched
+        listed = await listed_statuses(sched, provider, book, due) if len(due) >= LIST_MIN else {}
+        if listed:
+            metrics.note_poll(provider)
+        if sched.paused(provider):
+            return
+        # Every batch the list showed is up to date: those that ended are collected now too.
+        due_set = set(due)
+        look = list(due)
+        for row_id, entry in list(book.entries.items()):
+            status = listed.get(entry.pid)
+            if row_id in due_set or status is None:
+                continue
+            if status.state == "running":  # no change worth a write: checked again later
+                self._reschedule(book, row_id, entry)
+            else:
+                look.append(row_id)
+        rows = await sched.store.submitted_batches(look)
+        for row_id in due_set.union(look) - {row["id"] for row in rows}:
+            book.drop(row_id)  # collected or ended elsewhere
+        for row in rows:
+            if sched.paused(provider):
+                return
+            try:
+                await self._poll_one(row, listed.get(row["provider_batch_id"]))
             except Exception as exc:  # contained to this batch; polled again on its backoff
                 if state_failure(exc):
                     raise
@@ -78,36 +137,43 @@ class Collector:
                     row["provider_batch_id"],
                     describe(exc),
                 )
-                await self._poll_later(row, None, str(row["provider_status"]), progressed=False)
-        next_poll = await sched.store.next_poll_at(provider, state.account)
-        if say_again_at is None:
-            return next_poll
-        return say_again_at if next_poll is None else min(next_poll, say_again_at)
+                await self._poll_later(row)
 
-    async def _poll_one(self, row: dict[str, Any]) -> None:
+    def _reschedule(self, book: PollBook, row_id: int, entry: Entry) -> None:
+        now = time.time()
+        interval = self._interval(now - entry.submitted_at)
+        book.schedule(row_id, entry.pid, entry.submitted_at, now + interval, interval)
+
+    def _interval(self, age_s: float) -> float:
+        cfg = self.sched.cfg
+        return poll_interval_s(
+            age_s, initial_s=cfg.poll_initial_s, factor=cfg.poll_factor, max_s=cfg.poll_max_s
+        )
+
+    async def _poll_one(self, row: dict[str, Any], status: BatchStatus | None) -> None:
+        """One batch's status (from the round's list, else retrieved) and what follows."""
         sched = self.sched
         provider = row["provider"]
         adapter = sched.providers[provider].adapter
         log = _log(row)
-        try:
-            status = await sched.call(lambda: adapter.poll(row["provider_batch_id"]))
-            metrics.note_poll(provider)
-        except AuthError as err:
-            sched.pause(provider, err)
-            return
-        except AdapterError as err:
-            await self._poll_later(
-                row, None, str(row["provider_status"]), progressed=False, retry_after=_after(err)
-            )
-            log.bind(event="batch.poll_failed", error_kind=call_error_kind(err)).warning(
-                "poll failed ({}); will poll again", err
-            )
-            return
+        if status is None:
+            try:
+                status = await sched.call(lambda: adapter.poll(row["provider_batch_id"]))
+                metrics.note_poll(provider)
+            except AuthError as err:
+                sched.pause(provider, err)
+                return
+            except AdapterError as err:
+                await self._poll_later(row, retry_after=_after(err))
+                log.bind(event="batch.poll_failed", error_kind=call_error_kind(err)).warning(
+                    "poll failed ({}); will poll again", err
+                )
+                return
         if status.state == "running":
             counts = {"total": status.total, "done": status.done, "failed": status.failed}
             old = row["counts"]
-            progressed = old is not None and old != _dumps_counts(counts)
-            if _PROGRESS.due(row["tag"]) or progressed:  # periodic, and on each change
+            changed = _dumps_counts(counts) != old
+            if _PROGRESS.due(row["tag"]) or (changed and old is not None):
                 log.bind(event="batch.progress", elapsed_s=elapsed_since(row["submitted_at"])).info(
                     "batch progress: {}/{} done ({}), {} failed; provider status {}",
                     status.done,
@@ -116,37 +182,41 @@ class Collector:
                     status.failed,
                     status.provider_status,
                 )
-            await self._poll_later(row, counts, status.provider_status, progressed=progressed)
+            if changed or status.provider_status != row["provider_status"]:
+                await self._poll_later(row, status.provider_status, counts)
+            else:
+                await self._poll_later(row)
         elif status.state == "ended":
+            self.book(provider).drop(row["id"])
             await self._collect(row, status)
         else:
+            self.book(provider).drop(row["id"])
             await self._batch_lost(row, status)
 
     async def _poll_later(
         self,
         row: dict[str, Any],
-        counts: dict[str, Any] | None,
-        provider_status: str,
+        provider_status: str | None = None,
+        counts: dict[str, Any] | None = None,
         *,
-        progressed: bool,
         retry_after: float | None = None,
     ) -> None:
-        """Schedule the next poll by the batch's backoff; a provider's Retry-After is a floor."""
-        cfg = self.sched.cfg
-        interval = next_poll_interval_s(
-            row["poll_interval_s"] or cfg.poll_initial_s,
-            progressed=progressed,
-            initial_s=cfg.poll_initial_s,
-            factor=cfg.poll_factor,
-            max_s=cfg.poll_max_s,
-        )
-        await self.sched.store.update_poll(
-            row["id"],
-            provider_status=provider_status,
-            counts=counts,
-            next_poll_at=time.time() + max(interval, retry_after or 0.0),
-            poll_interval_s=interval,
-        )
+        """Schedule the next poll by the batch's age; a provider's Retry-After is a floor.
+        Given a new ``provider_status`` (the status changed) the row is updated too."""
+        now = time.time()
+        submitted_at = float(row["submitted_at"] or row["created_at"])
+        interval = self._interval(now - submitted_at)
+        at = now + max(interval, retry_after or 0.0)
+        book = self.book(row["provider"])
+        book.schedule(row["id"], row["provider_batch_id"], submitted_at, at, interval)
+        if provider_status is not None:
+            await self.sched.store.update_poll(
+                row["id"],
+                provider_status=provider_status,
+                counts=counts,
+                next_poll_at=at,
+                poll_interval_s=interval,
+            )
 
     async def _batch_lost(self, row: dict[str, Any], status: BatchStatus) -> None:
         sched = self.sched
@@ -209,9 +279,7 @@ class Collector:
             log.bind(event="batch.results_failed", error_kind=call_error_kind(err)).warning(
                 "fetching results failed ({}); will try again", err
             )
-            await self._poll_later(
-                row, None, status.provider_status, progressed=False, retry_after=_after(err)
-            )
+            await self._poll_later(row, retry_after=_after(err))
             return False
         missing = [
             missing_update(rid, attempts, status, sched.policy, retry_at)
@@ -259,9 +327,7 @@ class Collector:
                 tries,
                 COLLECT_TRIES,
             )
-            await self._poll_later(
-                row, None, status.provider_status, progressed=False, retry_after=delay
-            )
+            await self._poll_later(row, retry_after=delay)
             return
         self._collect_failures.pop(row["id"], None)
         delay = sched.unit_failed(row["provider"], row["model"])

@@ -93,7 +93,7 @@ class Config:
     batch_linger_s: float = 2.0
     poll_initial_s: float = 5.0
     poll_factor: float = 1.5
-    poll_max_s: float = 300.0
+    poll_max_s: float = 1800.0
     retry_base_s: float = 5.0
     retry_max_s: float = 900.0
     max_attempts: int = 5

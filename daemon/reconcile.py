@@ -84,6 +84,7 @@ class Reconciler:
         known = await sched.store.known_provider_ids(provider)
         keys = [f"r{rid}" for rid, _ in await sched.store.batch_requests(row["id"])]
         try:
+            await sched.ready(provider)  # the SDK imported before the timed lookup
             found = await sched.call(
                 lambda: adapter.find(
                     row["tag"], row["model"], row["n_items"], row["created_at"], known, keys
@@ -207,6 +208,7 @@ class Reconciler:
         if row["status"] != BatchRowStatus.SUBMITTED or pid is None:
             return False
         try:
+            await sched.ready(provider)
             status = await sched.call(lambda: state.adapter.poll(pid))
         except AuthError as err:
             sched.pause(provider, err)
@@ -225,6 +227,7 @@ class Reconciler:
         if status.state == "gone":
             return False
         await sched.store.adopt_batch(row["id"], state.account)
+        sched.collector.book(provider).forget()  # an older batch joins the account's book
         batch_log(row).bind(event="reconcile.adopted").info(
             "batch {} was created under another API key or base URL; the configured account "
             "can see it, so it is polled from now on",

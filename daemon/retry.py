@@ -35,10 +35,3 @@ def backoff_s(
     return delay
 
 
-def next_poll_interval_s(
-    current_s: float, *, progressed: bool, initial_s: float, factor: float, max_s: float
-) -> float:
-    """Polling backs off per batch and resets when the batch made progress."""
-    if progressed:
-        return initial_s
-    return min(max_s, max(initial_s, current_s * factor))

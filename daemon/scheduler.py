@@ -118,6 +118,13 @@ class Scheduler:
                 raise UnknownOutcome("the call timed out; it may have taken effect") from None
             raise TransientError("the call timed out") from None
 
+    async def ready(self, provider: str) -> None:
+        """Before a provider's timed call: its adapter built (the SDK is imported at the first
+        call, ``availability.LazyAdapter``), so the import never counts against the timeout."""
+        load = getattr(self.providers[provider].adapter, "load", None)
+        if load is not None:
+            await load()
+
     def backoff(self, attempt: int, retry_after: float | None = None) -> float:
         return backoff_s(
             attempt,
@@ -224,6 +231,7 @@ class Scheduler:
         now = time.time()
         state.paused_until = now + self.cfg.auth_pause_s
         state.pause_reason = f"API key refused: {err}"
+        self.wake.set()  # the loops (the guard publishing the providers' states) see it now
         if now - state.last_auth_log >= self.cfg.auth_pause_s or state.last_auth_log == 0:
             state.last_auth_log = now
             logger.bind(provider=provider, event="provider.paused", error_kind="auth_failed").error(

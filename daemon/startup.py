@@ -22,8 +22,6 @@ import time
 from contextlib import suppress
 from pathlib import Path
 
-from loguru import logger
-
 from .store import DB_FILE_MODE, Store
 
 DB_NAME = "batchd.sqlite3"
@@ -80,6 +78,8 @@ def secure_db_files(state_dir: Path) -> None:
 
 
 def _tighten(path: Path, mode: int, what: str) -> None:
+    from loguru import logger  # at use: `batchd status` never logs
+
     try:
         current = stat.S_IMODE(path.stat().st_mode)
     except OSError:
@@ -195,6 +195,8 @@ def _move_aside(path: Path) -> str:
 def check_database_file(path: Path) -> None:
     """Before SQLite opens it: a file that is not a SQLite database is refused (SQLite would
     fail later, or overwrite it). A missing or empty file is a first start."""
+    from loguru import logger  # at use: `batchd status` never logs
+
     try:
         with path.open("rb") as f:
             header = f.read(len(SQLITE_HEADER))
@@ -213,6 +215,8 @@ def check_database_file(path: Path) -> None:
 async def open_store(path: Path) -> Store:
     """Open (and migrate) the store, then let SQLite check the whole file. A damaged database
     ("database disk image is malformed", "file is not a database") is a StartupError."""
+    from loguru import logger  # at use: `batchd status` never logs
+
     check_database_file(path)
     store = Store(path)
     try:

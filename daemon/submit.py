@@ -146,6 +146,7 @@ class Submitter:
         log = logger.bind(provider=provider, model=model, batch=tag)
         try:
             fault_point("submit")
+            await sched.ready(provider)  # the SDK imported before the timed create call
             items = await prepare_items(provider, model, rows, sched.cfg, adapter)
         except Exception as exc:  # nothing reached the provider: safe to release
             if state_failure(exc):

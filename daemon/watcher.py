@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from loguru import logger
-from watchfiles import awatch
 
+from . import fs_events
 from .writers import WriterCheck
 
 IGNORED_SUFFIXES = (".tmp", ".part")
@@ -157,12 +157,20 @@ async def watch(path: Path, on_change: asyncio.Event, stop: asyncio.Event) -> No
 
     Events only wake the scan, so a failure of the event source never stops the daemon: it is
     said once, the inbox is scanned, and watching starts again after a pause (the loop's own
-    ``scan_interval_s`` rescans meanwhile). watchfiles fails, for one, on a name that is not
-    UTF-8."""
+    ``scan_interval_s`` rescans meanwhile). On Linux the events come from inotify, read by the
+    event loop (``fs_events.py``: nothing wakes while nothing happens); elsewhere from
+    watchfiles, which fails, for one, on a name that is not UTF-8."""
     path.mkdir(parents=True, exist_ok=True)
+    use_inotify = fs_events.available()
     failures = 0
     while not stop.is_set():
         try:
+            if use_inotify:
+                if not await fs_events.FolderEvents(path, on_change.set).run(stop):
+                    return
+                raise OSError(f"the watch on {path} was lost (the folder moved or deleted)")
+            from watchfiles import awatch
+
             async for _changes in awatch(
                 path,
                 stop_event=stop,

@@ -94,6 +94,11 @@ class ScriptedAdapter:
         n = len(self.created[provider_batch_id])
         return BatchStatus(provider_batch_id, "ended", "completed", total=n, done=n)
 
+    async def list_batches(self) -> AsyncIterator[list[BatchStatus]]:
+        """The list shows nothing: every due batch is polled on its own (``poll``)."""
+        return
+        yield
+
     async def results(self, provider_batch_id: str) -> AsyncIterator[ItemResult]:
         self._raise("results", self.results_errors)
         for key in self.created[provider_batch_id]:

@@ -19,7 +19,8 @@ import random
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from daemon.retry import RETRY_AFTER_MAX_S, backoff_s, next_poll_interval_s
+from daemon.polling import poll_interval_s
+from daemon.retry import RETRY_AFTER_MAX_S, backoff_s
 
 settings.register_profile(
     "long", max_examples=20_000, deadline=None, suppress_health_check=[HealthCheck.too_slow]
@@ -76,19 +77,15 @@ class _Extreme(random.Random):
 
 
 @given(
-    st.floats(min_value=0, max_value=10**6),
-    st.booleans(),
+    st.floats(min_value=0, max_value=10**7),
     st.floats(min_value=0.01, max_value=100),
     st.floats(min_value=1, max_value=10),
     st.floats(min_value=0.01, max_value=10**5),
 )
 def test_poll_interval_stays_between_initial_and_max(
-    current: float, progressed: bool, initial: float, factor: float, max_s: float
+    age: float, initial: float, factor: float, max_s: float
 ) -> None:
-    interval = next_poll_interval_s(
-        current, progressed=progressed, initial_s=initial, factor=factor, max_s=max_s
-    )
-    if progressed:
-        assert interval == initial
-    else:
-        assert interval <= max_s and (interval >= initial or interval == max_s)
+    interval = poll_interval_s(age, initial_s=initial, factor=factor, max_s=max_s)
+    assert interval <= max_s and (interval >= initial or interval == max_s)
+    older = poll_interval_s(age * 2 + 1, initial_s=initial, factor=factor, max_s=max_s)
+    assert older >= interval  # an older batch is never polled more often

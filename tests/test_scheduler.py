@@ -44,6 +44,8 @@ class FakeAdapter:
         self.submitted: list[str] = []
         self.polled: list[str] = []
         self.looked_up: list[str] = []
+        self.listing: list[BatchStatus] = []  # what the account's list shows (one page)
+        self.lists = 0  # list calls
 
     async def submit(self, tag: str, model: str, items: Iterable[BatchItem]) -> Submitted:
         if self.submit_error is not None:
@@ -68,6 +70,10 @@ class FakeAdapter:
         if provider_batch_id in self.invisible:
             return BatchStatus(provider_batch_id, "gone", "not_found", error="batch not found")
         return BatchStatus(provider_batch_id, "running", "in_progress", total=1, done=0)
+
+    async def list_batches(self) -> AsyncIterator[list[BatchStatus]]:
+        self.lists += 1
+        yield list(self.listing)
 
     async def results(self, provider_batch_id: str) -> AsyncIterator[ItemResult]:
         results: list[ItemResult] = []  # never asked: its batches stay running
@@ -198,3 +204,26 @@ async def test_the_retries_of_one_batch_share_one_retry_time_per_attempt(store: 
     assert first(1) < first(2)  # a later attempt still backs off further
     assert time.time() + 5 <= first(1) <= time.time() + 10
     assert first(1) != second(1)  # another batch draws its own (jitter between batches)
+
+
+async def test_due_batches_are_polled_in_one_round_from_the_list(store: Store) -> None:
+    """Many due batches: one list call for all the list shows, one retrieve for one it does not
+    show; a batch whose status did not change costs no write, and is not due again at once."""
+    await _add_requests(store, 9)
+    tags = [f"b{i}" for i in range(8)]
+    for tag in tags:
+        await _batch(store, tag, NOW_ACCOUNT, submitted=True)
+    adapter = FakeAdapter()
+    adapter.listing = [
+        BatchStatus(f"pb-{tag}", "running", "in_progress", total=1, done=0, created_at=time.time())
+        for tag in tags[1:]
+    ]
+    sched = _scheduler(store, adapter, poll_initial_s=30, poll_max_s=60)
+    next_at = await sched.poll_due("openai")
+    assert adapter.lists == 1 and adapter.polled == ["pb-b0"]  # the one the list did not show
+    assert next_at is not None and next_at >= time.time() + 29
+    rows = {b["tag"]: b for b in await store.batches_in(BatchRowStatus.SUBMITTED)}
+    assert all(rows[t]["provider_status"] == "in_progress" for t in tags)  # a change: written
+    await sched.poll_due("openai")  # nothing due: no call at all
+    assert adapter.lists == 1 and adapter.polled == ["pb-b0"]
+    await sched.shutdown(grace_s=1)

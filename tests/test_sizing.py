@@ -12,7 +12,7 @@ from adapters.facts import PROVIDER_LIMITS
 from daemon.budgets import Budgets, Room, limit_from_message
 from daemon.config import Config
 from daemon.packing import estimate_tokens
-from daemon.retry import next_poll_interval_s
+from daemon.polling import poll_interval_s
 from daemon.sizing import (
     GROWTH,
     Lane,
@@ -163,14 +163,12 @@ def test_worked_example_one_million_openai_requests() -> None:
     creates = len(sizes)  # one create (and one upload) per batch
     assert creates < openai.creates_per_hour / 50  # 23 of the 2,000 an hour
     # Polls of one 30-minute batch at the default schedule (no progress seen).
-    polls, t, interval = 0, 0.0, cfg.poll_initial_s
+    polls, t = 0, 0.0
     while t < 1800:
-        t += interval
+        t += poll_interval_s(
+            t, initial_s=cfg.poll_initial_s, factor=cfg.poll_factor, max_s=cfg.poll_max_s
+        )
         polls += 1
-        interval = next_poll_interval_s(
-            interval, progressed=False, initial_s=cfg.poll_initial_s,
-            factor=cfg.poll_factor, max_s=cfg.poll_max_s,
-        )  # fmt: skip
     assert polls == 15
     assert polls * creates == 345
     # The canary and three probes run one after another (4 x 30 min), then the last 19

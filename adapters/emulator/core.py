@@ -163,6 +163,7 @@ class Context:
                 request.path,
                 response.status,
                 size=request.content_length,
+                query=request.query_string,
             )
             if any(f.kind == "drop" for f in fired):
                 self.journal.count(provider.name, "faults_drop")

@@ -46,8 +46,10 @@ class Journal:
         path: str,
         status: int,
         size: int | None = None,
+        query: str = "",
     ) -> None:
-        """One answered call; ``size`` is the request body's Content-Length (bytes on the wire)."""
+        """One answered call; ``size`` is the request body's Content-Length (bytes on the wire),
+        ``query`` the URL's query string (a list call's page parameters)."""
         self.calls.append(
             {
                 "t": round(time.time(), 3),
@@ -57,6 +59,7 @@ class Journal:
                 "path": path,
                 "status": status,
                 "bytes": size,
+                "query": query,
             }
         )
 

@@ -544,6 +544,28 @@ class Store(PlanningStore, JobsMixin):
         due = await self._scalar(q.SELECT_NEXT_POLL_AT, params)
         return None if due is None else float(due)
 
+    async def poll_book(
+        self, provider: str, account: str, since: float
+    ) -> list[tuple[int, str, float, float | None]]:
+        """The account's submitted batches submitted at or after ``since``: (row id, provider
+        batch id, submitted at, next poll at) each, for the poller's schedule in memory."""
+        params = (BatchRowStatus.SUBMITTED, provider, account, since)
+        return [
+            (r[0], r[1], float(r[2] if r[2] is not None else r[3]), r[4])
+            for r in await self._all(q.SELECT_POLL_BOOK, params)
+        ]
+
+    async def last_submitted_at(self, provider: str, account: str) -> float | None:
+        """When the account's newest still-submitted batch was submitted (None: none is)."""
+        params = (BatchRowStatus.SUBMITTED, provider, account)
+        at = await self._scalar(q.SELECT_LAST_SUBMITTED_AT, params)
+        return None if at is None else float(at)
+
+    async def submitted_batches(self, ids: Iterable[int]) -> list[dict[str, Any]]:
+        """The batches among ``ids`` that are still submitted, oldest first."""
+        params = (BatchRowStatus.SUBMITTED, json.dumps(sorted(ids)))
+        return [dict(r) for r in await self._all(q.SELECT_BATCHES_BY_ID, params)]
+
     async def update_poll(
         self,
         batch_id: int,

@@ -176,6 +176,17 @@ SELECT_DUE_POLLS = (
 SELECT_NEXT_POLL_AT = (
     "SELECT MIN(next_poll_at) FROM batches WHERE status = ? AND provider = ? AND account = ?"
 )
+SELECT_POLL_BOOK = (  # the light schedule of an account's submitted batches, since a time
+    "SELECT id, provider_batch_id, submitted_at, created_at, next_poll_at FROM batches"
+    " WHERE status = ? AND provider = ? AND account = ? AND submitted_at >= ?"
+)
+SELECT_LAST_SUBMITTED_AT = (
+    "SELECT MAX(submitted_at) FROM batches WHERE status = ? AND provider = ? AND account = ?"
+)
+SELECT_BATCHES_BY_ID = (  # the ids come as one JSON list
+    "SELECT * FROM batches WHERE status = ? AND id IN (SELECT value FROM json_each(?))"
+    " ORDER BY id"
+)
 UPDATE_POLL = (
     "UPDATE batches SET provider_status = ?, counts = ?, next_poll_at = ?,"
     " poll_interval_s = ? WHERE id = ?"
