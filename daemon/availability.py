@@ -36,8 +36,8 @@ from adapters.base import (
 from adapters.facts import PROVIDER_LIMITS, PROVIDERS
 
 from .config import KEY_ENV, Config
-from .logs import plural
 from .states import FileStatus
+from .text import plural
 
 if TYPE_CHECKING:
     from .scheduler import Scheduler

@@ -26,10 +26,10 @@ from adapters.facts import PROVIDER_LIMITS
 from . import names
 from .config import Config, adapt_policy
 from .cost import DIGITS, estimate
-from .logs import escape
 from .packing import BatchPacker
 from .reading import iter_lines, sniff
 from .registry import Registry
+from .text import escape
 from .validate import Invalid, Request
 
 DEFAULT_MAX_INVALID = 20

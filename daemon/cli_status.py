@@ -34,11 +34,11 @@ from adapters.facts import PROVIDERS
 from .availability import read_snapshot
 from .config import Config, adapt_policy
 from .cost import CostTotals, cost_of
-from .logs import escape
 from .startup import db_path, lock_holder
 from .states import REQUEST_FINAL
 from .store import Store, StoreError
 from .store.schema import MIGRATIONS
+from .text import escape
 
 CHARS_PER_TOKEN = 4  # an estimate, as ``batchd check`` makes it
 CLEAR = "\x1b[H\x1b[2J"  # cursor home, clear the screen: --watch redraws in place

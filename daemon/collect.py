@@ -31,7 +31,7 @@ from adapters.base import AdapterError, AuthError, BatchStatus, ResultsGone
 
 from . import metrics
 from .crashpoints import crash_point, fault_point
-from .logs import Throttle, batch_log, call_error_kind, elapsed_since, plural
+from .logs import Throttle, batch_log, call_error_kind, elapsed_since
 from .outcomes import (
     RequestUpdate,
     RetryAt,
@@ -43,6 +43,7 @@ from .outcomes import (
 )
 from .polling import LIST_MIN, Entry, PollBook, listed_statuses, poll_interval_s
 from .store import state_failure
+from .text import plural
 
 if TYPE_CHECKING:
     from loguru import Logger

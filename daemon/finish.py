@@ -29,10 +29,11 @@ from . import ingest, names, outbox, sizing
 from .caching import cache_note
 from .config import Config, adapt_policy
 from .cost import cache_savings, cost_of
-from .logs import elapsed_since, job_log, plural
+from .logs import elapsed_since, job_log
 from .registry import Registry
 from .states import FileStatus, RequestStatus
 from .store import Store, iter_file_rows, state_failure
+from .text import plural
 
 
 def _rows(db_path: Path, file_id: int, registry: Registry) -> Iterator[dict[str, Any]]:

@@ -41,10 +41,11 @@ from . import names, watcher
 from .archive import move
 from .config import Config, adapt_policy
 from .crashpoints import crash_point
-from .logs import elapsed_since, job_log, plural
+from .logs import elapsed_since, job_log
 from .reading import Progress, iter_lines, sniff
 from .states import FileStatus, RequestStatus
 from .store import Store, state_failure
+from .text import plural
 from .validate import Invalid, Request
 from .writers import WriterCheck
 

@@ -40,7 +40,7 @@ from adapters.base import (
 
 from .caching import prepare_items
 from .crashpoints import crash_point, fault_point
-from .logs import batch_context, call_error_kind, plural
+from .logs import batch_context, call_error_kind
 from .outcomes import (
     CREATE_UNKNOWN,
     INTERNAL_ERROR,
@@ -50,6 +50,7 @@ from .outcomes import (
     refused_error,
 )
 from .store import state_failure
+from .text import plural
 
 if TYPE_CHECKING:
     from loguru import Logger

@@ -20,7 +20,8 @@ from loguru import logger
 
 from adapters.emulator import Emulator
 from adapters.emulator.faults import FaultSet
-from daemon.logs import FIELDS, JSON_SCHEMA, Throttle, json_record, plural
+from daemon.logs import FIELDS, JSON_SCHEMA, Throttle, json_record
+from daemon.text import plural
 
 from .daemon_harness import (
     REPO,

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from daemon import names
-from daemon.logs import escape
 from daemon.outbox import archive_input, reserve_names, write_outputs
+from daemon.text import escape
 
 NAME_MAX = 255
 
