@@ -172,7 +172,11 @@ async def test_sighup_reloads_live_keys_and_keeps_the_rest(tmp_path: Path, emula
     await wait_for_log(proc, "batchd started")
     config = proc.config
     original = config.read_text()
-    config.write_text(original + '\ninbox = "elsewhere"\n[providers.openai]\nbatch_size = 2\n')
+    config.write_text(
+        original
+        + '\ninbox = "elsewhere"\nbatch_sizing = "fixed"\n'
+        + "[providers.openai]\nbatch_size = 2\n"
+    )
     proc.signal(signal.SIGHUP)
     await wait_for_log(proc, "configuration reload: providers.openai.batch_size = 2 (was 50)")
     await wait_for_log(proc, "configuration reload: inbox changed")
@@ -182,7 +186,8 @@ async def test_sighup_reloads_live_keys_and_keeps_the_rest(tmp_path: Path, emula
     await wait_for(lambda: _exists(tmp_path / "outbox" / "five.results.jsonl"), what="results")
     results = read_results(tmp_path / "outbox" / "five.results.jsonl")
     assert [r["status"] for r in results] == ["succeeded"] * 5
-    assert len({r["batch_ids"][0] for r in results}) == 3  # batches of 2, 2 and 1
+    # batches of 2, 2 and 1: fixed sizes, reloaded live too (adaptive would grow after 2)
+    assert len({r["batch_ids"][0] for r in results}) == 3
     assert (await journal(emulator.url))["providers"]["openai"]["batches_created"] == 3
 
     config.write_text(original + "\n[providers.openai]\nbatchsize = 2\n")  # a typo
