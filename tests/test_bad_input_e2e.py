@@ -207,6 +207,8 @@ async def test_file_still_being_written_and_same_name_twice(tmp_path: Path, emul
         read_results(p)[0]["text"].rsplit(" ", 1)[-1] for p in outbox.glob("twice*.results.jsonl")
     )
     assert texts == ["first", "second"]
+    # each input is archived just after its results are written: waited for, not read once
+    await wait_for(lambda: _count(tmp_path / "processed", "twice*.jsonl", 2), what="two archived")
     assert len(list((tmp_path / "processed").glob("twice*.jsonl"))) == 2
     run = await stop(proc)
     assert run.returncode == 0, run.stderr[-4000:]
