@@ -144,4 +144,16 @@ MIGRATIONS: tuple[str, ...] = (
             'code', NULL)
         WHERE id = NEW.id; END
     """,
+    # 5: two indexes for what runs at every wake of the loop (docs/performance.md). The
+    # due-requests index also holds updated_at, so the planner's grouping of the due requests
+    # per model and file (``queries.SELECT_DUE_LANES``) reads the index alone: 4.9 ms instead
+    # of 15.6 ms for 10,000 pending requests. requests_file_status answers "has this file a
+    # request still open?" (``queries.SELECT_FINISHED_FILES``) by a lookup, where the file's
+    # rows were read in line order until an open one (all of them once most were done).
+    """
+    DROP INDEX requests_due;
+    CREATE INDEX requests_due
+        ON requests (status, provider, model, file_id, next_attempt_at, updated_at);
+    CREATE INDEX requests_file_status ON requests (file_id, status)
+    """,
 )
