@@ -476,17 +476,9 @@ METRICS_TOKENS = (
     " FROM requests WHERE result IS NOT NULL AND provider IS NOT NULL AND model IS NOT NULL"
     " GROUP BY provider, model"
 )
-# Enqueued-token budgets exist from the schema that adds batches.tokens and the budgets table;
-# an older database has neither (the reader looks first).
-METRICS_TABLE_COLUMNS = "SELECT name FROM pragma_table_info(?)"
+# Enqueued tokens of the open batches, per model, and the budgets' limits.
 METRICS_ENQUEUED_TOKENS = (
     "SELECT provider, model, SUM(tokens) FROM batches"
     " WHERE status IN (SELECT value FROM json_each(?)) GROUP BY provider, model"
 )
 METRICS_TOKEN_BUDGETS = "SELECT account, model, limit_tokens FROM budgets"
-# Without enqueued-token budgets: the bytes of the requests out at a provider, per model (the
-# reader turns them into an estimate of tokens).
-METRICS_IN_FLIGHT_BYTES = (
-    "SELECT COALESCE(provider, ''), COALESCE(model, ''), SUM(size_bytes) FROM requests"
-    " WHERE status = ? GROUP BY provider, model"
-)

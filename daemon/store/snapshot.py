@@ -22,7 +22,6 @@ from pathlib import Path
 from types import TracebackType
 from urllib.parse import quote
 
-from ..caching import CHARS_PER_TOKEN
 from ..states import BATCH_OPEN, FILE_OPEN, REQUEST_FINAL, RequestStatus
 from . import queries as q
 
@@ -127,19 +126,12 @@ class Snapshot:
             out.batches[(str(status), str(provider))] = int(n)
         oldest = db.execute(q.METRICS_OLDEST_PENDING, (RequestStatus.PENDING,)).fetchone()[0]
         out.oldest_pending_at = None if oldest is None else float(oldest)
-        if "tokens" in self._columns("batches"):
-            rows = db.execute(q.METRICS_ENQUEUED_TOKENS, (_statuses(BATCH_OPEN),))
-            for provider, model, tokens in rows:
-                out.enqueued_tokens[(str(provider), str(model))] = int(tokens or 0)
-        else:
-            rows = db.execute(q.METRICS_IN_FLIGHT_BYTES, (RequestStatus.BATCHED,))
-            for provider, model, size in rows:
-                estimate = int(size or 0) // CHARS_PER_TOKEN
-                out.enqueued_tokens[(str(provider), str(model))] = estimate
-        if self._columns("budgets"):
-            for account, model, limit in db.execute(q.METRICS_TOKEN_BUDGETS):
-                key = (str(account).split("|", 1)[0], str(model))
-                out.token_limits[key] = max(int(limit), out.token_limits.get(key, 0))
+        rows = db.execute(q.METRICS_ENQUEUED_TOKENS, (_statuses(BATCH_OPEN),))
+        for provider, model, tokens in rows:
+            out.enqueued_tokens[(str(provider), str(model))] = int(tokens or 0)
+        for account, model, limit in db.execute(q.METRICS_TOKEN_BUDGETS):
+            key = (str(account).split("|", 1)[0], str(model))
+            out.token_limits[key] = max(int(limit), out.token_limits.get(key, 0))
         return out
 
     def totals(self) -> Totals:
@@ -151,10 +143,6 @@ class Snapshot:
         for provider, model, *numbers in db.execute(q.METRICS_TOKENS):
             out.tokens[(str(provider), str(model))] = Tokens(*(int(x or 0) for x in numbers))
         return out
-
-    def _columns(self, table: str) -> set[str]:
-        """The table's columns; empty when the table does not exist (an older schema)."""
-        return {str(r[0]) for r in self.db.execute(q.METRICS_TABLE_COLUMNS, (table,))}
 
 
 __all__ = ["Readings", "ServiceCounts", "Snapshot", "Tokens", "Totals"]
