@@ -1,10 +1,12 @@
 """``batchd status``: the daemon, each provider's state, the work in hand, and its history.
 
-It reads the state database read-only (``Store.open_read_only``: no migration, no journal-mode
-switch, no write), so it works beside a running daemon and for a user who may read but not
-write the state folder. Whether a daemon runs comes from its lock (``startup.lock_holder``);
-each provider's state (running / paused: reason / no key) from what the daemon last
-published (``availability.read_snapshot``), with the requests waiting for it from the database.
+It reads the state database read-only and synchronously (``store.reader.StatusReader``: no
+migration, no journal-mode switch, no write, no event loop), so it works beside a running daemon
+and for a user who may read but not write the state folder; it imports neither asyncio nor
+aiosqlite, to start quickly. Whether a daemon runs comes from its lock
+(``startup.lock_holder``); each provider's state (running / paused: reason / no key) from what
+the daemon last published (``availability.read_snapshot``), with the requests waiting for it
+from the database.
 
 The text view shows active work by default (jobs not finished: % done, cost so far, an ETA
 estimate, canceled or not; open batches; what is in flight per model; disk usage); ``--all``
@@ -19,7 +21,6 @@ whatever the flags; ``active`` (the jobs not finished, with their progress), ``i
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import sqlite3
@@ -36,8 +37,7 @@ from .config import Config, adapt_policy
 from .cost import CostTotals, cost_of
 from .startup import db_path, lock_holder
 from .states import REQUEST_FINAL
-from .store import Store, StoreError
-from .store.schema import MIGRATIONS
+from .store.reader import StateUnreadable, StatusReader
 from .text import escape
 
 CHARS_PER_TOKEN = 4  # an estimate, as ``batchd check`` makes it
@@ -103,30 +103,24 @@ def progress(job: dict[str, Any], now: float) -> dict[str, Any]:
     return {"done": done, "total": total, "percent_done": percent, "eta_s": eta}
 
 
-async def _read(cfg: Config) -> dict[str, Any]:
-    store = await Store(db_path(cfg.state_dir)).open_read_only()
-    try:
-        report = await store.status_report()
-        report["waiting"] = await store.waiting_by_provider()
-        if await store.schema_version() < len(MIGRATIONS):  # the daemon has not migrated it
+def _read(cfg: Config) -> dict[str, Any]:
+    with StatusReader(db_path(cfg.state_dir)) as reader:
+        report = reader.recent()
+        report["waiting"] = reader.waiting_by_provider()
+        if not reader.migrated():  # the daemon has not migrated it
             report.update(
                 active=[], open_batches=[], usage=[], in_flight=[], active_errors=[], budgets=[]
             )
             return report
-        active = await store.open_jobs()
+        active = reader.open_jobs()
         ids = [j["id"] for j in active]
         report["active"] = active
-        report["usage"] = await store.jobs_usage(ids)
-        report["active_errors"] = await store.jobs_errors(ids)
-        report["open_batches"] = await store.open_batches()
-        report["in_flight"] = await store.in_flight()
-        report["budgets"] = [
-            {"provider": p, "model": m, "limit": lim, "in_use": used}
-            for p, m, lim, used in await store.budget_use()
-        ]
+        report["usage"] = reader.jobs_usage(ids)
+        report["active_errors"] = reader.jobs_errors(ids)
+        report["open_batches"] = reader.open_batches()
+        report["in_flight"] = reader.in_flight()
+        report["budgets"] = reader.budgets()
         return report
-    finally:
-        await store.close()
 
 
 def collect(cfg: Config) -> dict[str, Any]:
@@ -136,8 +130,8 @@ def collect(cfg: Config) -> dict[str, Any]:
     if not db.exists():
         raise StatusError(f"no state database at {db} (batchd has not run on this folder)")
     try:
-        raw = asyncio.run(_read(cfg))
-    except (sqlite3.Error, StoreError, OSError) as exc:
+        raw = _read(cfg)
+    except (sqlite3.Error, StateUnreadable, OSError) as exc:
         raise StatusError(f"cannot read the state database {db}: {exc}") from None
     running, pid = lock_holder(state_dir)
     snapshot = read_snapshot(state_dir)
@@ -178,8 +172,8 @@ def _active(cfg: Config, raw: dict[str, Any]) -> list[dict[str, Any]]:
     """The jobs not finished, each with its progress and cost so far (the usage of its
     answers so far under the registry's prices: an estimate until its summary is written)."""
     now = time.time()
-    registry = adapt_policy(cfg).registry
     costs: dict[int, CostTotals] = {}
+    registry = adapt_policy(cfg).registry
     for u in raw["usage"]:
         info = registry.info(u["model"], u["provider"]) if u["model"] and u["provider"] else None
         costs.setdefault(u["file_id"], CostTotals()).add(cost_of(u, info))

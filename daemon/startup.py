@@ -21,8 +21,12 @@ import stat
 import time
 from contextlib import suppress
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .store import DB_FILE_MODE, Store
+from .store.queries import DB_FILE_MODE
+
+if TYPE_CHECKING:  # imported at use: `batchd status` reads without it (and without asyncio)
+    from .store import Store
 
 DB_NAME = "batchd.sqlite3"
 LOCK_NAME = "batchd.lock"
@@ -216,6 +220,8 @@ async def open_store(path: Path) -> Store:
     """Open (and migrate) the store, then let SQLite check the whole file. A damaged database
     ("database disk image is malformed", "file is not a database") is a StartupError."""
     from loguru import logger  # at use: `batchd status` never logs
+
+    from .store import Store
 
     check_database_file(path)
     store = Store(path)

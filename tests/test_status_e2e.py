@@ -6,6 +6,9 @@ requests of a batch it shares with another job."""
 from __future__ import annotations
 
 import json
+import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +17,11 @@ import pytest
 
 from adapters.emulator import Emulator
 from daemon.cli_status import progress
+from daemon.store import Store
+from daemon.store.schema import MIGRATIONS
 from tests.daemon_harness import (
+    REPO,
+    daemon_env,
     run_cli,
     start_daemon,
     stop,
@@ -95,3 +102,36 @@ def test_progress_and_eta() -> None:
     assert p == {"done": 40, "total": 80, "percent_done": 50.0, "eta_s": 100.0}
     assert progress({**job, "counts": {"pending": 3}}, 200.0)["eta_s"] is None
     assert progress({**job, "counts": {}}, 200.0)["percent_done"] is None
+
+
+async def test_status_reads_without_an_event_loop(tmp_path: Path) -> None:
+    """``status`` is a plain synchronous read: neither asyncio nor aiosqlite (nor the store's
+    async half) is imported, which is most of what made it slow to start."""
+    state = tmp_path / "state"
+    await (await Store(state / "batchd.sqlite3").open()).close()
+    script = (
+        "import sys\n"
+        "from daemon.cli import main\n"
+        f"code = main(['status', '--state-dir', {str(state)!r}, '--json'])\n"
+        "loaded = [m for m in ('asyncio', 'aiosqlite', 'daemon.store.db') if m in sys.modules]\n"
+        "print('LOADED', loaded, code)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=daemon_env(None),
+                         capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[-1] == "LOADED [] 0", out.stdout[-2000:]
+
+
+def test_status_refuses_a_database_it_cannot_read(tmp_path: Path) -> None:
+    """A database batchd never set up, or one a newer batchd migrated: exit 1 and why."""
+    for name, version in (("empty", 0), ("newer", len(MIGRATIONS) + 1)):
+        state = tmp_path / name
+        state.mkdir()
+        with sqlite3.connect(state / "batchd.sqlite3") as db:
+            db.execute("CREATE TABLE t (x)")
+            db.execute(f"PRAGMA user_version={version}")
+        out = run_cli(["status", "--state-dir", str(state)])
+        assert out.returncode == 1, out.stderr
+        assert "cannot read the state database" in out.stderr and "Traceback" not in out.stderr
+        why = "never started on it" if version == 0 else "newer than this batchd"
+        assert why in out.stderr, out.stderr

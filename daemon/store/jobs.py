@@ -1,4 +1,4 @@
-"""The store's methods for operations: cancelling a job, retention, and progress reports.
+"""The store's methods for operations: cancelling a job, retention, the open batches.
 
 A mixin of :class:`daemon.store.Store` (``db.py`` keeps the connection and the data path); the
 statements are in ``queries.py``. Long operations on one job (its pending requests canceled,
@@ -19,7 +19,7 @@ from urllib.parse import quote
 
 import aiosqlite
 
-from ..states import BATCH_ENDED, BATCH_OPEN, FILE_OPEN, FileStatus, RequestStatus
+from ..states import BATCH_ENDED, BATCH_OPEN, FileStatus, RequestStatus
 from . import queries as q
 from .schema import MIGRATIONS
 
@@ -35,10 +35,6 @@ RECLAIM_CHUNK_PAGES = 2000  # pages given back per statement (8 MB of 4 KiB page
 LINE_WINDOW = 5000  # lines per transaction when a job's requests are canceled or deleted
 # A canceled job is still worked on while it has requests to cancel or batches to stop.
 CANCELING = (FileStatus.CLAIMED, FileStatus.INGESTING, FileStatus.ACTIVE)
-
-
-def _ids(values: Sequence[int | str]) -> str:
-    return json.dumps(list(values))
 
 
 def _statuses(statuses: Sequence[str] | frozenset[Any]) -> str:
@@ -243,18 +239,7 @@ class JobsMixin:
             await self.db.execute(pragma)
         await self.db.execute(q.FULL_VACUUM)
 
-    # -- progress (``batchd status``) ------------------------------------------------------
-    async def open_jobs(self) -> list[dict[str, Any]]:
-        """Jobs not finished, oldest first, with their request counts by state."""
-        rows = await self._all(q.REPORT_OPEN_FILES, (_statuses(FILE_OPEN),))
-        return [{**dict(r), "counts": json.loads(r["counts"] or "{}")} for r in rows]
-
-    async def jobs_usage(self, file_ids: Sequence[int]) -> list[dict[str, Any]]:
-        """Token totals per job, provider and model of the requests answered so far."""
-        if not file_ids:
-            return []
-        return [dict(r) for r in await self._all(q.REPORT_FILE_USAGE, (_ids(file_ids),))]
-
+    # -- open batches (retention) ------------------------------------------------------
     async def open_batches(self) -> list[dict[str, Any]]:
         """Batches still submitting or running, with the provider's last counts."""
         out = []
@@ -264,12 +249,3 @@ class JobsMixin:
             out.append(d)
         return out
 
-    async def in_flight(self) -> list[dict[str, Any]]:
-        """Per provider and model: batches, requests and request bytes at the providers."""
-        return [dict(r) for r in await self._all(q.REPORT_IN_FLIGHT, (RequestStatus.BATCHED,))]
-
-    async def jobs_errors(self, file_ids: Sequence[int]) -> list[dict[str, Any]]:
-        """The most common error kinds of the given jobs."""
-        if not file_ids:
-            return []
-        return [dict(r) for r in await self._all(q.REPORT_FILE_ERRORS, (_ids(file_ids),))]
