@@ -69,6 +69,7 @@ from adapters.base import AdapterError, BatchItem, ProviderAdapter
 from .config import Config, adapt_policy
 from .cost import cache_writes
 from .logs import call_error_kind
+from .packing import CHARS_PER_TOKEN
 from .registry import ModelInfo
 
 MODES = ("auto", "off")
@@ -76,7 +77,6 @@ TTLS = ("5m", "1h")
 # The provider's multipliers of the input price, used where the registry has no prices.
 WRITE_MULTIPLIER = {"5m": 1.25, "1h": 2.0}
 READ_MULTIPLIER = 0.1
-CHARS_PER_TOKEN = 4
 ASSUMED_LANES = 8
 PRIME_KEY = "cache-prime"
 PRIME_AGAIN_AFTER_S = 55 * 60
@@ -89,7 +89,7 @@ class CachePlan:
     """The decision for one system prompt shared in a batch, with the figures behind it."""
 
     shared: int  # requests of the batch sharing the prompt
-    prefix_tokens: int  # estimated (characters / 4)
+    prefix_tokens: int  # estimated (characters / CHARS_PER_TOKEN)
     min_tokens: int
     ttl: str | None  # "5m", "1h", or None: not marked
     prime: bool

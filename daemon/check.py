@@ -26,14 +26,13 @@ from adapters.facts import PROVIDER_LIMITS
 from . import names
 from .config import Config, adapt_policy
 from .cost import DIGITS, estimate
-from .packing import BatchPacker
+from .packing import CHARS_PER_TOKEN, BatchPacker
 from .reading import iter_lines, sniff
 from .registry import Registry
 from .text import escape
 from .validate import Invalid, Request
 
 DEFAULT_MAX_INVALID = 20
-CHARS_PER_TOKEN = 4
 _TEXT_KEYS = frozenset({"content", "text", "system"})
 
 
@@ -197,7 +196,8 @@ def render(report: Mapping[str, Any]) -> str:
     if t["unpriced_models"]:
         unpriced = ", ".join(escape(m) for m in t["unpriced_models"])
         out.append(f"    no prices for: {unpriced} (not in the totals)")
-    out.append("    (~ estimates: input tokens are characters / 4; cost covers input only)")
+    per = CHARS_PER_TOKEN
+    out.append(f"    (~ estimates: input tokens are characters / {per}; cost covers input only)")
     if report["invalid_lines"]:
         out += ["", "INVALID LINES"]
         out += [f"  {escape(x['reason'])}" for x in report["invalid_lines"]]

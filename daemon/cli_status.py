@@ -35,12 +35,12 @@ from adapters.facts import PROVIDERS
 from .availability import read_snapshot
 from .config import Config, adapt_policy
 from .cost import CostTotals, cost_of
+from .packing import CHARS_PER_TOKEN
 from .startup import db_path, lock_holder
 from .states import REQUEST_FINAL
 from .store.reader import StateUnreadable, StatusReader
 from .text import escape
 
-CHARS_PER_TOKEN = 4  # an estimate, as ``batchd check`` makes it
 CLEAR = "\x1b[H\x1b[2J"  # cursor home, clear the screen: --watch redraws in place
 
 

@@ -11,6 +11,10 @@ A batch may also be held to an estimate of its prompt tokens (an enqueued-token 
 ``daemon/budgets.py``). The estimate is the request body's size in UTF-8 bytes / 4 (rounded
 up): no tokenizer runs, the size is already known, and it never counts fewer tokens than
 characters / 4 of the prompt text (see docs/performance.md for its accuracy).
+
+:data:`CHARS_PER_TOKEN` is batchd's one figure for "4 characters a token": the budgets here,
+``batchd check``'s input-token estimate, ``batchd status``'s tokens in flight and the prompt
+caching decision (``daemon/caching.py``) all divide by it.
 """
 
 from __future__ import annotations
@@ -18,12 +22,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 ITEM_OVERHEAD_BYTES = 256
-BYTES_PER_TOKEN = 4
+CHARS_PER_TOKEN = 4  # characters (or UTF-8 bytes) of a prompt per token, as estimated
 
 
 def estimate_tokens(size_bytes: int) -> int:
     """Estimated prompt tokens of a request whose body is ``size_bytes`` of UTF-8 JSON."""
-    return max(1, -(-size_bytes // BYTES_PER_TOKEN))
+    return max(1, -(-size_bytes // CHARS_PER_TOKEN))
 
 
 def item_bytes(size_bytes: int) -> int:

@@ -39,7 +39,7 @@ from loguru import logger
 
 from .config import Config, adapt_policy
 from .cost import estimate
-from .packing import estimate_tokens
+from .packing import CHARS_PER_TOKEN, estimate_tokens
 from .states import BatchRowStatus
 from .store.planning import (
     CANARY_NOT_SENT,
@@ -295,7 +295,7 @@ class Sizer:
                 model,
                 file_id,
                 error.get("message"),
-                size_bytes // 4,
+                size_bytes // CHARS_PER_TOKEN,
             )
 
     async def batch_ended(self, batch_id: int) -> None:
