@@ -1,4 +1,5 @@
-"""Containment in the scheduler, over a real SQLite store and a scripted in-memory adapter.
+"""Containment in the scheduler, over a real SQLite store and a scripted in-memory adapter
+(``tests/fake_adapter.py``).
 
 An unexpected error (a bug-shaped exception, not one of the adapter taxonomy) while preparing,
 creating, polling or collecting one batch, or in one model's submit loop, stays in that unit:
@@ -15,100 +16,27 @@ import itertools
 import json
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Collection, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 from loguru import logger
 
-from adapters.base import (
-    BatchItem,
-    BatchStatus,
-    ItemResult,
-    ProviderLimits,
-    ProviderName,
-    Submitted,
-    UnknownOutcome,
-)
+from adapters.base import BatchItem, UnknownOutcome
 from daemon import submit as submit_module
+from daemon.caching import prepare_items
 from daemon.collect import COLLECT_TRIES
 from daemon.config import Config
 from daemon.scheduler import Scheduler, TaskFailed
 from daemon.states import BatchRowStatus, FileStatus, RequestStatus
 from daemon.store import Store
+from tests.fake_adapter import FakeAdapter
 
 ACCOUNT = "openai|default|key:now"
 MODEL = "gpt-4o-mini"
 OTHER = "gpt-4.1-mini"
 MAX_ATTEMPTS = 3
-
-
-class ScriptedAdapter:
-    """Creates, polls and answers batches in memory. Each ``*_errors`` list holds exceptions
-    raised by the next calls of that kind (one per call, in order; ``forever`` repeats the
-    last one). ``lose_create_answer``: the next creates take effect, then raise."""
-
-    name: ProviderName = "openai"
-    limits = ProviderLimits(max_items=1000, max_bytes=10**9)
-
-    def __init__(self) -> None:
-        self.submit_errors: list[BaseException] = []
-        self.poll_errors: list[BaseException] = []
-        self.results_errors: list[BaseException] = []
-        self.forever: set[str] = set()  # kinds whose last error repeats for ever
-        self.lose_create_answer = 0
-        self.created: dict[str, list[str]] = {}  # provider batch id -> item keys
-        self.creates: list[str] = []  # the model of each create call that took effect
-        self.calls: dict[str, int] = {"submit": 0, "find": 0, "poll": 0, "results": 0}
-
-    def _raise(self, kind: str, errors: list[BaseException]) -> None:
-        self.calls[kind] += 1
-        if errors:
-            err = errors[0] if kind in self.forever and len(errors) == 1 else errors.pop(0)
-            raise err
-
-    async def submit(self, tag: str, model: str, items: Iterable[BatchItem]) -> Submitted:
-        self._raise("submit", self.submit_errors)
-        self.created[f"pb-{tag}"] = [i.key for i in items]
-        self.creates.append(model)
-        if self.lose_create_answer:
-            self.lose_create_answer -= 1
-            raise RuntimeError("the answer's parsing has a bug")
-        return Submitted(f"pb-{tag}")
-
-    async def find(
-        self,
-        tag: str,
-        model: str,
-        n_items: int,
-        since: float,
-        exclude: Collection[str],
-        keys: Collection[str] = (),
-    ) -> str | None:
-        self.calls["find"] += 1
-        return f"pb-{tag}" if f"pb-{tag}" in self.created else None
-
-    async def poll(self, provider_batch_id: str) -> BatchStatus:
-        self._raise("poll", self.poll_errors)
-        n = len(self.created[provider_batch_id])
-        return BatchStatus(provider_batch_id, "ended", "completed", total=n, done=n)
-
-    async def list_batches(self) -> AsyncIterator[list[BatchStatus]]:
-        """The list shows nothing: every due batch is polled on its own (``poll``)."""
-        return
-        yield
-
-    async def results(self, provider_batch_id: str) -> AsyncIterator[ItemResult]:
-        self._raise("results", self.results_errors)
-        for key in self.created[provider_batch_id]:
-            yield ItemResult(key, "succeeded", text=f"answer {key}")
-
-    async def cancel(self, provider_batch_id: str) -> None: ...
-
-    async def cleanup(self, provider_batch_id: str, input_file_id: str | None) -> None: ...
-
-    async def close(self) -> None: ...
 
 
 @pytest.fixture
@@ -126,7 +54,7 @@ def logged() -> Iterable[list[str]]:
     logger.remove(sink)
 
 
-def _scheduler(store: Store, adapter: ScriptedAdapter) -> Scheduler:
+def _scheduler(store: Store, adapter: FakeAdapter) -> Scheduler:
     cfg = Config(
         batch_linger_s=0,
         reconcile_after_s=0.01,
@@ -199,17 +127,17 @@ def _error(row: dict[str, Any]) -> dict[str, Any]:
 async def test_an_error_preparing_a_batch_releases_it_with_an_attempt_counted(
     store: Store, logged: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = submit_module.prepare_items
+    real = prepare_items
     failures = [RuntimeError("a caching bug")]
 
-    async def prepare(*args: Any) -> list[BatchItem]:
+    async def prepare(*args: Any) -> Sequence[BatchItem]:
         if failures:
             raise failures.pop()
         return await real(*args)
 
     monkeypatch.setattr(submit_module, "prepare_items", prepare)
     await _add(store, 4)
-    adapter = ScriptedAdapter()
+    adapter = FakeAdapter()
     rows = await _drive(_scheduler(store, adapter))
     assert {(r["status"], r["attempts"]) for r in rows} == {("succeeded", 2)}
     assert adapter.creates == [MODEL]  # nothing was sent with the failed preparation
@@ -222,10 +150,10 @@ async def test_an_error_preparing_a_batch_releases_it_with_an_attempt_counted(
 async def test_a_batch_that_never_prepares_fails_with_internal_error_the_others_go_on(
     store: Store, logged: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = submit_module.prepare_items
+    real = prepare_items
     calls: list[float] = []
 
-    async def prepare(provider: str, model: str, *args: Any) -> list[BatchItem]:
+    async def prepare(provider: str, model: str, *args: Any) -> Sequence[BatchItem]:
         if model == MODEL:
             calls.append(time.monotonic())
             raise KeyError("system")
@@ -234,7 +162,7 @@ async def test_a_batch_that_never_prepares_fails_with_internal_error_the_others_
     monkeypatch.setattr(submit_module, "prepare_items", prepare)
     await _add(store, 3)
     await _add(store, 2, OTHER)
-    adapter = ScriptedAdapter()
+    adapter = FakeAdapter()
     rows = await _drive(_scheduler(store, adapter))
     broken = [r for r in rows if r["model"] == MODEL]
     assert {(r["status"], r["attempts"]) for r in broken} == {("failed", MAX_ATTEMPTS)}
@@ -255,7 +183,7 @@ async def test_a_create_that_took_effect_then_raised_is_found_not_resubmitted(
     store: Store, logged: list[str]
 ) -> None:
     await _add(store, 5)
-    adapter = ScriptedAdapter()
+    adapter = FakeAdapter()
     adapter.lose_create_answer = 1
     rows = await _drive(_scheduler(store, adapter))
     assert {(r["status"], r["attempts"]) for r in rows} == {("succeeded", 1)}
@@ -269,7 +197,7 @@ async def test_a_create_that_raised_before_taking_effect_is_looked_up_then_retri
     store: Store, logged: list[str]
 ) -> None:
     await _add(store, 2)
-    adapter = ScriptedAdapter()
+    adapter = FakeAdapter()
     adapter.submit_errors = [TypeError("a bug before the request left")]
     rows = await _drive(_scheduler(store, adapter))
     assert {(r["status"], r["attempts"]) for r in rows} == {("succeeded", 2)}
@@ -283,7 +211,7 @@ async def test_a_create_that_always_raises_ends_failed_after_max_attempts(
     store: Store, logged: list[str]
 ) -> None:
     await _add(store, 2)
-    adapter = ScriptedAdapter()
+    adapter = FakeAdapter()
     adapter.submit_errors = [AttributeError("'str' object has no attribute 'get'")]
     adapter.forever = {"submit"}
     rows = await _drive(_scheduler(store, adapter))
@@ -299,7 +227,7 @@ async def test_a_create_whose_outcome_is_never_known_ends_failed_not_looping(
     """A create that always times out (or loses its answer) and never takes effect: each time
     it is looked up, found never created, and counts an attempt with a backoff."""
     await _add(store, 2)
-    adapter = ScriptedAdapter()
+    adapter = FakeAdapter()
     adapter.submit_errors = [UnknownOutcome("openai batches.create: timed out")]
     adapter.forever = {"submit"}
     rows = await _drive(_scheduler(store, adapter))
@@ -317,7 +245,7 @@ async def test_a_poll_that_fails_unexpectedly_is_polled_again(
     store: Store, logged: list[str]
 ) -> None:
     await _add(store, 3)
-    adapter = ScriptedAdapter()
+    adapter = FakeAdapter()
     adapter.poll_errors = [TypeError("None is not subscriptable")] * 3
     rows = await _drive(_scheduler(store, adapter))
     assert {(r["status"], r["attempts"]) for r in rows} == {("succeeded", 1)}
@@ -329,7 +257,7 @@ async def test_a_collection_that_fails_is_tried_again_without_resubmitting(
     store: Store, logged: list[str]
 ) -> None:
     await _add(store, 3)
-    adapter = ScriptedAdapter()
+    adapter = FakeAdapter()
     adapter.results_errors = [KeyError("custom_id")] * (COLLECT_TRIES - 1)
     rows = await _drive(_scheduler(store, adapter))
     assert {(r["status"], r["attempts"]) for r in rows} == {("succeeded", 1)}
@@ -342,7 +270,7 @@ async def test_a_batch_that_can_never_be_collected_is_given_up_then_fails(
 ) -> None:
     await _add(store, 3)
     await _add(store, 2, OTHER)
-    adapter = ScriptedAdapter()
+    adapter = FakeAdapter()
     adapter.results_errors = [KeyError("custom_id")]
     adapter.forever = {"results"}
     rows = await _drive(_scheduler(store, adapter))
@@ -370,7 +298,7 @@ async def test_an_error_in_a_models_submit_loop_holds_that_model_for_a_backoff(
 
     monkeypatch.setattr(store, "creates_since", creates_since)
     await _add(store, 2)
-    rows = await _drive(_scheduler(store, ScriptedAdapter()))
+    rows = await _drive(_scheduler(store, FakeAdapter()))
     assert {(r["status"], r["attempts"]) for r in rows} == {("succeeded", 1)}
     said = _with_trace(logged, "the submit loop of gpt-4o-mini failed")
     assert len(said) == 2 and "ValueError: a bug counting creates" in said[0]
@@ -384,7 +312,7 @@ async def test_a_state_database_failure_still_stops_the_scheduler(
 
     monkeypatch.setattr(store, "claim_batch_items", claim_batch)  # the claim of the submit loop
     await _add(store, 2)
-    sched = _scheduler(store, ScriptedAdapter())
+    sched = _scheduler(store, FakeAdapter())
     await sched.plan()
     with pytest.raises(TaskFailed, match="submit-openai-gpt-4o-mini"):
         await asyncio.wait_for(sched.monitor(), timeout=10)

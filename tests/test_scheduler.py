@@ -1,90 +1,33 @@
-"""The scheduler over a real SQLite store and an in-memory fake adapter: supervision of its tasks,
-and batches of another account left alone. Containment of unexpected errors in its units (and
-the state database failure that still stops it) is in ``test_containment.py``."""
+"""The scheduler over a real SQLite store and an in-memory fake adapter
+(``tests/fake_adapter.py``): supervision of its tasks, and batches of another account left
+alone. Containment of unexpected errors in its units (and the state database failure that
+still stops it) is in ``test_containment.py``."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Collection, Iterable
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from loguru import logger
 
-from adapters.base import (
-    BatchItem,
-    BatchStatus,
-    ItemResult,
-    ProviderLimits,
-    ProviderName,
-    Submitted,
-)
+from adapters.base import BatchStatus
 from daemon.config import Config
 from daemon.scheduler import Scheduler
 from daemon.states import BatchRowStatus, FileStatus, RequestStatus
 from daemon.store import Store
+from tests.fake_adapter import FakeAdapter
 
 NOW_ACCOUNT = "openai|default|key:now"
 OLD_ACCOUNT = "openai|default|key:old"
 
 
-class FakeAdapter:
-    """Records what the scheduler asked; ``submit_error`` makes every create call raise."""
-
-    name: ProviderName = "openai"
-    limits = ProviderLimits(max_items=1000, max_bytes=10**9)
-
-    def __init__(
-        self, submit_error: BaseException | None = None, invisible: Collection[str] = ()
-    ) -> None:
-        self.submit_error = submit_error
-        self.invisible = set(invisible)  # provider batch ids this account cannot see
-        self.submitted: list[str] = []
-        self.polled: list[str] = []
-        self.looked_up: list[str] = []
-        self.listing: list[BatchStatus] = []  # what the account's list shows (one page)
-        self.lists = 0  # list calls
-
-    async def submit(self, tag: str, model: str, items: Iterable[BatchItem]) -> Submitted:
-        if self.submit_error is not None:
-            raise self.submit_error
-        self.submitted.append(tag)
-        return Submitted(f"pb-{tag}")
-
-    async def find(
-        self,
-        tag: str,
-        model: str,
-        n_items: int,
-        since: float,
-        exclude: Collection[str],
-        keys: Collection[str] = (),
-    ) -> str | None:
-        self.looked_up.append(tag)
-        return f"pb-{tag}"
-
-    async def poll(self, provider_batch_id: str) -> BatchStatus:
-        self.polled.append(provider_batch_id)
-        if provider_batch_id in self.invisible:
-            return BatchStatus(provider_batch_id, "gone", "not_found", error="batch not found")
-        return BatchStatus(provider_batch_id, "running", "in_progress", total=1, done=0)
-
-    async def list_batches(self) -> AsyncIterator[list[BatchStatus]]:
-        self.lists += 1
-        yield list(self.listing)
-
-    async def results(self, provider_batch_id: str) -> AsyncIterator[ItemResult]:
-        results: list[ItemResult] = []  # never asked: its batches stay running
-        for item in results:
-            yield item
-
-    async def cancel(self, provider_batch_id: str) -> None: ...
-
-    async def cleanup(self, provider_batch_id: str, input_file_id: str | None) -> None: ...
-
-    async def close(self) -> None: ...
+def _adapter(**kwargs: Any) -> FakeAdapter:
+    """Batches stay running, and a lookup finds any tag (a create this process never saw)."""
+    return FakeAdapter(ends=False, find_any=True, **kwargs)
 
 
 @pytest.fixture
@@ -128,7 +71,7 @@ def logged() -> Iterable[list[str]]:
 
 async def test_monitor_ends_quietly_when_shutdown_ends_without_a_failure(store: Store) -> None:
     await _add_requests(store, 2)
-    adapter = FakeAdapter()
+    adapter = _adapter()
     sched = _scheduler(store, adapter)
     monitor = asyncio.ensure_future(sched.monitor())
     await sched.plan()
@@ -157,7 +100,7 @@ async def test_batches_of_another_account_are_left_alone_and_said_loudly(
     await _batch(store, "old-submitting", OLD_ACCOUNT, submitted=False)
     await _batch(store, "now-submitted", NOW_ACCOUNT, submitted=True)
     await _batch(store, "now-submitting", NOW_ACCOUNT, submitted=False)
-    adapter = FakeAdapter(invisible={"pb-old-hidden"})
+    adapter = _adapter(invisible={"pb-old-hidden"})
     sched = _scheduler(store, adapter, auth_pause_s=0.3)
 
     await sched.reconciler.reconcile_all("openai")
@@ -191,14 +134,14 @@ async def test_batches_of_another_account_are_left_alone_and_said_loudly(
 async def test_without_other_accounts_nothing_is_said(store: Store, logged: list[str]) -> None:
     await _add_requests(store, 1)
     await _batch(store, "now-submitted", NOW_ACCOUNT, submitted=True)
-    sched = _scheduler(store, FakeAdapter())
+    sched = _scheduler(store, _adapter())
     await sched.poll_due("openai")
     assert not [line for line in logged if "another account" in line]
 
 
 async def test_the_retries_of_one_batch_share_one_retry_time_per_attempt(store: Store) -> None:
     """So the requests a batch sends back come due together and go out as one batch."""
-    sched = _scheduler(store, FakeAdapter(), retry_base_s=10, retry_max_s=100)
+    sched = _scheduler(store, _adapter(), retry_base_s=10, retry_max_s=100)
     first, second = sched.batch_retry_at(), sched.batch_retry_at()
     assert first(1) == first(1) and first(2) == first(2)
     assert first(1) < first(2)  # a later attempt still backs off further
@@ -213,7 +156,7 @@ async def test_due_batches_are_polled_in_one_round_from_the_list(store: Store) -
     tags = [f"b{i}" for i in range(8)]
     for tag in tags:
         await _batch(store, tag, NOW_ACCOUNT, submitted=True)
-    adapter = FakeAdapter()
+    adapter = _adapter()
     adapter.listing = [
         BatchStatus(f"pb-{tag}", "running", "in_progress", total=1, done=0, created_at=time.time())
         for tag in tags[1:]
