@@ -30,13 +30,13 @@ def _states(store: Store, file_id: int) -> dict[int, str]:
 
 
 async def _batch(store: Store, tag: str) -> tuple[int, list[int]]:
-    claimed = await store.claim_batch(
+    claimed = await store.claim_batch_items(
         "openai", "gpt-4o-mini", tag, "acct", max_items=100, max_bytes=10**9, now=1e12
     )
     assert claimed is not None
     batch_id, rows = claimed
     await store.mark_submitted(batch_id, f"batch_{tag}", "file", poll_interval_s=1, now=1e12)
-    return batch_id, [rid for rid, _ in rows]
+    return batch_id, list(rows.ids)
 
 
 async def test_canceled_requests_never_go_back_to_pending(tmp_path: Path) -> None:

@@ -179,7 +179,7 @@ async def test_check_and_the_store_claim_agree_when_the_per_item_overhead_matter
     try:
         assert await claim(cfg, store, path) is not None
         claimed = []
-        while batch := await store.claim_batch(
+        while batch := await store.claim_batch_items(
             "openai",
             "gpt-4o-mini",
             f"t{len(claimed)}",

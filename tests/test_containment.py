@@ -307,10 +307,10 @@ async def test_an_error_in_a_models_submit_loop_holds_that_model_for_a_backoff(
 async def test_a_state_database_failure_still_stops_the_scheduler(
     store: Store, logged: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async def claim_batch(*args: Any, **kw: Any) -> None:
+    async def claim(*args: Any, **kw: Any) -> None:
         raise sqlite3.OperationalError("disk I/O error")
 
-    monkeypatch.setattr(store, "claim_batch_items", claim_batch)  # the claim of the submit loop
+    monkeypatch.setattr(store, "claim_batch_items", claim)  # the claim of the submit loop
     await _add(store, 2)
     sched = _scheduler(store, FakeAdapter())
     await sched.plan()

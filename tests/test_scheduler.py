@@ -81,7 +81,7 @@ async def test_monitor_ends_quietly_when_shutdown_ends_without_a_failure(store: 
 
 
 async def _batch(store: Store, tag: str, account: str, *, submitted: bool) -> int:
-    claimed = await store.claim_batch(
+    claimed = await store.claim_batch_items(
         "openai", "gpt-4o-mini", tag, account, max_items=1, max_bytes=10**9, now=time.time()
     )
     assert claimed is not None

@@ -50,16 +50,16 @@ async def test_claim_submit_and_record_results_idempotently(tmp_path: Path) -> N
     assert await store.due_models(now=1e12) == [
         ("openai", "gpt-4o-mini", 5, pytest.approx(0, abs=1e10))
     ]
-    claimed = await store.claim_batch(
+    claimed = await store.claim_batch_items(
         "openai", "gpt-4o-mini", "t1", "acct", max_items=3, max_bytes=10_000, now=1e12
     )
     assert claimed is not None
     batch_id, rows = claimed
-    assert len(rows) == 3 and rows[0][1]["messages"][0]["content"] == "1"
+    assert len(rows) == 3 and rows[0].body["messages"][0]["content"] == "1"
     (batch,) = await store.batches_in("submitting")
     assert batch["tag"] == "t1" and batch["n_items"] == 3
     await store.mark_submitted(batch_id, "batch_X", "file_1", poll_interval_s=1, now=1e12)
-    ids = [rid for rid, _ in rows]
+    ids = list(rows.ids)
     updates = [
         {
             "request_id": ids[0],
@@ -85,7 +85,7 @@ async def test_byte_cap_splits_batches_and_abort_requeues(tmp_path: Path) -> Non
     store = await _store(tmp_path)
     fid = await store.claim_file("a.jsonl", "/in", "/w", 1)
     await store.add_requests(fid, [_req(i) for i in range(1, 5)])
-    claimed = await store.claim_batch(
+    claimed = await store.claim_batch_items(
         "openai", "gpt-4o-mini", "t1", "a", max_items=100, max_bytes=2 * (60 + 256), now=1e12
     )
     assert claimed is not None and len(claimed[1]) == 2
@@ -96,10 +96,10 @@ async def test_byte_cap_splits_batches_and_abort_requeues(tmp_path: Path) -> Non
     assert rows[1]["status"] == "pending" and rows[1]["attempts"] == 1
     assert rows[1]["next_attempt_at"] == 5e12
     # out of attempts: the abort ends them failed
-    claimed = await store.claim_batch(
+    claimed = await store.claim_batch_items(
         "openai", "gpt-4o-mini", "t2", "a", max_items=100, max_bytes=10**9, now=1e12
     )
-    assert claimed is not None and [r for r, _ in claimed[1]] == [3, 4]
+    assert claimed is not None and list(claimed[1].ids) == [3, 4]
     await store.abort_batch(
         claimed[0],
         "gone",
@@ -138,7 +138,7 @@ async def test_polls_and_lookups_see_only_the_current_account(tmp_path: Path) ->
     await store.add_requests(fid, [_req(i) for i in range(1, 5)])
     ids = {}
     for tag, account in (("old1", "old"), ("old2", "old"), ("new1", "new"), ("new2", "new")):
-        claimed = await store.claim_batch(
+        claimed = await store.claim_batch_items(
             "openai", "gpt-4o-mini", tag, account, max_items=1, max_bytes=10**9, now=1e12
         )
         assert claimed is not None
@@ -179,10 +179,10 @@ async def test_claim_packs_as_the_shared_packing_rule(tmp_path: Path) -> None:
             expected.append([])
         expected[-1].append(line)
     got: list[list[int]] = []
-    while claimed := await store.claim_batch(
+    while claimed := await store.claim_batch_items(
         "openai", "gpt-4o-mini", f"t{len(got)}", "a", max_items=3, max_bytes=1500, now=1e12
     ):
-        got.append([int(body["messages"][0]["content"]) for _, body in claimed[1]])
+        got.append([int(item.body["messages"][0]["content"]) for item in claimed[1]])
     assert got == expected == [[1, 2], [3, 4], [5, 6, 7]]  # the byte cap closes the first two
     await store.close()
 
@@ -196,7 +196,7 @@ async def test_due_models_measures_the_linger_from_when_requests_became_due(
     fid = await store.claim_file("a.jsonl", "/in", "/w", 1)
     await store.add_requests(fid, [_req(i) for i in range(1, 4)])
     stored_at = (await store.due_models(now=1e12))[0][3]  # new requests: when stored
-    claimed = await store.claim_batch(
+    claimed = await store.claim_batch_items(
         "openai", "gpt-4o-mini", "t1", "a", max_items=2, max_bytes=10**9, now=1e12
     )
     assert claimed is not None
@@ -204,7 +204,7 @@ async def test_due_models_measures_the_linger_from_when_requests_became_due(
     assert await store.due_models(now=1e12) == [("openai", "gpt-4o-mini", 1, stored_at)]
     await store.forget_requests(fid)
     await store.add_requests(fid, [_req(i) for i in range(1, 3)])
-    claimed = await store.claim_batch(
+    claimed = await store.claim_batch_items(
         "openai", "gpt-4o-mini", "t2", "a", max_items=2, max_bytes=10**9, now=1e12
     )
     assert claimed is not None
@@ -220,7 +220,7 @@ async def test_a_create_error_is_noted_only_on_a_batch_still_submitting(tmp_path
     await store.add_requests(fid, [_req(i) for i in range(1, 3)])
     ids = []
     for tag in ("t1", "t2"):
-        claimed = await store.claim_batch(
+        claimed = await store.claim_batch_items(
             "openai", "gpt-4o-mini", tag, "a", max_items=1, max_bytes=10**9, now=1e12
         )
         assert claimed is not None

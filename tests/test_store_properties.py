@@ -110,7 +110,7 @@ class RecordResults(RuleBasedStateMachine):
     def claim(self, max_items: int) -> None:
         tag = f"t{len(self.members)}"
         claimed = self.run(
-            self.store.claim_batch(
+            self.store.claim_batch_items(
                 "openai", "m", tag, "acct", max_items=max_items, max_bytes=10**9, now=1e18
             )
         )
@@ -119,7 +119,7 @@ class RecordResults(RuleBasedStateMachine):
             assert not pending
             return
         batch_id, rows = claimed
-        rids = [rid for rid, _ in rows]
+        rids = list(rows.ids)
         assert set(rids) <= set(pending) and len(rids) == min(max_items, len(pending))
         self.members[batch_id] = rids
         for rid in rids:

@@ -306,24 +306,6 @@ class Store(PlanningStore, JobsMixin):
         due = await self._scalar(q.SELECT_NEXT_DUE_AT, (RequestStatus.PENDING,))
         return None if due is None else float(due)
 
-    async def claim_batch(
-        self,
-        provider: str,
-        model: str,
-        tag: str,
-        account: str,
-        **how: Any,
-    ) -> tuple[int, list[tuple[int, dict[str, Any]]]] | None:
-        """:meth:`claim_batch_items`, with the bodies read into memory (tests and small
-        batches): the batch row id and its ``(request id, body)`` pairs, in order."""
-        claimed = await self._claim(provider, model, tag, account, **how)
-        if claimed is None:
-            return None
-        batch_id, ids, _ = claimed
-        rows = await self._all(q.SELECT_BODIES, (json.dumps(ids.tolist()),))
-        bodies = {r["id"]: json.loads(r["body"]) for r in rows}
-        return batch_id, [(rid, bodies[rid]) for rid in ids]
-
     async def claim_batch_items(
         self,
         provider: str,
