@@ -7,7 +7,14 @@ operations (cancel, retention, progress reports).
 
 from __future__ import annotations
 
-from .db import Store, StoredItems, StoreError, iter_file_rows, state_failure
+from .db import (
+    Store,
+    StoredItems,
+    StoreError,
+    iter_file_rows,
+    iter_result_rows,
+    state_failure,
+)
 from .jobs import JOB_CANCELED, StoreVersionError
 from .queries import DB_FILE_MODE
 
@@ -19,5 +26,6 @@ __all__ = [
     "StoreVersionError",
     "StoredItems",
     "iter_file_rows",
+    "iter_result_rows",
     "state_failure",
 ]
