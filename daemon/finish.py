@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from adapters.jsontext import RawJSON, loads
+from adapters.jsontext import RawJSON, loads, loads_kept
 
 from . import ingest, names, outbox, sizing
 from .caching import cache_note
@@ -54,7 +54,7 @@ def _rows(db_path: Path, file_id: int, registry: Registry) -> Iterator[outbox.Re
         attempts, batch_ids, adaptations_text, metadata, body = row[8:]
         if status not in outbox.STATUSES or not isinstance(custom_id, str):
             raise ValueError(f"request {custom_id!r} (line {line}): status {status!r}")
-        result = loads(result_text) if result_text else {}
+        result = loads_kept(result_text) if result_text else {}  # (written by batchd)
         usage = {**_NO_USAGE, **(result.get("usage") or {})}
         info = registry.info(model, provider) if model and provider else None
         writes = usage["cache_creation_input_tokens"] > 0
