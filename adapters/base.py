@@ -112,6 +112,7 @@ class ItemResult:
     usage: Usage = field(default_factory=Usage)
     error: ItemError | None = None
     response: dict[str, Any] | None = None  # the provider's raw answer for this item
+    raw: str | None = None  # ``response``'s own JSON text, when read from a line: kept as is
 
 
 @dataclass(frozen=True)

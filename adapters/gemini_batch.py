@@ -46,7 +46,7 @@ from .base import (
 from .facts import GEMINI_DEFAULT_API_VERSION, GEMINI_INLINE_HARD_MAX_BYTES, root_url
 from .gemini_errors import HTTPStatus, Unreadable, raise_for_status, retry_delay_s
 from .http_errors import listing, redact, retry_after_s, status_error, transport_error, unreadable
-from .jsontext import loads
+from .jsontext import loads_kept
 from .spool import write_spool
 from .wire import obj, parse_body, text
 
@@ -227,7 +227,7 @@ class GeminiAdapter:
         output = meta.get("output") or op.get("response") or {}
         if output.get("responsesFile"):
             async for line in self._download_lines(str(output["responsesFile"])):
-                yield parse_result(line)
+                yield parse_result(loads_kept(line), raw=line)
             return
         inlined = (output.get("inlinedResponses") or {}).get("inlinedResponses") or []
         for index, entry in enumerate(inlined):
@@ -246,7 +246,7 @@ class GeminiAdapter:
                 raise TransientError("gemini batches.get: the answer is not a JSON object")
             return answer
 
-    async def _download_lines(self, file_name: str) -> AsyncIterator[dict[str, Any]]:
+    async def _download_lines(self, file_name: str) -> AsyncIterator[str]:
         """Stream the responses file line by line (the SDK's download reads it whole)."""
         with self._mapped("files.download", results=True):
             url = f"{self._base}{file_name}:download"
@@ -254,7 +254,7 @@ class GeminiAdapter:
             async with request as response:  # an error status raised in the hook
                 async for line in response.aiter_lines():
                     if line.strip():
-                        yield loads(line)
+                        yield line
 
     def _auth(self) -> dict[str, str]:
         return {"x-goog-api-key": self._key}
@@ -394,9 +394,11 @@ def _int(value: Any) -> int | None:
         return None
 
 
-def parse_result(entry: dict[str, Any], fallback_key: str = "") -> ItemResult:
-    """One responses-file line or inline response (a ``response`` or an ``error``) as an
-    ItemResult (docs/provider-notes.md, "Gemini")."""
+def parse_result(
+    entry: dict[str, Any], fallback_key: str = "", raw: str | None = None
+) -> ItemResult:
+    """One responses-file line (``raw``: its text) or inline response (a ``response`` or an
+    ``error``) as an ItemResult (docs/provider-notes.md, "Gemini")."""
     key = str(entry.get("key") or (entry.get("metadata") or {}).get("key") or fallback_key)
     error = entry.get("error")
     if isinstance(error, dict):
@@ -405,13 +407,13 @@ def parse_result(entry: dict[str, Any], fallback_key: str = "") -> ItemResult:
         retry = code in RETRY_ITEM_CODES or status in RETRY_ITEM_STATUSES
         outcome: ItemOutcome = "retry" if retry else "failed"
         item_error = ItemError(status or f"code_{code}", str(error.get("message") or ""), code)
-        return ItemResult(key, outcome, error=item_error, response=entry)
+        return ItemResult(key, outcome, error=item_error, response=entry, raw=raw)
     response = obj(entry.get("response"))
     candidates = response.get("candidates") or []
     if not candidates:
         reason = str((response.get("promptFeedback") or {}).get("blockReason") or "no candidates")
         item_error = ItemError("prompt_blocked", reason, reason)
-        return ItemResult(key, "failed", error=item_error, response=entry)
+        return ItemResult(key, "failed", error=item_error, response=entry, raw=raw)
     candidate = obj(candidates[0])
     parts = obj(candidate.get("content")).get("parts") or []
     usage = response.get("usageMetadata") or {}
@@ -427,4 +429,5 @@ def parse_result(entry: dict[str, Any], fallback_key: str = "") -> ItemResult:
             cached_input_tokens=_int(usage.get("cachedContentTokenCount")) or 0,
         ),
         response=entry,
+        raw=raw,
     )

@@ -74,3 +74,54 @@ def loads(text: str | bytes) -> Any:
     docstring); the standard library's value and errors otherwise."""
     done, value = fast_loads(text)
     return value if done else json.loads(text)
+
+
+def loads_kept(text: str | bytes) -> Any:
+    """JSON text whose text itself is what is kept (a provider's answer line, stored and
+    written as it is, :class:`RawJSON`): read by orjson, where a number beyond 64 bits read as
+    a float changes nothing kept; by the standard library when orjson refuses the text."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
+
+
+class RawJSON:
+    """JSON text already written (a stored answer, metadata, a list), placed into a value that
+    :func:`dumps_bytes` writes, as it is: never decoded and encoded again."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return f"RawJSON({self.text[:60]!r})"
+
+
+def _fragment(value: Any) -> Any:
+    if isinstance(value, RawJSON):
+        return orjson.Fragment(value.text)
+    raise TypeError(f"Type is not JSON serializable: {type(value).__name__}")
+
+
+def _decoded(value: Any) -> Any:
+    if isinstance(value, RawJSON):
+        return loads(value.text)
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def dumps_bytes(value: Any) -> bytes:
+    """``value`` as compact JSON in UTF-8, its :class:`RawJSON` parts copied as they are.
+
+    What orjson cannot write the same way (see :func:`compact`; a lone surrogate in a string)
+    is written by the standard library instead, the raw parts decoded, and with ASCII escapes
+    when the text would not be valid UTF-8: still valid JSON, the same value."""
+    try:
+        return orjson.dumps(value, default=_fragment)
+    except TypeError:
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=_decoded)
+        try:
+            return text.encode("utf-8")
+        except UnicodeEncodeError:
+            return json.dumps(value, separators=(",", ":"), default=_decoded).encode("ascii")

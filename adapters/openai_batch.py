@@ -48,7 +48,7 @@ from .http_errors import (
     transport_error,
     unreadable,
 )
-from .jsontext import loads
+from .jsontext import loads_kept
 from .spool import write_spool
 from .wire import obj, text
 
@@ -193,16 +193,16 @@ class OpenAIAdapter:
         for file_id in (batch.output_file_id, batch.error_file_id):
             if file_id:
                 async for line in self._file_lines(file_id):
-                    yield parse_result_line(line)
+                    yield parse_result_line(loads_kept(line), raw=line)
 
-    async def _file_lines(self, file_id: str) -> AsyncIterator[dict[str, Any]]:
-        """The JSON lines of a provider file, streamed (never the whole file in memory)."""
+    async def _file_lines(self, file_id: str) -> AsyncIterator[str]:
+        """The lines of a provider file, streamed (never the whole file in memory)."""
         with self._mapped("files.content", results=True):
             streamed = self._client.files.with_streaming_response.content(file_id)
             async with streamed as response:
                 async for line in response.iter_lines():
                     if line.strip():
-                        yield loads(line)
+                        yield line
 
     # -- cancel / cleanup / close ----------------------------------------------------------
     async def cancel(self, provider_batch_id: str) -> None:
@@ -294,8 +294,8 @@ def _line_text(item: BatchItem, body_json: str) -> str:
     return f'{{"custom_id":{key},"method":"POST","url":"{ENDPOINT}","body":{body_json}}}'
 
 
-def parse_result_line(line: dict[str, Any]) -> ItemResult:
-    """One output- or error-file line as an ItemResult.
+def parse_result_line(line: dict[str, Any], raw: str | None = None) -> ItemResult:
+    """One output- or error-file line as an ItemResult (``raw``: the line's text).
 
     A line with a non-2xx ``response.status_code`` is a failure even when its top-level
     ``error`` is null (docs/provider-notes.md, "OpenAI").
@@ -310,14 +310,15 @@ def parse_result_line(line: dict[str, Any]) -> ItemResult:
             ITEM_CODES.get(code, "failed"),
             error=ItemError(code, str(top_error.get("message") or ""), code),
             response=line,
+            raw=raw,
         )
     if not isinstance(response, dict):
         error = ItemError("malformed_result", "result line has neither response nor error")
-        return ItemResult(key, "failed", error=error, response=line)
+        return ItemResult(key, "failed", error=error, response=line, raw=raw)
     status = int(response.get("status_code") or 0)
     body = obj(response.get("body"))
     if 200 <= status < 300:
-        return _succeeded(key, body, line)
+        return _succeeded(key, body, line, raw)
     err = obj(body.get("error"))
     outcome: ItemOutcome = "retry" if is_retryable_status(status) else "failed"
     error = ItemError(
@@ -325,10 +326,12 @@ def parse_result_line(line: dict[str, Any]) -> ItemResult:
         str(err.get("message") or ""),
         err.get("code") or status,
     )
-    return ItemResult(key, outcome, error=error, response=line)
+    return ItemResult(key, outcome, error=error, response=line, raw=raw)
 
 
-def _succeeded(key: str, body: dict[str, Any], line: dict[str, Any]) -> ItemResult:
+def _succeeded(
+    key: str, body: dict[str, Any], line: dict[str, Any], raw: str | None
+) -> ItemResult:
     choices = body.get("choices") or [{}]
     choice = choices[0] if isinstance(choices[0], dict) else {}
     message = choice.get("message") or {}
@@ -345,4 +348,5 @@ def _succeeded(key: str, body: dict[str, Any], line: dict[str, Any]) -> ItemResu
             cached_input_tokens=int(cached),
         ),
         response=line,
+        raw=raw,
     )

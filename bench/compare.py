@@ -167,7 +167,7 @@ def run_batchd(emu: Emulator, n: int, batch_size: int | None, tmp: Path, keep: b
     run.http_calls = emu.calls()
     results = root / "outbox" / "requests.results.jsonl"
     with results.open("rb") as f:
-        ok = sum(1 for line in f if b'"status": "succeeded"' in line)
+        ok = sum(1 for line in f if json.loads(line)["status"] == "succeeded")
     if ok != n:
         raise SystemExit(f"batchd: {ok} of {n} requests succeeded (see {root})")
     if not keep:

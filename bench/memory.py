@@ -48,7 +48,7 @@ def run_once(emu: Emulator, n: int, batch_size: int, tmp: Path) -> Run:
         run = measure(argv, cwd=REPO, log=root / "batchd.log", env=_env())
         run.http_calls = emu.calls()
         with (root / "outbox" / "requests.results.jsonl").open("rb") as f:
-            ok = sum(1 for line in f if b'"status": "succeeded"' in line)
+            ok = sum(1 for line in f if json.loads(line)["status"] == "succeeded")
         if ok != n:
             raise SystemExit(f"batchd: {ok} of {n} requests succeeded (see {root})")
     finally:

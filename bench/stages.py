@@ -44,6 +44,7 @@ from floor import write_inbox_file  # noqa: E402
 
 from adapters import openai_batch  # noqa: E402
 from adapters.facts import PROVIDER_LIMITS  # noqa: E402
+from adapters.jsontext import loads_kept  # noqa: E402
 from adapters.spool import write_spool  # noqa: E402
 from daemon import finish, ingest, outbox  # noqa: E402
 from daemon.config import adapt_policy, load_config  # noqa: E402
@@ -137,7 +138,8 @@ class Stages:
         policy = OutcomePolicy(max_attempts=5, keep_cancelled=False)
         chunk = []
         for raw in data.splitlines():
-            item = openai_batch.parse_result_line(json.loads(raw))
+            line = raw.decode()  # as the adapter reads it
+            item = openai_batch.parse_result_line(loads_kept(line), raw=line)
             rid = int(item.key[1:])
             attempts = outstanding.pop(rid)
             chunk.append(item_update(rid, attempts, item, policy, lambda _: 0.0))

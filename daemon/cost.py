@@ -94,6 +94,11 @@ def cost_of(
     if info is None:
         return UNKNOWN
     p = info.prices
+    if not read and not written:  # the usual case: input and output only
+        if (total_in and p.input is None) or (output and p.output is None):
+            return UNKNOWN
+        live = (total_in * (p.input or 0.0) + output * (p.output or 0.0)) / PER
+        return Cost(round(live * info.batch_discount, DIGITS), round(live, DIGITS))
     five, hour, unsplit = cache_writes(usage, response)
     hour += unsplit
     parts = [
@@ -120,10 +125,10 @@ def cache_savings(
     :func:`cache_writes`). Negative when the writes cost more than the reads saved; None
     without the prices."""
     read = _tokens(usage, "cached_input_tokens")
+    if not read and not _tokens(usage, "cache_creation_input_tokens"):
+        return 0.0
     five, hour, unsplit = cache_writes(usage, response)
     hour += unsplit
-    if not (read or five or hour):
-        return 0.0
     if info is None or info.prices.input is None:
         return None
     p = info.prices

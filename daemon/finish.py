@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from adapters.jsontext import loads
+from adapters.jsontext import RawJSON, loads, loads_kept
 
 from . import ingest, names, outbox, sizing
 from .caching import cache_note
@@ -32,43 +32,57 @@ from .cost import cache_savings, cost_of
 from .logs import elapsed_since, job_log
 from .registry import Registry
 from .states import FileStatus, RequestStatus
-from .store import Store, iter_file_rows, state_failure
+from .store import Store, iter_result_rows, state_failure
 from .text import plural
 
 
-def _rows(db_path: Path, file_id: int, registry: Registry) -> Iterator[dict[str, Any]]:
-    # The body is only read for a Claude request's prompt-cache note: decoded for those alone.
-    for r in iter_file_rows(db_path, file_id, as_text=("body",)):
-        result = r.get("result") or {}
-        usage = result.get("usage")
-        model, provider = r["model"], r["provider"]
+def _raw(text: str | None) -> RawJSON | None:
+    return None if text is None else RawJSON(text)
+
+
+_NO_USAGE = dict.fromkeys(outbox.TOKEN_FIELDS, 0)
+
+
+def _rows(db_path: Path, file_id: int, registry: Registry) -> Iterator[outbox.ResultLine]:
+    """A file's result lines for the writer. The provider's answer, the batch ids, the
+    adaptations and the metadata are stored JSON text, copied into the line undecoded; the
+    answer is read only for the cache writes' time to live (Claude), and the body only for a
+    Claude request's prompt-cache note."""
+    succeeded = RequestStatus.SUCCEEDED
+    for row in iter_result_rows(db_path, file_id, body_of="anthropic"):
+        custom_id, line, model, provider, status, result_text, answer, error_text = row[:8]
+        attempts, batch_ids, adaptations_text, metadata, body = row[8:]
+        if status not in outbox.STATUSES or not isinstance(custom_id, str):
+            raise ValueError(f"request {custom_id!r} (line {line}): status {status!r}")
+        result = loads_kept(result_text) if result_text else {}  # (written by batchd)
+        usage = {**_NO_USAGE, **(result.get("usage") or {})}
         info = registry.info(model, provider) if model and provider else None
-        response = result.get("response")  # the provider's own answer: cache writes by TTL
+        writes = usage["cache_creation_input_tokens"] > 0
+        response = loads(answer) if writes and answer else None  # cache writes by TTL
         cost = cost_of(usage, info, response)
-        adaptations = list(r.get("adaptations") or [])
-        body = loads(r["body"]) if provider == "anthropic" and r.get("body") else None
-        note = cache_note(provider, body, usage, response)
-        if note is not None:
-            adaptations.append(note)
-        yield {
-            "custom_id": r["custom_id"],
-            "line": r["line"],
-            "model": r["model"],
-            "provider": r["provider"],
-            "status": r["status"],
-            "text": result.get("text") if r["status"] == RequestStatus.SUCCEEDED else None,
+        adaptations: Any = _raw(adaptations_text) or []
+        if body and (writes or usage["cached_input_tokens"]):  # (no cache use: no note)
+            note = cache_note(provider, loads(body), usage, response)
+            if note is not None:
+                adaptations = [*(loads(adaptations_text) if adaptations_text else ()), note]
+        fields = {
+            "custom_id": custom_id,
+            "line": line,
+            "model": model,
+            "provider": provider,
+            "status": status,
+            "text": result.get("text") if status == succeeded else None,
             "finish_reason": result.get("finish_reason"),
             "usage": usage,
             "cost_usd": cost.batch_usd,
-            "cost_usd_live": cost.live_usd,
-            "cache_savings_usd": cache_savings(usage, info, response),
-            "error": r.get("error"),
-            "attempts": r["attempts"],
-            "batch_ids": r.get("batch_ids") or [],
+            "error": loads(error_text) if error_text else None,
+            "attempts": attempts or 0,
+            "batch_ids": _raw(batch_ids) or [],
             "adaptations": adaptations,
-            "response": response,
-            "metadata": r.get("metadata"),
+            "response": _raw(answer),
+            "metadata": _raw(metadata),
         }
+        yield outbox.ResultLine(fields, cost.live_usd, cache_savings(usage, info, response))
 
 
 MAX_FAILURE_LOGS = 20  # requests that did not succeed logged one by one per file, then a count

@@ -6,6 +6,8 @@ The contract with whoever reads the outbox:
   name (``.{stem}.results.jsonl.tmp-<pid>``), fsynced, then renamed onto its final name.
 * Every name fits NAME_MAX (255 bytes), however long the input's name: the rules are in
   :mod:`daemon.names` (a long name is cut and a stable hash put in its place).
+* Each line of the results file is one compact JSON object (no spaces between its tokens),
+  its fields in the documented order; ``response`` is the provider's answer as stored.
 * ``{stem}.summary.json`` appears last, so its presence means the results file is complete.
 * Another job's file is never overwritten. The writer first reserves its names with
   :func:`reserve_names` (the first pair free for both files: ``{stem}``, then
@@ -33,6 +35,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
+from adapters.jsontext import RawJSON, dumps_bytes
 from daemon import names
 from daemon.archive import archive_input, fsync_dir
 from daemon.cost import Cost, CostTotals
@@ -53,9 +56,6 @@ TOKEN_FIELDS = (
     "cache_creation_input_tokens",
 )
 FILE_MODE = 0o640
-# A result line is json.dumps(result, ensure_ascii=False); the encoder is built once (json.dumps
-# with a non-default option builds a new one for every line).
-_LINE_ENCODER = json.JSONEncoder(ensure_ascii=False)
 
 
 
@@ -84,12 +84,30 @@ def _error(value: Any) -> dict[str, Any] | None:
     return {"type": error.get("type"), "message": error.get("message"), "code": error.get("code")}
 
 
+class ResultLine(dict[str, Any]):
+    """A result line already built in the documented order from values the writer trusts
+    (the daemon's own store, :func:`daemon.finish`): written as it is. ``cost_live`` and
+    ``cache_savings`` are for the summary (:meth:`SummaryBuilder.add`)."""
+
+    __slots__ = ("cache_savings", "cost_live")
+
+    def __init__(self, fields: Any, cost_live: float | None, cache_savings: float | None) -> None:
+        super().__init__(fields)
+        self.cost_live, self.cache_savings = cost_live, cache_savings
+
+
+def _list(value: Any) -> Any:
+    return value if isinstance(value, RawJSON) else list(value or ())
+
+
 def result_line(row: Mapping[str, Any]) -> dict[str, Any]:
     """The output object for one request, with its fields in the documented order.
 
     ``custom_id`` and ``status`` are required (a row without them is a bug upstream); every
     other field defaults to null, zero or an empty list. ``text`` is forced to null unless the
     status is ``succeeded``, so a partial answer is never mistaken for a result.
+    ``batch_ids``, ``adaptations``, ``response`` and ``metadata`` may be stored JSON text
+    (:class:`adapters.jsontext.RawJSON`): copied into the line as they are.
     """
     status = row.get("status")
     if status not in STATUSES:
@@ -108,8 +126,8 @@ def result_line(row: Mapping[str, Any]) -> dict[str, Any]:
         "cost_usd": row.get("cost_usd"),
         "error": _error(row.get("error")),
         "attempts": int(row.get("attempts") or 0),
-        "batch_ids": list(row.get("batch_ids") or ()),
-        "adaptations": list(row.get("adaptations") or ()),
+        "batch_ids": _list(row.get("batch_ids")),
+        "adaptations": _list(row.get("adaptations")),
         "response": row.get("response"),
         "metadata": row.get("metadata"),
     }
@@ -243,12 +261,16 @@ def _create(path: Path) -> int:
 
 
 def _write_results(tmp: Path, rows: Iterable[Mapping[str, Any]], summary: SummaryBuilder) -> None:
-    with open(_create(tmp), "w", encoding="utf-8", newline="\n") as f:
+    with open(_create(tmp), "wb") as f:
         for n, row in enumerate(rows):
-            result = result_line(row)
-            summary.add(result, row.get("cost_usd_live"), row.get("cache_savings_usd"))
-            _write_text(f, _LINE_ENCODER.encode(result), result)
-            f.write("\n")
+            if type(row) is ResultLine:
+                result: Mapping[str, Any] = row
+                summary.add(row, row.cost_live, row.cache_savings)
+            else:
+                result = result_line(row)
+                summary.add(result, row.get("cost_usd_live"), row.get("cache_savings_usd"))
+            f.write(dumps_bytes(result))
+            f.write(b"\n")
             if n == 0:
                 f.flush()
                 crash_point("mid_outbox_write")
@@ -353,5 +375,5 @@ def write_outputs(
     return targets
 
 
-__all__ = ["STATUSES", "SummaryBuilder", "archive_input", "reserve_names", "result_line",
-           "write_outputs"]  # fmt: skip
+__all__ = ["STATUSES", "ResultLine", "SummaryBuilder", "archive_input", "reserve_names",
+           "result_line", "write_outputs"]  # fmt: skip

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, NotRequired, TypedDict
 
 from adapters.base import AdapterError, BatchStatus, ItemResult
+from adapters.jsontext import RawJSON
 
 from .states import RequestStatus
 
@@ -26,6 +27,7 @@ class RequestUpdate(TypedDict):
     result: dict[str, Any] | None
     error: dict[str, Any] | None
     next_attempt_at: NotRequired[float]  # only for a request that goes back to pending
+    answer: NotRequired[Any]  # the provider's own answer, kept with a final result
 
 
 @dataclass(frozen=True)
@@ -96,22 +98,24 @@ def item_update(
             "cached_input_tokens": item.usage.cached_input_tokens,
             "cache_creation_input_tokens": item.usage.cache_creation_input_tokens,
         },
-        "response": item.response,
     }
     error = None
     if item.error is not None:
         error = error_of(item.error.type, item.error.message, item.error.code)
     if item.outcome == "succeeded":
-        return _update(rid, RequestStatus.SUCCEEDED, result=result)
-    if item.outcome == "failed":
-        return _update(rid, RequestStatus.FAILED, result=result, error=error)
-    if item.outcome == "canceled" and policy.keep_cancelled:
-        return _update(rid, RequestStatus.CANCELED, result=result, error=error)
-    # Worth another attempt: the item was cut short (expired, cancelled, or a retryable error).
-    final = {"expired": RequestStatus.EXPIRED, "canceled": RequestStatus.CANCELED}.get(
-        item.outcome, RequestStatus.FAILED
-    )
-    return _retry_or_final(rid, attempts, final, error, result, policy, retry_at)
+        update = _update(rid, RequestStatus.SUCCEEDED, result=result)
+    elif item.outcome == "failed":
+        update = _update(rid, RequestStatus.FAILED, result=result, error=error)
+    elif item.outcome == "canceled" and policy.keep_cancelled:
+        update = _update(rid, RequestStatus.CANCELED, result=result, error=error)
+    else:  # worth another attempt: cut short (expired, cancelled, or a retryable error)
+        final = {"expired": RequestStatus.EXPIRED, "canceled": RequestStatus.CANCELED}.get(
+            item.outcome, RequestStatus.FAILED
+        )
+        update = _retry_or_final(rid, attempts, final, error, result, policy, retry_at)
+    if update["result"] is not None and item.response is not None:  # its text as read
+        update["answer"] = RawJSON(item.raw) if item.raw is not None else item.response
+    return update
 
 
 def missing_update(

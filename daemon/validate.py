@@ -27,6 +27,7 @@ from adapters.jsontext import compact
 from daemon import fields
 from daemon.adapt import Note, Policy, adapt_native, adapt_unified
 from daemon.registry import EFFORTS
+from daemon.seen_ids import IdTable
 
 OPENAI_NATIVE_KEYS = ("custom_id", "method", "url", "body", "metadata")
 ANTHROPIC_NATIVE_KEYS = ("custom_id", "params", "metadata")
@@ -77,26 +78,35 @@ class _SeenIds:
     """custom_ids met so far in the file, to reject the second occurrence of one.
 
     Default ids ("line-N") are unique by construction, so they are not stored: a bitmap of the
-    lines that used one is enough to catch an explicit "line-N" colliding with them. Only
-    explicit ids cost memory (one dict entry each).
+    lines that used one is enough to catch an explicit "line-N" colliding with them. Explicit
+    ids are kept in a dict (about 120 bytes an id) up to ``DICT_IDS`` of them, then in an
+    :class:`~daemon.seen_ids.IdTable` (the id's bytes and 24 more: a million-line file's ids
+    in tens of megabytes, not 130; a few microseconds more per line, so only past that size).
     """
 
+    DICT_IDS = 100_000
+
     def __init__(self) -> None:
-        self._explicit: dict[str, int] = {}
+        self._explicit: dict[str, int] | IdTable = {}
         self._defaulted = bytearray()
 
     def first_line(self, custom_id: str, line: int, defaulted: bool) -> int | None:
         """The line that already used ``custom_id``; else record it and return None."""
-        first = self._explicit.get(custom_id)
-        if first is None and not defaulted:
+        explicit = self._explicit
+        if not defaulted:  # (an explicit id and a default one never both hold the same id)
             first = self._defaulted_line(custom_id, line)
-        if first is not None:
-            return first
-        if defaulted:
+            if first is not None:
+                return first
+            if isinstance(explicit, IdTable):
+                return explicit.first(custom_id, line)
+            first = explicit.setdefault(custom_id, line)
+            if first == line and len(explicit) > self.DICT_IDS:
+                self._explicit = IdTable.of(explicit)
+            return None if first == line else first
+        first = explicit.get(custom_id)
+        if first is None:
             self._mark_defaulted(line)
-        else:
-            self._explicit[custom_id] = line
-        return None
+        return first
 
     def _mark_defaulted(self, line: int) -> None:
         byte = line >> 3

@@ -175,7 +175,7 @@ class RecordResults(RuleBasedStateMachine):
         for u in chunk:
             m = self.model[u["request_id"]]
             if m["batch_id"] == batch_id and m["status"] == RequestStatus.BATCHED:
-                m.update(status=u["status"], batch_id=None)
+                m["status"] = u["status"]  # batch_id: still the batch that answered it
                 m["attempts"] += u["attempts_inc"]
 
     def _rows(self) -> dict[int, dict[str, Any]]:

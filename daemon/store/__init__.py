@@ -15,7 +15,14 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .db import Store, StoredItems, StoreError, iter_file_rows, state_failure
+    from .db import (
+        Store,
+        StoredItems,
+        StoreError,
+        iter_file_rows,
+        iter_result_rows,
+        state_failure,
+    )
     from .jobs import JOB_CANCELED, StoreVersionError
     from .queries import DB_FILE_MODE
 
@@ -27,6 +34,7 @@ _HOMES = {
     "StoreVersionError": "jobs",
     "StoredItems": "db",
     "iter_file_rows": "db",
+    "iter_result_rows": "db",
     "state_failure": "db",
 }
 
@@ -38,6 +46,7 @@ __all__ = [
     "StoreVersionError",
     "StoredItems",
     "iter_file_rows",
+    "iter_result_rows",
     "state_failure",
 ]
 

@@ -28,7 +28,7 @@ from urllib.parse import quote
 import aiosqlite
 
 from adapters.base import BatchItem
-from adapters.jsontext import compact, loads
+from adapters.jsontext import RawJSON, compact, loads
 
 from ..packing import BatchPacker, estimate_tokens
 from ..states import BATCH_OPEN, REQUEST_OPEN, BatchRowStatus, FileStatus, RequestStatus
@@ -58,6 +58,11 @@ def state_failure(exc: BaseException) -> bool:
 
 def _dumps(value: Any) -> str | None:
     return None if value is None else compact(value)
+
+
+def _answer_text(answer: Any) -> str:
+    """A provider's answer as stored: its own text when the adapter kept it, else encoded."""
+    return answer.text if isinstance(answer, RawJSON) else compact(answer)
 
 
 def _statuses(statuses: Iterable[str]) -> str:
@@ -564,8 +569,9 @@ class Store(PlanningStore, JobsMixin):
             )
 
     async def record_results(self, batch_id: int, updates: Sequence[RequestUpdate]) -> int:
-        """Store a chunk of item results. Only requests still in this batch are touched, so a
-        collection interrupted by a crash can simply be run again."""
+        """Store a chunk of item results (each provider answer in the answers table). Only
+        requests still in this batch are touched, so a collection interrupted by a crash can
+        simply be run again."""
         now = time.time()
         params = [
             (
@@ -581,8 +587,15 @@ class Store(PlanningStore, JobsMixin):
             )
             for u in updates
         ]
+        answers = [
+            (_answer_text(u["answer"]), u["request_id"], batch_id, RequestStatus.BATCHED)
+            for u in updates
+            if u.get("answer") is not None
+        ]
         again = [u["request_id"] for u in updates if u["status"] == RequestStatus.PENDING]
         async with self.transaction() as db:
+            if answers:  # first: its condition is the one RECORD_RESULT changes
+                await db.executemany(q.RECORD_ANSWER, answers)
             await db.executemany(q.RECORD_RESULT, params)
             if again:  # a canceled job's requests are not sent again: they end canceled
                 await db.execute(
@@ -639,37 +652,63 @@ def _decode_request(row: sqlite3.Row, as_text: Iterable[str] = ()) -> dict[str, 
     return d
 
 
-def iter_file_rows(
-    path: Path, file_id: int, chunk: int = 2000, *, as_text: Iterable[str] = ()
-) -> Iterator[dict[str, Any]]:
-    """A file's requests in input order, for a writer running in a worker thread.
-
-    It opens its own read-only connection (WAL lets it read while the daemon writes), so the
-    outbox writer can stream rows without holding them all or blocking the event loop. JSON
-    columns named in ``as_text`` are left as their text (decoded only where they are used).
-    """
-    as_text = frozenset(as_text)
-    # A writer that fails mid-file (outbox full) drops the generator unfinished; it is then
+def _read_only(path: Path) -> sqlite3.Connection:
+    # A writer that fails mid-file (outbox full) drops its generator unfinished; it is then
     # closed wherever it is collected, so the connection must allow another thread's close()
     # (it is only ever used by one thread at a time). Otherwise each failed write leaked one.
     uri = q.READ_ONLY_URI.format(path=quote(str(Path(path).absolute())))  # '#', '?', '%' in names
-    db = sqlite3.connect(uri, uri=True, check_same_thread=False)
-    db.row_factory = sqlite3.Row
+    return sqlite3.connect(uri, uri=True, check_same_thread=False)
+
+
+def _file_pages(
+    db: sqlite3.Connection, sql: str, head: tuple[Any, ...], file_id: int, chunk: int, line: Any
+) -> Iterator[Any]:
+    """A file's requests in input order, a page of ``chunk`` at a time (pages bound how long
+    one read lasts); rows are stepped one at a time, never a whole page in memory (a page of
+    big requests would be hundreds of megabytes). ``line`` is the line number's key."""
     try:
         last = -1
         while True:
-            # Pages bound how long one read lasts; rows are stepped one at a time (never a
-            # whole page in memory: a page of big requests would be hundreds of megabytes).
-            cursor = db.execute(q.SELECT_FILE_REQUESTS_PAGE, (file_id, last, chunk))
             count = 0
-            for r in cursor:
+            for r in db.execute(sql, (*head, file_id, last, chunk)):
                 count += 1
-                last = r["line"]
-                yield _decode_request(r, as_text)
+                last = r[line]
+                yield r
             if count < chunk:
                 return
     finally:
         db.close()
+
+
+def iter_file_rows(
+    path: Path, file_id: int, chunk: int = 2000, *, as_text: Iterable[str] = ()
+) -> Iterator[dict[str, Any]]:
+    """A file's requests in input order (each with its ``answer``), JSON columns decoded
+    except those named in ``as_text``. It opens its own read-only connection (WAL lets it
+    read while the daemon writes), for use in a worker thread."""
+    as_text = frozenset(as_text)
+    db = _read_only(path)
+    db.row_factory = sqlite3.Row
+    for r in _file_pages(db, q.SELECT_FILE_REQUESTS_PAGE, (), file_id, chunk, "line"):
+        yield _decode_request(r, as_text)
+
+
+# The columns of iter_result_rows' tuples, in order.
+RESULT_COLUMNS = (
+    "custom_id", "line", "model", "provider", "status", "result", "answer", "error", "attempts",
+    "batch_ids", "adaptations", "metadata", "body",
+)  # fmt: skip
+
+
+def iter_result_rows(
+    path: Path, file_id: int, body_of: str, chunk: int = 2000
+) -> Iterator[tuple[Any, ...]]:
+    """What the outbox writer needs of a file's requests, in input order, as tuples of
+    ``RESULT_COLUMNS``, every JSON column as its stored text; ``body`` only for the requests
+    of provider ``body_of`` (None for the others). Its own read-only connection, as
+    :func:`iter_file_rows`."""
+    db = _read_only(path)
+    yield from _file_pages(db, q.SELECT_FILE_RESULTS_PAGE, (body_of,), file_id, chunk, 1)
 
 
 class StoredItems(Sequence[BatchItem]):

@@ -196,7 +196,9 @@ class JobsMixin:
         gone = 0
         for low in range(0, last, LINE_WINDOW):
             async with self.transaction() as db:
-                cur = await db.execute(q.DELETE_REQUEST_LINES, (file_id, low, low + LINE_WINDOW))
+                window = (file_id, low, low + LINE_WINDOW)
+                await db.execute(q.DELETE_ANSWER_LINES, window)
+                cur = await db.execute(q.DELETE_REQUEST_LINES, window)
                 gone += max(cur.rowcount, 0)
         async with self.transaction() as db:
             await db.execute(q.DELETE_FILE_ROW, (file_id,))

@@ -94,8 +94,18 @@ SELECT_FILE_BATCHES = (
     " SELECT DISTINCT j.value FROM requests r, json_each(r.batch_ids) j"
     " WHERE r.file_id = ?1) ORDER BY b.id"
 )
-SELECT_FILE_REQUESTS_PAGE = (
-    "SELECT * FROM requests WHERE file_id = ? AND line > ? ORDER BY line LIMIT ?"
+SELECT_FILE_REQUESTS_PAGE = (  # with each request's answer
+    "SELECT r.*, a.answer FROM requests r LEFT JOIN answers a ON a.request_id = r.id"
+    " WHERE r.file_id = ? AND r.line > ? ORDER BY r.line LIMIT ?"
+)
+# What the outbox writer needs of each request (``db.RESULT_COLUMNS``, in this order), the
+# body only for the provider given first (Claude: its prompt-cache note).
+SELECT_FILE_RESULTS_PAGE = (
+    "SELECT r.custom_id, r.line, r.model, r.provider, r.status, r.result, a.answer, r.error,"
+    " r.attempts, r.batch_ids, r.adaptations, r.metadata,"
+    " CASE WHEN r.provider = ? THEN r.body END"
+    " FROM requests r LEFT JOIN answers a ON a.request_id = r.id"
+    " WHERE r.file_id = ? AND r.line > ? ORDER BY r.line LIMIT ?"
 )
 
 # -- planning and submission ----------------------------------------------------------------
@@ -191,10 +201,20 @@ UPDATE_POLL = (
     "UPDATE batches SET provider_status = ?, counts = ?, next_poll_at = ?,"
     " poll_interval_s = ? WHERE id = ?"
 )
-RECORD_RESULT = (  # only a request still waiting on this batch is touched (idempotent)
+# Only a request still waiting on this batch is touched (idempotent). Its batch_id is left
+# pointing at the batch that answered it (a request waits on a batch only while its status is
+# "batched"): clearing it cost more than the rest of the update (the foreign key's checks and
+# the batch index), measured in docs/performance.md.
+RECORD_RESULT = (
     "UPDATE requests SET status = ?, attempts = attempts + ?, next_attempt_at = ?,"
-    " result = COALESCE(?, result), error = ?, updated_at = ?, batch_id = NULL"
+    " result = COALESCE(?, result), error = ?, updated_at = ?"
     " WHERE id = ? AND batch_id = ? AND status = ?"
+)
+# The provider's answer of a request the same chunk's RECORD_RESULT is about to update (the
+# same condition, so a collection run again after a crash changes nothing it did before).
+RECORD_ANSWER = (
+    "INSERT OR REPLACE INTO answers (request_id, answer)"
+    " SELECT id, ? FROM requests WHERE id = ? AND batch_id = ? AND status = ?"
 )
 SELECT_BATCH_REQUESTS = "SELECT id, attempts FROM requests WHERE batch_id = ? AND status = ?"
 MARK_BATCH_COLLECTED = (
@@ -385,6 +405,10 @@ SELECT_JOBS_TO_FORGET = (  # finished jobs whose rows are due to go; {kept}: fil
     "SELECT id, name FROM files WHERE status = ? AND finished_at < ?{kept} ORDER BY id LIMIT ?"
 )
 OUTPUTS_GONE = " AND outputs_removed_at IS NOT NULL"
+DELETE_ANSWER_LINES = (
+    "DELETE FROM answers WHERE request_id IN"
+    " (SELECT id FROM requests WHERE file_id = ? AND line > ? AND line <= ?)"
+)
 DELETE_REQUEST_LINES = "DELETE FROM requests WHERE file_id = ? AND line > ? AND line <= ?"
 DELETE_FILE_ROW = "DELETE FROM files WHERE id = ?"
 # Ended batches no request points at, ended before the cutoff and before any job still open
@@ -469,10 +493,14 @@ METRICS_TOKENS = (
     " SUM(COALESCE(json_extract(result, '$.usage.output_tokens'), 0)),"
     " SUM(COALESCE(json_extract(result, '$.usage.cached_input_tokens'), 0)),"
     " SUM(COALESCE(json_extract(result, '$.usage.cache_creation_input_tokens'), 0)),"
-    " SUM(COALESCE(json_extract(result,"
-    "  '$.response.result.message.usage.cache_creation.ephemeral_5m_input_tokens'), 0)),"
-    " SUM(COALESCE(json_extract(result,"
-    "  '$.response.result.message.usage.cache_creation.ephemeral_1h_input_tokens'), 0))"
+    " SUM(CASE WHEN json_extract(result, '$.usage.cache_creation_input_tokens') > 0"
+    "  THEN COALESCE((SELECT json_extract(a.answer,"
+    "  '$.result.message.usage.cache_creation.ephemeral_5m_input_tokens') FROM answers a"
+    "  WHERE a.request_id = requests.id), 0) ELSE 0 END),"
+    " SUM(CASE WHEN json_extract(result, '$.usage.cache_creation_input_tokens') > 0"
+    "  THEN COALESCE((SELECT json_extract(a.answer,"
+    "  '$.result.message.usage.cache_creation.ephemeral_1h_input_tokens') FROM answers a"
+    "  WHERE a.request_id = requests.id), 0) ELSE 0 END)"
     " FROM requests WHERE result IS NOT NULL AND provider IS NOT NULL AND model IS NOT NULL"
     " GROUP BY provider, model"
 )

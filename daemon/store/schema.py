@@ -156,4 +156,21 @@ MIGRATIONS: tuple[str, ...] = (
         ON requests (status, provider, model, file_id, next_attempt_at, updated_at);
     CREATE INDEX requests_file_status ON requests (file_id, status)
     """,
+    # 6: the provider's own answer of each request in a table of its own (docs/performance.md,
+    # "Results and finish"). Stored in requests.result it tripled the size of a request's row,
+    # so recording a result rewrote a large row (and the rows the planner, the claim and the
+    # status counts read were three times as many pages); the outbox writer now copies the
+    # answer's text into the results line without decoding it. requests.result keeps the text,
+    # finish reason and usage. Rows stored before are moved here.
+    """
+    CREATE TABLE answers (
+        request_id INTEGER PRIMARY KEY,  -- requests.id
+        answer TEXT NOT NULL             -- the provider's answer for the request (JSON)
+    );
+    INSERT INTO answers (request_id, answer)
+        SELECT id, json_quote(json_extract(result, '$.response')) FROM requests
+        WHERE result IS NOT NULL AND json_type(result, '$.response') NOT IN ('null');
+    UPDATE requests SET result = json_remove(result, '$.response')
+        WHERE result IS NOT NULL AND json_type(result, '$.response') IS NOT NULL
+    """,
 )
