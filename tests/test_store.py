@@ -9,6 +9,7 @@ import pytest
 
 from daemon.packing import BatchPacker
 from daemon.store import Store, StoreError, iter_file_rows, state_failure
+from daemon.store.reader import StatusReader
 from daemon.store.schema import MIGRATIONS
 
 
@@ -124,7 +125,8 @@ async def test_finished_files_and_status_report(tmp_path: Path) -> None:
     )
     await store.set_file_status(fid, "active", lines=1, invalid=1)
     assert [f["id"] for f in await store.finished_files()] == [fid]
-    report = await store.status_report()
+    with StatusReader(store.path) as reader:
+        report = reader.recent()
     assert report["files"][0]["counts"] == {"invalid": 1}
     assert report["errors"] == [{"type": "invalid_request", "n": 1}]
     with pytest.raises(StoreError):

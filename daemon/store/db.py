@@ -102,43 +102,6 @@ class Store(PlanningStore, JobsMixin):
             raise
         return self
 
-    async def open_read_only(self) -> Store:
-        """Open for reading only (``batchd status``): no migration, no journal-mode switch, no
-        write of any kind, so a user who may read but not write the state folder can use it,
-        beside a running daemon too. Raises StoreError for a database batchd never set up."""
-        path = quote(str(self.path.absolute()))
-        self._db = await aiosqlite.connect(
-            q.READ_ONLY_URI.format(path=path), uri=True, timeout=q.READ_ONLY_TIMEOUT_S
-        )
-        self._db.row_factory = aiosqlite.Row
-        try:
-            try:
-                version = await self.schema_version()
-            except sqlite3.OperationalError:
-                if not self._wal_index_unwritable():
-                    raise
-                await self.close()
-                self._db = await aiosqlite.connect(q.IMMUTABLE_URI.format(path=path), uri=True)
-                self._db.row_factory = aiosqlite.Row
-                version = await self.schema_version()
-            if version == 0:
-                raise StoreError(f"{self.path} holds no batchd state yet (never started on it)")
-            if version > len(MIGRATIONS):
-                raise StoreError(
-                    f"database {self.path} is at schema {version}, newer than this batchd "
-                    f"({len(MIGRATIONS)}); upgrade batchd"
-                )
-        except BaseException:
-            await self.close()
-            raise
-        return self
-
-    def _wal_index_unwritable(self) -> bool:
-        """No -wal and no -shm file beside the database, and no right to create them."""
-        wal, shm = (self.path.with_name(self.path.name + s) for s in ("-wal", "-shm"))
-        folder_writable = os.access(self.path.parent, os.W_OK | os.X_OK)
-        return not wal.exists() and not shm.exists() and not folder_writable
-
     async def quick_check(self) -> list[str]:
         """SQLite's own consistency check of the whole file: [] when sound, else the problems
         it found (the first few)."""
@@ -629,16 +592,6 @@ class Store(PlanningStore, JobsMixin):
         """How many requests of each provider are not final yet (pending or in a batch)."""
         rows = await self._all(q.REPORT_WAITING, (_statuses(REQUEST_OPEN),))
         return {str(r["provider"]): int(r["n"]) for r in rows if r["provider"] is not None}
-
-    async def status_report(self) -> dict[str, Any]:
-        files = await self._all(q.REPORT_FILES)
-        batches = await self._all(q.REPORT_BATCHES)
-        errors = await self._all(q.REPORT_ERRORS)
-        return {
-            "files": [{**dict(r), "counts": json.loads(r["counts"] or "{}")} for r in files],
-            "batches": [dict(r) for r in batches],
-            "errors": [dict(r) for r in errors],
-        }
 
 
 JSON_COLUMNS = ("body", "metadata", "adaptations", "batch_ids", "result", "error")
