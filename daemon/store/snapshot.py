@@ -4,11 +4,8 @@ A :class:`Snapshot` is its own short-lived ``sqlite3`` connection, read-only at 
 (``mode=ro``): it never migrates, never writes, and, the database being in WAL mode, neither
 waits for the daemon's writes nor holds them up. It runs in a worker thread (the status line)
 or in the metrics server's thread (a scrape), never on the event loop. Every statement is a
-named constant of ``queries.py``.
-
-Columns and tables that a later schema adds (enqueued-token budgets: ``batches.tokens`` and the
-``budgets`` table) are looked for first; on a database without them the enqueued tokens are
-estimated from the bytes of the requests in flight (4 characters a token) and there are no limits.
+named constant of ``queries.py``. The database it reads is the running daemon's, which has
+migrated it, so every table and column of the current schema is there.
 """
 
 from __future__ import annotations
