@@ -47,6 +47,7 @@ from adapters.facts import PROVIDER_LIMITS  # noqa: E402
 from adapters.jsontext import loads_kept  # noqa: E402
 from adapters.spool import write_spool  # noqa: E402
 from daemon import finish, ingest, outbox  # noqa: E402
+from daemon.availability import freeze_heap  # noqa: E402
 from daemon.config import adapt_policy, load_config  # noqa: E402
 from daemon.outcomes import OutcomePolicy, item_update  # noqa: E402
 from daemon.store import Store  # noqa: E402
@@ -173,6 +174,7 @@ def main() -> int:
         asyncio.to_thread = _inline  # type: ignore[assignment]
     root = Path(tempfile.mkdtemp(prefix="batchd-stages-"))
     try:
+        freeze_heap()  # as the daemon does after start-up and after importing an SDK
         stages = Stages(args.n, root, args.profile)
         asyncio.run(stages.run())
     finally:

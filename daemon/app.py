@@ -27,7 +27,13 @@ from loguru import logger
 from adapters.facts import PROVIDERS
 
 from . import finish, fs_events, ingest, metrics, metrics_server
-from .availability import EXIT_STUCK, Availability, build_adapters, point_at_emulator
+from .availability import (
+    EXIT_STUCK,
+    Availability,
+    build_adapters,
+    freeze_heap,
+    point_at_emulator,
+)
 from .cancel import Canceller
 from .config import Config
 from .early_signals import take_sighup
@@ -364,6 +370,7 @@ class App:
             self.canceller = Canceller(self.scheduler, self.store)
             self.retention = Retention(self.scheduler, self.store)
             self.availability.start()
+            freeze_heap()  # start-up's imports and objects, out of every later full collection
             self._start_up()
             return await self._supervise()
 
