@@ -53,7 +53,7 @@ from daemon.outcomes import OutcomePolicy, item_update  # noqa: E402
 from daemon.store import Store  # noqa: E402
 
 MODEL = "gpt-4o-mini"
-RESULT_CHUNK = 500  # as daemon/collect.py
+RESULT_CHUNK = 2000  # as daemon/collect.py
 
 
 def output_line(key: str, i: int) -> bytes:

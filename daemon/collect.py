@@ -50,7 +50,7 @@ if TYPE_CHECKING:
 
     from .scheduler import Scheduler
 
-RESULT_CHUNK = 500  # results stored per transaction
+RESULT_CHUNK = 2000  # results stored per transaction (500 cost ~15 us more a request)
 COLLECT_TRIES = 3  # collections of one ended batch that failed unexpectedly before giving up
 # A running batch's progress line: when its counts move, else at its first poll and then at the
 # first poll after this long (under poll_max_s's default 300 s: every 5 minutes at most apart).
