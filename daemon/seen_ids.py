@@ -3,9 +3,9 @@
 A dict of a million custom_ids holds a million string objects, int objects and entries, about
 120 bytes an id (``bench/memory.py``: 130 MB of a 1,000,000-line file's ingest). Here the ids'
 UTF-8 bytes sit end to end in one bytearray, their end offsets and numbers in two arrays of
-4-byte integers, and an open-addressing table (linear probing over ``hash()``, at most half
-full) holds each id's index: the id's length plus about 16 bytes. Lookups compare the bytes
-themselves, so the answer is exact.
+4-byte integers (8 past 4 GiB), and an open-addressing table (linear probing over ``hash()``,
+at most half full) holds each id's index: the id's length plus about 16 bytes. Lookups
+compare the bytes themselves, so the answer is exact.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 from array import array
 
 _EMPTY = -1
+_WIDE = 2**32 - 1  # the largest offset or line number a 4-byte array holds
 
 
 class IdTable:
@@ -25,8 +26,8 @@ class IdTable:
         self._slots = array("i", [_EMPTY]) * size
         self._mask = size - 1
         self._blob = bytearray()
-        self._ends = array("Q")
-        self._lines = array("Q")
+        self._ends = array("I")  # 4 bytes each, widened to 8 past 4 GiB of ids (_widen)
+        self._lines = array("I")
 
     def __len__(self) -> int:
         return len(self._lines)
@@ -55,6 +56,8 @@ class IdTable:
             return self._lines[entry]
         index = len(self._lines)
         self._blob += data
+        if len(self._blob) > _WIDE or line > _WIDE:
+            self._widen()
         self._ends.append(len(self._blob))
         self._lines.append(line)
         self._slots[slot] = index
@@ -66,6 +69,10 @@ class IdTable:
         """The line recorded for ``custom_id``, or None (nothing is recorded)."""
         entry = self._find(custom_id.encode("utf-8", "surrogatepass"))[1]
         return None if entry == _EMPTY else self._lines[entry]
+
+    def _widen(self) -> None:
+        if self._ends.typecode != "Q":
+            self._ends, self._lines = array("Q", self._ends), array("Q", self._lines)
 
     def _grow(self) -> None:
         size = len(self._slots) * 2

@@ -80,8 +80,9 @@ class _SeenIds:
     Default ids ("line-N") are unique by construction, so they are not stored: a bitmap of the
     lines that used one is enough to catch an explicit "line-N" colliding with them. Explicit
     ids are kept in a dict (about 120 bytes an id) up to ``DICT_IDS`` of them, then in an
-    :class:`~daemon.seen_ids.IdTable` (the id's bytes and 24 more: a million-line file's ids
-    in tens of megabytes, not 130; a few microseconds more per line, so only past that size).
+    :class:`~daemon.seen_ids.IdTable` (the id's bytes and about 16 more: a million-line
+    file's ids in some 26 MB, not 130; a few microseconds more per line, so only past that
+    size).
     """
 
     DICT_IDS = 100_000

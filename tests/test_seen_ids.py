@@ -26,12 +26,12 @@ def test_it_answers_as_a_dict_of_first_lines(ids: list[str]) -> None:
         assert table.get(custom_id) == line
 
 
-def test_ids_take_their_bytes_and_about_24_more() -> None:
+def test_ids_take_their_bytes_and_about_16_more() -> None:
     table = IdTable.of({f"req-{n:08d}": n + 1 for n in range(100_000)})
     assert table.first("req-00000007", 5) == 8 and table.get("req-00099999") == 100_000
     size = len(table._blob) + sum(a.itemsize * len(a) for a in (table._ends, table._lines))
     size += table._slots.itemsize * len(table._slots)
-    assert size < 100_000 * (12 + 8 + 8 + 2 * 4 * 2)  # a dict of the same: ~120 bytes an id
+    assert size < 100_000 * (12 + 4 + 4 + 2 * 4 * 2)  # a dict of the same: ~120 bytes an id
 
 
 def test_validator_moves_to_the_table_past_its_dict_size(monkeypatch: Any) -> None:
@@ -44,3 +44,9 @@ def test_validator_moves_to_the_table_past_its_dict_size(monkeypatch: Any) -> No
     assert seen.first_line("line-7", 8, defaulted=False) == 7
     assert seen.first_line("line-9", 9, defaulted=False) is None  # explicit, free
     assert seen.first_line("line-9", 10, defaulted=True) == 9
+
+
+def test_offsets_and_lines_past_four_bytes_widen_the_arrays() -> None:
+    table = IdTable()
+    assert table.first("a", 7) is None and table.first("b", 2**40) is None
+    assert table.get("a") == 7 and table.get("b") == 2**40 and table.first("b", 3) == 2**40
