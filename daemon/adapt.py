@@ -34,6 +34,9 @@ GEMINI_WIRE = {
     "logprobs": "responseLogprobs",
 }
 OPENAI_OUTPUT_FIELDS = ("max_tokens", "max_completion_tokens")
+# The unified fields an OpenAI body takes as they are, in the order they are written.
+_OPENAI_KEYS = ("max_tokens", "reasoning_effort", *SAMPLING_PARAMS, "stop")
+_SAMPLING = frozenset(SAMPLING_PARAMS)
 
 
 def adapt_unified(
@@ -106,7 +109,7 @@ def _to_openai(obj: Mapping[str, Any], ctx: Ctx) -> dict[str, Any]:
     if "system" in obj:
         messages.insert(0, {"role": "system", "content": obj["system"]})
     body: dict[str, Any] = {"model": obj["model"], "messages": messages}
-    for key in ("max_tokens", "reasoning_effort", *SAMPLING_PARAMS, "stop"):
+    for key in _OPENAI_KEYS:
         if key in obj:
             body[key] = obj[key]
     _openai_rules(body, ctx)
@@ -131,8 +134,9 @@ def _openai_rules(body: dict[str, Any], ctx: Ctx) -> None:
     if "reasoning_effort" in body and not keep:
         del body["reasoning_effort"]
     kept = rules.sampling(body, ctx, effort)
-    for name in SAMPLING_PARAMS:
-        body.pop(name, None)
+    if not body.keys().isdisjoint(_SAMPLING):
+        for name in SAMPLING_PARAMS:
+            body.pop(name, None)
     if "top_logprobs" in body and "logprobs" not in kept:
         del body["top_logprobs"]
         ctx.note("top_logprobs removed: it needs logprobs", "top_logprobs removed", lossy=True)
