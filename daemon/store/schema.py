@@ -156,4 +156,10 @@ MIGRATIONS: tuple[str, ...] = (
         ON requests (status, provider, model, file_id, next_attempt_at, updated_at);
     CREATE INDEX requests_file_status ON requests (file_id, status)
     """,
+    # 7 (it follows migration 6): a line stored after its job was canceled is canceled by
+    # ``Store.add_request_rows`` (one check of the file per stored chunk, in the same write
+    # transaction) instead of by the trigger of migration 4, which cost ~4 µs on every insert.
+    """
+    DROP TRIGGER requests_of_canceled_job
+    """,
 )
