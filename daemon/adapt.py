@@ -37,6 +37,7 @@ OPENAI_OUTPUT_FIELDS = ("max_tokens", "max_completion_tokens")
 # The unified fields an OpenAI body takes as they are, in the order they are written.
 _OPENAI_KEYS = ("max_tokens", "reasoning_effort", *SAMPLING_PARAMS, "stop")
 _SAMPLING = frozenset(SAMPLING_PARAMS)
+_PLAIN_OPENAI = frozenset({"model", "messages", "max_tokens"})
 
 
 def adapt_unified(
@@ -126,6 +127,8 @@ def _openai_rules(body: dict[str, Any], ctx: Ctx) -> None:
         else:
             del body["max_tokens"]
             body[field_name] = value
+    if body.keys() <= _PLAIN_OPENAI:
+        return  # no effort, sampling, logprobs or stop: the rules below have nothing to do
     if "max_completion_tokens" in body:
         body["max_completion_tokens"] = rules.ceiling(
             body["max_completion_tokens"], "max_completion_tokens", ctx

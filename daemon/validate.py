@@ -159,8 +159,8 @@ class Validator:
             return Invalid(n, custom_id, reason, model, provider, metadata)
         adapt = adapt_unified if form is _unified else adapt_native
         body, notes = adapt(body, model, provider, self.policy)
-        lossy = [note for note in notes if note.lossy]
-        if lossy and self.policy.reject:
+        lossy = [note for note in notes if note.lossy] if notes and self.policy.reject else ()
+        if lossy:
             reason = f'line {n}: {"; ".join(lossy)} (on_unsupported = "reject")'
             return Invalid(n, custom_id, reason, model, provider, metadata)
         text = compact(body)
