@@ -256,9 +256,12 @@ class _Tally:
 
     def add(self, chunk: list[Item]) -> None:
         for item in chunk:
-            if isinstance(item, tuple | Request):
-                model = str(item[MODEL]) if isinstance(item, tuple) else item.model
+            if isinstance(item, tuple):
+                model = str(item[MODEL])
                 self.models[model] = self.models.get(model, 0) + 1
+                continue
+            if isinstance(item, Request):
+                self.models[item.model] = self.models.get(item.model, 0) + 1
                 continue
             self.invalid += 1
             if item.line > self.logged_to:
@@ -374,7 +377,9 @@ async def _pass(
                 await store.note_ingest_ended(file_id)
                 return
             crash_point("mid_ingest")
-            new = [item for item in chunk if _line_of(item) > done]
+            # Lines come in file order: usually all of the chunk is new (a resumed pass
+            # skips those an earlier pass stored).
+            new = chunk if _line_of(chunk[0]) > done else [i for i in chunk if _line_of(i) > done]
             if new:
                 chunk = chunk[: len(chunk) - len(new)] + await _store_lines(store, file_id, new)
             tally.add(chunk)
