@@ -90,7 +90,7 @@ class _SeenIds:
     def first_line(self, custom_id: str, line: int, defaulted: bool) -> int | None:
         """The line that already used ``custom_id``; else record it and return None."""
         first = self._explicit.get(custom_id)
-        if first is None and not defaulted:
+        if first is None and not defaulted and custom_id.startswith("line-"):
             first = self._defaulted_line(custom_id, line)
         if first is not None:
             return first
@@ -208,12 +208,14 @@ _UNIFIED_REQUIRED = ("model", "messages")
 
 
 def _unified(validator: Validator, obj: dict[str, Any]) -> _Parsed:
+    model: str | None
     if fields.all_fine(obj, UNIFIED_CHECKS, _UNIFIED_REQUIRED, _UNCHECKED):
         errors: list[str] = []
+        model = obj["model"]  # checked: a non-empty string
     else:
         errors = fields.unknown_keys(obj, UNIFIED_KEYS)
         errors += fields.check_fields(obj, UNIFIED_CHECKS, _UNIFIED_REQUIRED, "")
-    model = obj.get("model") if isinstance(obj.get("model"), str) and obj["model"] else None
+        model = obj.get("model") if isinstance(obj.get("model"), str) and obj["model"] else None
     line_provider = obj.get("provider")
     provider = None
     if model is not None and (line_provider is None or line_provider in PROVIDERS):
