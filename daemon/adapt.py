@@ -106,7 +106,9 @@ def _fold_into_user(messages: list[dict[str, Any]], texts: list[str], ctx: Ctx) 
 
 
 def _to_openai(obj: Mapping[str, Any], ctx: Ctx) -> dict[str, Any]:
-    messages = [dict(m) for m in obj["messages"]]
+    # A rule never changes a message in place (a changed one is a new dict): the body shares
+    # the line's message objects, in a list of its own.
+    messages = list(obj["messages"])
     if "system" in obj:
         messages.insert(0, {"role": "system", "content": obj["system"]})
     body: dict[str, Any] = {"model": obj["model"], "messages": messages}
