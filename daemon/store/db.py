@@ -86,9 +86,6 @@ def request_row(r: Mapping[str, Any]) -> RequestRow:
     )
 
 
-PENDING = str(RequestStatus.PENDING)
-
-
 def _canceled(params: tuple[Any, ...]) -> tuple[Any, ...]:
     """INSERT_REQUEST's values of a pending line, as a line of a canceled job."""
     return (*params[:9], str(RequestStatus.CANCELED), CANCELED_ERROR_JSON, params[11])
@@ -279,7 +276,7 @@ class Store(PlanningStore, JobsMixin):
                 # Its job was canceled while the file was being read: these lines end
                 # canceled as they are stored, so the planner never sees them pending (one
                 # check in the write transaction, where a trigger cost ~4 µs on every row).
-                params = [p if p[9] != PENDING else _canceled(p) for p in params]
+                params = [_canceled(p) if p[9] == RequestStatus.PENDING else p for p in params]
             await db.executemany(q.INSERT_REQUEST, params)
 
     async def finished_files(self) -> list[dict[str, Any]]:
