@@ -34,6 +34,10 @@ GEMINI_WIRE = {
     "logprobs": "responseLogprobs",
 }
 OPENAI_OUTPUT_FIELDS = ("max_tokens", "max_completion_tokens")
+# The unified fields an OpenAI body takes as they are, in the order they are written.
+_OPENAI_KEYS = ("max_tokens", "reasoning_effort", *SAMPLING_PARAMS, "stop")
+_SAMPLING = frozenset(SAMPLING_PARAMS)
+_PLAIN_OPENAI = frozenset({"model", "messages", "max_tokens"})
 
 
 def adapt_unified(
@@ -102,11 +106,13 @@ def _fold_into_user(messages: list[dict[str, Any]], texts: list[str], ctx: Ctx) 
 
 
 def _to_openai(obj: Mapping[str, Any], ctx: Ctx) -> dict[str, Any]:
-    messages = [dict(m) for m in obj["messages"]]
+    # A rule never changes a message in place (a changed one is a new dict): the body shares
+    # the line's message objects, in a list of its own.
+    messages = list(obj["messages"])
     if "system" in obj:
         messages.insert(0, {"role": "system", "content": obj["system"]})
     body: dict[str, Any] = {"model": obj["model"], "messages": messages}
-    for key in ("max_tokens", "reasoning_effort", *SAMPLING_PARAMS, "stop"):
+    for key in _OPENAI_KEYS:
         if key in obj:
             body[key] = obj[key]
     _openai_rules(body, ctx)
@@ -123,6 +129,8 @@ def _openai_rules(body: dict[str, Any], ctx: Ctx) -> None:
         else:
             del body["max_tokens"]
             body[field_name] = value
+    if body.keys() <= _PLAIN_OPENAI:
+        return  # no effort, sampling, logprobs or stop: the rules below have nothing to do
     if "max_completion_tokens" in body:
         body["max_completion_tokens"] = rules.ceiling(
             body["max_completion_tokens"], "max_completion_tokens", ctx
@@ -131,8 +139,9 @@ def _openai_rules(body: dict[str, Any], ctx: Ctx) -> None:
     if "reasoning_effort" in body and not keep:
         del body["reasoning_effort"]
     kept = rules.sampling(body, ctx, effort)
-    for name in SAMPLING_PARAMS:
-        body.pop(name, None)
+    if not body.keys().isdisjoint(_SAMPLING):
+        for name in SAMPLING_PARAMS:
+            body.pop(name, None)
     if "top_logprobs" in body and "logprobs" not in kept:
         del body["top_logprobs"]
         ctx.note("top_logprobs removed: it needs logprobs", "top_logprobs removed", lossy=True)

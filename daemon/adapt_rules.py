@@ -27,6 +27,7 @@ LABELS = {"openai": "OpenAI", "anthropic": "Claude", "gemini": "Gemini"}
 THINKING_ON = ("enabled", "adaptive")
 # The APIs take output limits as 32-bit integers: a larger value is refused for every model.
 API_INT_MAX = 2_147_483_647
+_SAMPLING = frozenset(SAMPLING_PARAMS)
 
 
 class Note(str):
@@ -57,7 +58,7 @@ class Policy:
         return self.on_unsupported == "reject"
 
 
-@dataclass
+@dataclass(slots=True)
 class Ctx:
     """One request being adapted: its model's family and the notes recorded so far."""
 
@@ -123,6 +124,8 @@ def sampling(
     the unified names; a note for each one removed or clamped. Three passes: the model's own
     ranges, then (``thinking_on``) the limits of extended thinking, then the parameters the
     model refuses together."""
+    if obj.keys().isdisjoint(_SAMPLING):
+        return {}  # the usual request: none asked for, so none to keep, clamp or remove
     info = ctx.info
     refused: tuple[str, ...] = ()
     if ctx.provider == "anthropic":

@@ -9,8 +9,8 @@ not running applies it at its next start. The rules:
   request of the job that an outcome would send back to pending (a retry, an expired or
   cancelled item, a batch that failed or was never created) ends ``canceled`` instead, in the
   same transaction (``Store.record_results`` and ``Store.abort_batch``), and a line stored
-  after the cancel (a file still being read) is canceled as it is inserted (a trigger of
-  migration 3), so the planner never sees it pending.
+  after the cancel (a file still being read) is canceled as it is inserted (in the same
+  transaction, ``Store.add_request_rows``), so the planner never sees it pending.
 * **Its own batches are cancelled at the provider**: a running batch that holds requests of
   canceled jobs only. The intent is written on the batch row before the call and the call's
   end after it; a cancel whose outcome is unknown is simply sent again (cancelling twice is

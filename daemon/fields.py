@@ -14,6 +14,7 @@ from adapters.facts import PROVIDERS
 from daemon.adapt import SYSTEM_ROLES
 
 ROLES = ("system", "user", "assistant", "developer")
+_ROLE_SET = frozenset(ROLES)
 
 Check = Callable[[str, Any], str | None]
 
@@ -147,11 +148,24 @@ def messages(name: str, value: Any) -> str | None:
         return f"'{name}' must be a list of messages, got {kind(value)}"
     if not value:
         return f"'{name}' is empty"
+    spoken = False  # a user or assistant message seen
     for i, message in enumerate(value):
+        # The usual message first: exactly a known role and text content (two keys, both
+        # there, so no other). Anything else gets the full check, which words the error.
+        if (
+            type(message) is dict
+            and len(message) == 2
+            and type(role := message.get("role")) is str
+            and role in _ROLE_SET
+            and type(message.get("content")) is str
+        ):
+            spoken = spoken or role not in SYSTEM_ROLES
+            continue
         error = _message(f"{name}[{i}]", message)
         if error:
             return error
-    if all(m["role"] in SYSTEM_ROLES for m in value):
+        spoken = spoken or message["role"] not in SYSTEM_ROLES
+    if not spoken:
         return f"'{name}' has no user or assistant message"
     return None
 
@@ -170,6 +184,29 @@ def check_fields(
             if error:
                 errors.append(error)
     return errors
+
+
+def all_fine(
+    obj: Mapping[str, Any],
+    checks: Mapping[str, Check],
+    required: tuple[str, ...],
+    unchecked: frozenset[str],
+) -> bool:
+    """Whether ``obj`` (at the top of a line) passes :func:`check_fields` with no ``where``
+    and :func:`unknown_keys`, its allowed keys being those of ``checks`` and ``unchecked``:
+    the usual line is answered here without building any phrase or set. False only means
+    "look closer": those two then say what is wrong, in their own words and order."""
+    for key in required:
+        if key not in obj:
+            return False
+    for key, value in obj.items():
+        check = checks.get(key)
+        if check is None:
+            if key not in unchecked:
+                return False
+        elif check(key, value) is not None:
+            return False
+    return True
 
 
 def unknown_keys(obj: Mapping[str, Any], allowed: tuple[str, ...]) -> list[str]:

@@ -33,9 +33,11 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from loguru import logger
+
+from adapters.jsontext import compact
 
 from . import names, watcher
 from .archive import move
@@ -45,6 +47,7 @@ from .logs import elapsed_since, job_log
 from .reading import Progress, iter_lines, sniff
 from .states import FileStatus, RequestStatus
 from .store import Store, state_failure
+from .store.db import RequestRow, request_row
 from .text import plural
 from .validate import Invalid, Request
 from .writers import WriterCheck
@@ -57,21 +60,59 @@ ROW_ERRORS = (ValueError, TypeError, OverflowError, RecursionError, sqlite3.Inte
 LATE_LINE = "bytes were added to line"  # start of the error of a line read before its end
 
 
-def _weight(item: Request | Invalid) -> int:
+# What a chunk holds per line: a valid line as the row it is stored as (plain text and numbers,
+# see RequestRow: thousands of them cost the garbage collector nothing, where the Request's
+# dicts and lists would be tracked, promoted and traversed again and again), an Invalid as
+# itself, and a Request only when its row could not be written (the store then says why).
+Item = RequestRow | Request | Invalid
+_PENDING = str(RequestStatus.PENDING)  # a plain str: an enum member would keep a row tracked
+# The RequestRow fields read here.
+LINE: Final = 0
+MODEL: Final = 2
+PROVIDER: Final = 3
+SIZE: Final = 5
+METADATA: Final = 6
+
+
+def _stored(item: Request | Invalid) -> Item:
+    """A valid line as the row it is stored as; an Invalid, or a Request whose values cannot
+    be written as JSON (the store finds it again and says why), as it is."""
+    if not isinstance(item, Request):
+        return item
+    try:
+        body = item.body_json if item.body_json is not None else compact(item.body)
+        metadata = None if item.metadata is None else compact(item.metadata)
+        notes = compact(item.adaptations) if item.adaptations else "[]"
+    except ROW_ERRORS:
+        return item
+    return (
+        item.line, item.custom_id, item.model, item.provider, body, item.size_bytes, metadata,
+        notes, _PENDING, None,
+    )  # fmt: skip
+
+
+def _line_of(item: Item) -> int:
+    return item[LINE] if isinstance(item, tuple) else item.line
+
+
+def _weight(item: Item) -> int:
     """Roughly what one line costs in memory: its body and its metadata (echoed back, so
     possibly the bulk of a line), plus a fixed share for the rest."""
+    if isinstance(item, tuple):
+        return 256 + item[SIZE] + len(item[METADATA] or "")
     size = 256 + (item.size_bytes if isinstance(item, Request) else 0)
     if item.metadata is not None:
         size += len(json.dumps(item.metadata, separators=(",", ":"), ensure_ascii=False))
     return size
 
 
-def _next_chunk(lines: Iterator[Request | Invalid]) -> list[Request | Invalid]:
+def _next_chunk(lines: Iterator[Request | Invalid]) -> list[Item]:
     """Up to CHUNK lines, or fewer once they weigh CHUNK_BYTES (2,000 lines of a megabyte
-    each would be 2 GB in memory at once). Runs in a worker thread."""
-    chunk: list[Request | Invalid] = []
+    each would be 2 GB in memory at once), each as it is stored. Runs in a worker thread."""
+    chunk: list[Item] = []
     size = 0
-    for item in lines:
+    for line in lines:
+        item = _stored(line)
         chunk.append(item)
         size += _weight(item)
         if len(chunk) >= CHUNK or size >= CHUNK_BYTES:
@@ -169,23 +210,30 @@ def _row(item: Request | Invalid) -> dict[str, Any]:
     }
 
 
-async def _store_lines(
-    store: Store, file_id: int, items: list[Request | Invalid]
-) -> list[Request | Invalid]:
+def _request_row(item: Item) -> RequestRow:
+    return item if isinstance(item, tuple) else request_row(_row(item))
+
+
+async def _store_lines(store: Store, file_id: int, items: list[Item]) -> list[Item]:
     """Store ``items``; a line the store refuses (whatever was missed before) is stored as
     ``invalid`` naming the error instead. Returns what was stored."""
     try:
-        await store.add_requests(file_id, [_row(item) for item in items])
+        await store.add_request_rows(file_id, [_request_row(item) for item in items])
         return items
     except ROW_ERRORS:
         pass  # one line spoils the chunk's transaction: find it, line by line
-    stored: list[Request | Invalid] = []
+    stored: list[Item] = []
     for item in items:
         try:
-            await store.add_requests(file_id, [_row(item)])
+            await store.add_request_rows(file_id, [_request_row(item)])
         except ROW_ERRORS as exc:
-            reason = f"line {item.line}: cannot be stored: {type(exc).__name__}: {exc}"[:400]
-            item = Invalid(item.line, f"line-{item.line}", reason, item.model, item.provider)
+            line = _line_of(item)
+            model, provider = (
+                (item[MODEL], item[PROVIDER]) if isinstance(item, tuple)
+                else (item.model, item.provider)
+            )  # fmt: skip
+            reason = f"line {line}: cannot be stored: {type(exc).__name__}: {exc}"[:400]
+            item = Invalid(line, f"line-{line}", reason, model, provider)
             await store.add_requests(file_id, [_row(item)])
         stored.append(item)
     return stored
@@ -206,8 +254,12 @@ class _Tally:
     rejected: int = 0
     models: dict[str, int] = field(default_factory=dict)
 
-    def add(self, chunk: list[Request | Invalid]) -> None:
+    def add(self, chunk: list[Item]) -> None:
         for item in chunk:
+            if isinstance(item, tuple):
+                model = str(item[MODEL])
+                self.models[model] = self.models.get(model, 0) + 1
+                continue
             if isinstance(item, Request):
                 self.models[item.model] = self.models.get(item.model, 0) + 1
                 continue
@@ -325,7 +377,9 @@ async def _pass(
                 await store.note_ingest_ended(file_id)
                 return
             crash_point("mid_ingest")
-            new = [item for item in chunk if item.line > done]
+            # Lines come in file order: usually all of the chunk is new (a resumed pass
+            # skips those an earlier pass stored).
+            new = chunk if _line_of(chunk[0]) > done else [i for i in chunk if _line_of(i) > done]
             if new:
                 chunk = chunk[: len(chunk) - len(new)] + await _store_lines(store, file_id, new)
             tally.add(chunk)

@@ -53,6 +53,7 @@ DEFAULT_MAX_REQUEST_BYTES = 10 * 1024 * 1024
 SNIFF_BYTES = 8 * 1024
 READ_BUFFER_BYTES = 256 * 1024
 BOM = codecs.BOM_UTF8
+_BLANK = frozenset(b" \t\n\r\x0b\x0c")  # what bytes.strip() removes
 # Levels of arrays and objects a line may nest. A request nests about five; 100 leaves room
 # for deep metadata or tool schemas, far below what would exhaust a stack anywhere later.
 MAX_DEPTH = 100
@@ -157,7 +158,7 @@ def iter_lines(
             if content is None:
                 limit = f"the per-request limit of {max_request_bytes} bytes (max_request_bytes)"
                 yield validator.unreadable(n, f"{size} bytes, over {limit}")
-            elif content.strip():
+            elif content and (content[0] not in _BLANK or content.strip()):
                 yield read_line(validator, n, content)
 
 
@@ -186,25 +187,31 @@ def _physical_lines(
     instead of being held whole. ``progress.bytes`` moves past each line as it is yielded.
     """
     n = 0
+    end = f.tell()  # kept by counting: where each line ends is where the next one starts
     while True:
-        start = f.tell()
+        start = end
         raw = f.readline(limit + 2)
         if not raw:
             return
         n += 1
+        end = start + len(raw)
         if n == 1:
             raw = raw.removeprefix(BOM)
-        if not raw.endswith(b"\n") and len(raw) == limit + 2:
+        ended = raw.endswith(b"\n")
+        if not ended and len(raw) == limit + 2:
             size = len(raw) + _skip_rest_of_line(f)
             if complete_only and not _ended_line(f):
                 return
-            _advance(progress, start, f.tell())
+            end = f.tell()
+            _advance(progress, start, end)
             yield n, None, size
             continue
-        if complete_only and not raw.endswith(b"\n"):
+        if complete_only and not ended:
             return  # a last line still being written: read it when it is complete
-        _advance(progress, start, f.tell())
-        content = raw.rstrip(b"\r\n") if raw.endswith(b"\n") else raw
+        if start < progress.resume_at < end:
+            progress.late_bytes += end - progress.resume_at
+        progress.bytes = end
+        content = raw.rstrip(b"\r\n") if ended else raw
         if len(content) > limit:
             yield n, None, len(content)
         else:

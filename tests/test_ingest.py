@@ -133,6 +133,38 @@ async def test_a_line_the_store_refuses_is_stored_invalid(cfg: Config, store: St
     assert _rows(store, file_id) == [(1, "a", "pending"), (2, "line-2", "invalid")]
 
 
+async def test_lines_stored_after_their_jobs_cancel_end_canceled(
+    cfg: Config, store: Store
+) -> None:
+    mine = await store.claim_file("mine.jsonl", "x", "x", 0)
+    other = await store.claim_file("other.jsonl", "y", "y", 0)
+    lines = [Request(i, f"c{i}", "gpt-4o-mini", "openai", {"model": "m"}) for i in (1, 2)]
+    await ingest._store_lines(store, mine, [ingest._stored(lines[0])])
+    assert await store.request_cancel(mine)
+    bad = Invalid(3, "line-3", "line 3: nope")
+    rows = [ingest._stored(lines[1]), bad]
+    assert await ingest._store_lines(store, mine, rows) == rows
+    await ingest._store_lines(store, other, [ingest._stored(lines[0])])
+    db = sqlite3.connect(store.path)
+    try:
+        sql = "SELECT file_id, line, status, error FROM requests ORDER BY file_id, line"
+        got = db.execute(sql).fetchall()
+    finally:
+        db.close()
+    canceled = json.dumps(
+        {"type": "job_canceled", "message": "the job was canceled (batchd cancel) before this "
+         "request got an answer", "code": None}, separators=(",", ":"),
+    )  # fmt: skip
+    invalid = json.dumps({"type": "invalid_request", "message": "line 3: nope", "code": None},
+                         separators=(",", ":"))  # fmt: skip
+    assert got == [
+        (mine, 1, "pending", None),  # stored before the cancel: the daemon's cancel ends it
+        (mine, 2, "canceled", canceled),
+        (mine, 3, "invalid", invalid),
+        (other, 1, "pending", None),
+    ]
+
+
 async def test_a_file_that_cannot_be_moved_is_refused_and_left_alone(
     cfg: Config, store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:

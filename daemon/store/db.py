@@ -19,7 +19,7 @@ import re
 import sqlite3
 import time
 from array import array
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -63,6 +63,37 @@ def _dumps(value: Any) -> str | None:
 def _answer_text(answer: Any) -> str:
     """A provider's answer as stored: its own text when the adapter kept it, else encoded."""
     return answer.text if isinstance(answer, RawJSON) else compact(answer)
+
+
+# One request as stored: the values of INSERT_REQUEST after file_id and before updated_at
+# (line, custom_id, model, provider, body, size_bytes, metadata, adaptations, status, error),
+# the JSON ones as text. Only plain text and numbers: the garbage collector stops tracking such
+# a tuple, so thousands of them waiting to be stored cost it nothing.
+RequestRow = tuple[
+    int, str, str | None, str | None, str | None, int, str | None, str | None, str, str | None
+]
+
+
+def request_row(r: Mapping[str, Any]) -> RequestRow:
+    """A request given as a dict (the columns by name, JSON values as Python values; ``body_json``
+    when the body's text is known already) as a :data:`RequestRow`."""
+    return (
+        r["line"],
+        r["custom_id"],
+        r.get("model"),
+        r.get("provider"),
+        r.get("body_json") or _dumps(r.get("body")),
+        r.get("size_bytes", 0),
+        _dumps(r.get("metadata")),
+        _dumps(r.get("adaptations") or []),
+        str(r["status"]),
+        _dumps(r.get("error")),
+    )
+
+
+def _canceled(params: tuple[Any, ...]) -> tuple[Any, ...]:
+    """INSERT_REQUEST's values of a pending line, as a line of a canceled job."""
+    return (*params[:9], str(RequestStatus.CANCELED), CANCELED_ERROR_JSON, params[11])
 
 
 def _statuses(statuses: Iterable[str]) -> str:
@@ -201,25 +232,19 @@ class Store(PlanningStore, JobsMixin):
             await db.execute(q.DELETE_FILE_REQUESTS, (file_id,))
 
     async def add_requests(self, file_id: int, rows: Iterable[dict[str, Any]]) -> None:
+        await self.add_request_rows(file_id, [request_row(r) for r in rows])
+
+    async def add_request_rows(self, file_id: int, rows: Iterable[RequestRow]) -> None:
+        """Store requests given as :data:`RequestRow` tuples (what ingest writes in its worker
+        thread), in one transaction."""
         now = time.time()
-        params = [
-            (
-                file_id,
-                r["line"],
-                r["custom_id"],
-                r.get("model"),
-                r.get("provider"),
-                r.get("body_json") or _dumps(r.get("body")),  # the text, when known already
-                r.get("size_bytes", 0),
-                _dumps(r.get("metadata")),
-                _dumps(r.get("adaptations") or []),
-                r["status"],
-                _dumps(r.get("error")),
-                now,
-            )
-            for r in rows
-        ]
+        params = [(file_id, *row, now) for row in rows]
         async with self.transaction() as db:
+            if await self._one(q.SELECT_CANCELED_FILE, (file_id,)) is not None:
+                # Its job was canceled while the file was being read: these lines end
+                # canceled as they are stored, so the planner never sees them pending (one
+                # check in the write transaction, where a trigger cost ~4 µs on every row).
+                params = [_canceled(p) if p[9] == RequestStatus.PENDING else p for p in params]
             await db.executemany(q.INSERT_REQUEST, params)
 
     async def finished_files(self) -> list[dict[str, Any]]:

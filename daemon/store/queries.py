@@ -74,6 +74,7 @@ INSERT_REQUEST = (
     " metadata, adaptations, status, error, updated_at)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+SELECT_CANCELED_FILE = "SELECT 1 FROM files WHERE id = ? AND cancel_requested_at IS NOT NULL"
 SELECT_FINISHED_FILES = (  # files in the given status none of whose requests is still open
     "SELECT f.* FROM files f WHERE f.status = ? AND NOT EXISTS ("
     " SELECT 1 FROM requests r WHERE r.file_id = f.id"

@@ -1,0 +1,74 @@
+"""The fast answers for the usual line give the very answers of the full checks (hypothesis).
+
+``fields.all_fine`` says a unified line has nothing wrong without wording anything; it must be
+True exactly when the full checks (``unknown_keys`` and ``check_fields``) find no error, since a
+False sends the line to them for its reason. ``fields.messages`` answers a well-formed message
+without building its name; its answer must stay the one of checking every message fully, which
+is written out here as it was before the fast path.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from daemon import fields
+from daemon.adapt import SYSTEM_ROLES
+from daemon.validate import _UNCHECKED, _UNIFIED_REQUIRED, UNIFIED_CHECKS, UNIFIED_KEYS
+
+leaf = st.none() | st.booleans() | st.integers(-3, 3) | st.floats(-3, 3) | st.text(max_size=3)
+value = st.recursive(
+    leaf, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner),
+    max_leaves=6,
+)  # fmt: skip
+role = st.sampled_from(["system", "user", "assistant", "developer", "tool"]) | value
+part = st.fixed_dictionaries({"type": st.just("text"), "text": st.text(max_size=3)}) | value
+message = (
+    st.fixed_dictionaries({"role": role}, optional={"content": st.text() | st.lists(part)})
+    | st.fixed_dictionaries({"role": role, "content": st.text(), "name": value})
+    | value
+)
+messages = st.lists(message, max_size=4) | value
+line = st.dictionaries(
+    st.sampled_from([*UNIFIED_KEYS, "bogus"]),
+    value | st.sampled_from(["gpt-4o-mini", "low", "openai", 64, 0.5]),
+    max_size=6,
+).flatmap(
+    lambda obj: st.builds(lambda m: obj | {"messages": m}, messages) | st.just(obj)
+)  # fmt: skip
+
+
+def _messages_before(name: str, value: Any) -> str | None:
+    """``fields.messages`` as it was: every message through the full check."""
+    if not isinstance(value, list):
+        return f"'{name}' must be a list of messages, got {fields.kind(value)}"
+    if not value:
+        return f"'{name}' is empty"
+    for i, item in enumerate(value):
+        error = fields._message(f"{name}[{i}]", item)
+        if error:
+            return error
+    if all(m["role"] in SYSTEM_ROLES for m in value):
+        return f"'{name}' has no user or assistant message"
+    return None
+
+
+@given(messages)
+def test_messages_says_what_the_full_check_of_every_message_says(value: Any) -> None:
+    assert fields.messages("messages", value) == _messages_before("messages", value)
+
+
+@given(line)
+def test_all_fine_exactly_when_the_full_checks_find_nothing(obj: dict[str, Any]) -> None:
+    errors = fields.unknown_keys(obj, UNIFIED_KEYS)
+    errors += fields.check_fields(obj, UNIFIED_CHECKS, _UNIFIED_REQUIRED, "")
+    assert fields.all_fine(obj, UNIFIED_CHECKS, _UNIFIED_REQUIRED, _UNCHECKED) == (not errors)
+
+
+def test_the_usual_line_is_fine() -> None:
+    said = [{"role": "system", "content": "x"}, {"role": "user", "content": "y"}]
+    obj = {"custom_id": "a", "model": "gpt-4o-mini", "max_tokens": 64, "messages": said}
+    assert fields.all_fine(obj, UNIFIED_CHECKS, _UNIFIED_REQUIRED, _UNCHECKED)
+    assert not fields.all_fine(obj | {"top_p": 2}, UNIFIED_CHECKS, _UNIFIED_REQUIRED, _UNCHECKED)
