@@ -51,17 +51,20 @@ class IdTable:
     def first(self, custom_id: str, line: int) -> int | None:
         """The line already recorded for ``custom_id``; else record ``line`` for it, None."""
         data = custom_id.encode("utf-8", "surrogatepass")
-        slot, entry = self._find(data)
-        if entry != _EMPTY:
-            return self._lines[entry]
+        slots, mask, blob, ends = self._slots, self._mask, self._blob, self._ends
+        i = hash(data) & mask
+        while (entry := slots[i]) != _EMPTY:  # (_find, inlined: this runs for every line)
+            if blob[ends[entry - 1] if entry else 0 : ends[entry]] == data:
+                return self._lines[entry]
+            i = (i + 1) & mask
         index = len(self._lines)
-        self._blob += data
-        if len(self._blob) > _WIDE or line > _WIDE:
+        blob += data
+        if len(blob) > _WIDE or line > _WIDE:
             self._widen()
-        self._ends.append(len(self._blob))
+        self._ends.append(len(blob))
         self._lines.append(line)
-        self._slots[slot] = index
-        if 2 * (index + 1) > len(self._slots):
+        slots[i] = index
+        if 2 * (index + 1) > len(slots):
             self._grow()
         return None
 
