@@ -19,6 +19,7 @@ import re
 import sqlite3
 import time
 from array import array
+from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
@@ -34,7 +35,7 @@ from ..packing import BatchPacker, estimate_tokens
 from ..states import BATCH_OPEN, REQUEST_OPEN, BatchRowStatus, FileStatus, RequestStatus
 from . import queries as q
 from .jobs import CANCELED_ERROR_JSON, JobsMixin
-from .planning import LANE_CANARY, LANE_FAILED, ROLE_CANARY, PlanningStore
+from .planning import LANE_CANARY, LANE_FAILED, ROLE_CANARY, PlanningStore, Taken
 from .schema import MIGRATIONS
 
 if TYPE_CHECKING:
@@ -231,6 +232,7 @@ class Store(PlanningStore, JobsMixin):
         """Drop a half-ingested file's requests (ingest starts again from its first line)."""
         async with self.transaction() as db:
             await db.execute(q.DELETE_FILE_REQUESTS, (file_id,))
+        self.due_changed()
 
     async def add_requests(self, file_id: int, rows: Iterable[dict[str, Any]]) -> None:
         now = time.time()
@@ -251,8 +253,15 @@ class Store(PlanningStore, JobsMixin):
             )
             for r in rows
         ]
+        pending = [(p[4], p[3]) for p in params if p[9] == RequestStatus.PENDING]
         async with self.transaction() as db:
             await db.executemany(q.INSERT_REQUEST, params)
+            # A canceled job's lines are canceled as they are stored (schema: a trigger).
+            canceled = bool(pending) and bool(
+                await self._scalar(q.SELECT_FILE_CANCELED, (file_id,))
+            )
+        if not canceled:
+            self._book_added(pending, file_id, now)
 
     async def finished_files(self) -> list[dict[str, Any]]:
         """Active files none of whose requests is still open."""
@@ -301,10 +310,6 @@ class Store(PlanningStore, JobsMixin):
         """(provider, model, due count, oldest ready time) of pending requests due by ``now``."""
         rows = await self._all(q.SELECT_DUE_MODELS, (RequestStatus.PENDING, now))
         return [(r["provider"], r["model"], r["n"], r["oldest"]) for r in rows]
-
-    async def next_due_at(self) -> float | None:
-        due = await self._scalar(q.SELECT_NEXT_DUE_AT, (RequestStatus.PENDING,))
-        return None if due is None else float(due)
 
     async def claim_batch(
         self,
@@ -365,11 +370,12 @@ class Store(PlanningStore, JobsMixin):
         is the batch's sizing role; a canary opens a lane for each file it takes requests
         of (the rest of the file's requests of the model wait until ``canary_wait_until``
         at most). Only ids and sizes are read (8 bytes each), never the bodies."""
+        taken: Taken = Counter()  # the due book's buckets it takes requests of
         async with self.transaction() as db:
             packer = BatchPacker(max_items=max_items, max_bytes=max_bytes, max_tokens=max_tokens)
             chosen = array("q")  # 8 bytes a request, not an int object and a list slot
             sizes = array("q")
-            taken: list[int] = []  # the files it takes requests of
+            files_taken: list[int] = []  # the files it takes requests of
             tokens = 0  # their estimated prompt tokens
             full = False
             for file_id in [None] if files is None else files:
@@ -381,7 +387,7 @@ class Store(PlanningStore, JobsMixin):
                     params = (RequestStatus.PENDING, provider, model, file_id, now)
                 async with db.execute(sql, (*params, max_items - len(chosen))) as cur:
                     while not full and (rows := await cur.fetchmany(CLAIM_PAGE)):
-                        for rid, size in rows:
+                        for rid, size, fid, nat, upd in rows:
                             if packer.add(size) and chosen:
                                 full = True  # the next request would open a second batch
                                 break
@@ -390,9 +396,12 @@ class Store(PlanningStore, JobsMixin):
                                     return None  # not even the first request fits the budget
                             chosen.append(rid)
                             sizes.append(size)
+                            taken[fid, nat, upd] += 1
                             tokens += estimate_tokens(size)
-                            if file_id is not None and (not taken or taken[-1] != file_id):
-                                taken.append(file_id)
+                            if file_id is not None and (
+                                not files_taken or files_taken[-1] != file_id
+                            ):
+                                files_taken.append(file_id)
                 if full or len(chosen) >= max_items:
                     break
             if not chosen:
@@ -406,11 +415,15 @@ class Store(PlanningStore, JobsMixin):
             if role == ROLE_CANARY:
                 await db.executemany(
                     q.INSERT_LANE,
-                    [(f, provider, model, LANE_CANARY, batch_id, canary_wait_until) for f in taken],
+                    [
+                        (f, provider, model, LANE_CANARY, batch_id, canary_wait_until)
+                        for f in files_taken
+                    ],
                 )
             moved = (RequestStatus.BATCHED, batch_id, now, json.dumps(chosen.tolist()))
             await db.execute(q.BATCH_REQUESTS_LISTED, moved)
-            return batch_id, chosen, sizes
+        self._book_taken(provider, model, taken)  # committed
+        return batch_id, chosen, sizes
 
     async def mark_submitted(
         self,
@@ -476,6 +489,7 @@ class Store(PlanningStore, JobsMixin):
                 (RequestStatus.PENDING, inc, next_attempt_at, now, batch_id, batched),
             )
             await db.execute(q.RELEASE_LANE_CANARY, (batch_id,))  # a canary: send a new one
+        self.due_changed()  # requests back to pending
 
     async def fail_batch_requests(self, batch_id: int, error: dict[str, Any]) -> None:
         """A create call refused for good: every request of the batch ends ``failed``."""
@@ -613,6 +627,8 @@ class Store(PlanningStore, JobsMixin):
                         RequestStatus.PENDING,
                     ),
                 )
+        if again:
+            self.due_changed()  # requests back to pending
         return len(params)
 
     async def batch_requests(self, batch_id: int) -> list[tuple[int, int]]:

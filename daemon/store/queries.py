@@ -106,11 +106,12 @@ SELECT_DUE_MODELS = (
     "SELECT provider, model, COUNT(*) AS n, MIN(MAX(next_attempt_at, updated_at)) AS oldest"
     " FROM requests WHERE status = ? AND next_attempt_at <= ? GROUP BY provider, model"
 )
-SELECT_NEXT_DUE_AT = "SELECT MIN(next_attempt_at) FROM requests WHERE status = ?"
-SELECT_CLAIMABLE_SIZES = (  # the due requests of a model, oldest first (bodies stay on disk)
-    "SELECT id, size_bytes FROM requests WHERE status = ?"
-    " AND provider = ? AND model = ? AND next_attempt_at <= ?"
-    " ORDER BY next_attempt_at, id LIMIT ?"
+# The due requests of a model, oldest first (bodies stay on disk), with the due book's
+# bucket of each (daemon/store/due.py).
+SELECT_CLAIMABLE_SIZES = (
+    "SELECT id, size_bytes, file_id, next_attempt_at, updated_at FROM requests"
+    " WHERE status = ? AND provider = ? AND model = ? AND next_attempt_at <= ?"
+    " ORDER BY next_attempt_at, updated_at, id LIMIT ?"
 )
 BATCH_REQUESTS_LISTED = (  # the claimed requests (one JSON list of ids) move into the batch
     "UPDATE requests SET status = ?, batch_id = ?, updated_at = ?"
@@ -222,21 +223,18 @@ REPORT_ERRORS = (
 )
 
 # -- adaptive sizing (daemon/sizing.py) -------------------------------------------------------
-# Due requests per file of each model: the planner's view of which files may send.
-SELECT_DUE_LANES = (
-    "SELECT provider, model, file_id, COUNT(*) AS n, MIN(MAX(next_attempt_at, updated_at))"
-    " AS oldest FROM requests WHERE status = ? AND next_attempt_at <= ?"
-    " GROUP BY provider, model, file_id"
+# The due book (daemon/store/due.py): the pending requests per model and file (a lane), in
+# buckets of equal (next_attempt_at, updated_at). Read from the due index alone, in its order.
+SELECT_PENDING_BUCKETS = (
+    "SELECT provider, model, file_id, next_attempt_at, updated_at, COUNT(*) FROM requests"
+    " WHERE status = ? GROUP BY provider, model, file_id, next_attempt_at, updated_at"
 )
-SELECT_DUE_LANES_OF = (  # the same, for one model
-    "SELECT provider, model, file_id, COUNT(*) AS n, MIN(MAX(next_attempt_at, updated_at))"
-    " AS oldest FROM requests WHERE status = ? AND provider = ? AND model = ?"
-    " AND next_attempt_at <= ? GROUP BY file_id"
-)
-SELECT_CLAIMABLE_SIZES_IN_FILE = (  # the same, of one file
-    "SELECT id, size_bytes FROM requests WHERE status = ?"
-    " AND provider = ? AND model = ? AND file_id = ? AND next_attempt_at <= ?"
-    " ORDER BY next_attempt_at, id LIMIT ?"
+DATA_VERSION = "PRAGMA data_version"  # changes when another connection commits a write
+SELECT_FILE_CANCELED = "SELECT cancel_requested_at IS NOT NULL FROM files WHERE id = ?"
+SELECT_CLAIMABLE_SIZES_IN_FILE = (  # the due requests of a model in one file, in index order
+    "SELECT id, size_bytes, file_id, next_attempt_at, updated_at FROM requests"
+    " WHERE status = ? AND provider = ? AND model = ? AND file_id = ? AND next_attempt_at <= ?"
+    " ORDER BY next_attempt_at, updated_at, id LIMIT ?"
 )
 SELECT_LANES = (  # the model's lanes among the given files (one JSON list)
     "SELECT file_id, state, canary_batch, wait_until, error FROM lanes"
