@@ -271,12 +271,13 @@ class Store(PlanningStore, JobsMixin):
     async def file_batches(self, file_id: int) -> list[dict[str, Any]]:
         """The batches the job's requests went through; ``counts``: the job's own requests in
         each, by final status (``retried``: sent again in a later batch)."""
-        out = []
-        for r in await self._all(q.SELECT_FILE_BATCHES, (file_id, RETRIED)):
-            d = dict(r)
-            d["counts"] = json.loads(d["counts"]) if d["counts"] else None
-            out.append(d)
-        return out
+        counts: dict[str, dict[str, int]] = {}
+        for r in await self._all(q.SELECT_FILE_BATCH_COUNTS, (file_id, RETRIED)):
+            counts.setdefault(str(r["pbid"]), {})[str(r["k"])] = int(r["n"])
+        if not counts:
+            return []
+        rows = await self._all(q.SELECT_BATCHES_NAMED, (json.dumps(sorted(counts)),))
+        return [{**dict(r), "counts": counts[str(r["id"])]} for r in rows]
 
     async def note_ingest_start(self, file_id: int) -> int:
         """Count one more ingest pass of the file, before it runs; returns the count."""

@@ -82,17 +82,18 @@ SELECT_FINISHED_FILES = (  # files in the given status none of whose requests is
 )
 # The batches a job's requests went through, each with the job's own share of it: its requests
 # in that batch by their final status, or the word given (one parameter) for those that were
-# sent again in a later batch; never the whole batch's counts (other jobs may share it).
-SELECT_FILE_BATCHES = (
+# sent again in a later batch; never the whole batch's counts (other jobs may share it). One
+# pass over the job's requests (a subquery per batch read them all once per batch: 14 s for
+# 20,000 requests in 400 batches), then the batches' rows by their ids (one JSON list).
+SELECT_FILE_BATCH_COUNTS = (
+    "SELECT j.value AS pbid, CASE WHEN json_extract(r.batch_ids, '$[#-1]') = j.value"
+    " THEN r.status ELSE ?2 END AS k, COUNT(*) AS n FROM requests r, json_each(r.batch_ids) j"
+    " WHERE r.file_id = ?1 GROUP BY pbid, k"
+)
+SELECT_BATCHES_NAMED = (
     "SELECT b.provider, b.model, b.provider_batch_id AS id,"
-    " COALESCE(b.provider_status, b.status) AS status, b.status AS local_status,"
-    " (SELECT json_group_object(k, n) FROM (SELECT CASE"
-    "  WHEN json_extract(r.batch_ids, '$[#-1]') = b.provider_batch_id THEN r.status"
-    "  ELSE ?2 END AS k, COUNT(*) AS n FROM requests r, json_each(r.batch_ids) j"
-    "  WHERE r.file_id = ?1 AND j.value = b.provider_batch_id GROUP BY k)) AS counts"
-    " FROM batches b WHERE b.provider_batch_id IN ("
-    " SELECT DISTINCT j.value FROM requests r, json_each(r.batch_ids) j"
-    " WHERE r.file_id = ?1) ORDER BY b.id"
+    " COALESCE(b.provider_status, b.status) AS status, b.status AS local_status FROM batches b"
+    " WHERE b.provider_batch_id IN (SELECT value FROM json_each(?)) ORDER BY b.id"
 )
 SELECT_FILE_REQUESTS_PAGE = (
     "SELECT * FROM requests WHERE file_id = ? AND line > ? ORDER BY line LIMIT ?"
