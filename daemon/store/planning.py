@@ -1,4 +1,7 @@
-"""The store's planning side: lanes and canaries, what each model has proven, and budgets.
+"""The store's planning side: the due book, lanes and canaries, what each model has proven,
+and budgets. The due book (``due.py``) answers which requests are due per model and file, and
+when the next comes due, from memory; the writes of ``db.py`` and ``jobs.py`` keep it (or drop
+it with ``due_changed``).
 
 A mixin of :class:`daemon.store.db.Store` (it runs the statements of ``queries.py`` through
 the Store's connection helpers). What the rows mean is ``daemon/sizing.py``'s and
@@ -138,7 +141,7 @@ class PlanningStore:
                 self._book = None  # not what the book held: read it again
                 return
 
-
+    # -- lanes -----------------------------------------------------------------------------
     async def lanes(self, provider: str, model: str, files: Iterable[int]) -> dict[int, LaneRow]:
         params = (provider, model, json.dumps(sorted(set(files))))
         out = {}
