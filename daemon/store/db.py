@@ -253,15 +253,9 @@ class Store(PlanningStore, JobsMixin):
             )
             for r in rows
         ]
-        pending = [(p[4], p[3]) for p in params if p[9] == RequestStatus.PENDING]
         async with self.transaction() as db:
             await db.executemany(q.INSERT_REQUEST, params)
-            # A canceled job's lines are canceled as they are stored (schema: a trigger).
-            canceled = bool(pending) and bool(
-                await self._scalar(q.SELECT_FILE_CANCELED, (file_id,))
-            )
-        if not canceled:
-            self._book_added(pending, file_id, now)
+        await self._book_stored(file_id, params, now)
 
     async def finished_files(self) -> list[dict[str, Any]]:
         """Active files none of whose requests is still open."""

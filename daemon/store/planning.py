@@ -121,13 +121,21 @@ class PlanningStore:
         self._book = book
         return book
 
-    def _book_added(self, rows: Iterable[tuple[Any, ...]], file_id: int, at: float) -> None:
-        """Requests of ``file_id`` stored pending at ``at`` (due at once); ``rows``: (provider,
-        model) of each."""
+    async def _book_stored(self, file_id: int, params: Sequence[Sequence[Any]], at: float) -> None:
+        """Requests of ``file_id`` were stored at ``at`` (``params``: the values of
+        ``queries.INSERT_REQUEST`` of each); the pending ones are due at once. Called after the
+        insert committed. A canceled job's lines are canceled as they are stored; a job is
+        canceled by another connection (``batchd cancel``), so a cancel after this check
+        drops the book anyway (``PRAGMA data_version``)."""
         book = self._book
         if book is None:
             return
-        for (provider, model), n in Counter(rows).items():
+        pending = Counter((p[4], p[3]) for p in params if p[9] == RequestStatus.PENDING)
+        if not pending or await self._scalar(q.SELECT_FILE_CANCELED, (file_id,)):
+            return
+        if self._book is not book:  # read again (or dropped) meanwhile: it has them, or not
+            return
+        for (provider, model), n in pending.items():
             if provider is not None and model is not None:
                 book.add((str(provider), str(model), file_id), (0.0, at), n)
 
