@@ -87,7 +87,7 @@ class Book(RuleBasedStateMachine):
         named = None if files is None else [self.files[i] for i in files]
         tag = f"t{len(self.batches)}"
         how = {"max_items": max_items, "max_bytes": 10**9, "now": clock, "files": named}
-        claimed = self.run(self.store.claim_batch("openai", model, tag, "acct", **how))
+        claimed = self.run(self.store.claim_batch_items("openai", model, tag, "acct", **how))
         if claimed is not None:
             self.batches.append(claimed[0])
 
