@@ -7,7 +7,8 @@ some 1,200 times for 400 batches: docs/performance.md). The book holds the answe
 as counts: per lane, the pending requests in *buckets* of equal ``(next_attempt_at,
 updated_at)`` (a chunk of ingested lines, or the requests a batch sent back, share one), so
 the due counts, the oldest due time (``MIN(MAX(next_attempt_at, updated_at))``) and the next
-due time come out exactly as the SQL would give them, from a handful of buckets.
+due time come out exactly as a grouping of the pending rows would give them (the query
+``tests/test_planning_book.py`` holds the book to), from a handful of buckets.
 
 The database stays the source of truth: the book is built from it (one grouped read of the
 due index, :data:`queries.SELECT_PENDING_BUCKETS`), kept exact by the writes that know what
@@ -76,7 +77,7 @@ class DueBook:
         self, now: float, provider: str | None = None, model: str | None = None
     ) -> Iterator[tuple[Lane, int, float]]:
         """``(lane, due count, oldest)`` of each lane with requests due by ``now`` (of one
-        model when given), as ``queries.SELECT_DUE_LANES`` would."""
+        model when given): the oldest is when the longest-waiting of them became due."""
         for lane, buckets in self.lanes.items():
             if provider is not None and (lane[0] != provider or lane[1] != model):
                 continue

@@ -131,7 +131,10 @@ class PlanningStore:
         if book is None:
             return
         pending = Counter((p[4], p[3]) for p in params if p[9] == RequestStatus.PENDING)
-        if not pending or await self._scalar(q.SELECT_FILE_CANCELED, (file_id,)):
+        if not pending:
+            return
+        canceled = await self._one(q.SELECT_FILE_CANCELED, (file_id,))
+        if canceled is None or canceled[0]:  # canceled (or gone): none of them is pending
             return
         if self._book is not book:  # read again (or dropped) meanwhile: it has them, or not
             return
