@@ -75,9 +75,10 @@ class Nudges:
     def __init__(self, names: list[str]) -> None:
         self.events = {n: asyncio.Event() for n in names}
 
-    def all(self) -> None:
-        for e in self.events.values():
-            e.set()
+    def all(self, but: frozenset[str] = frozenset()) -> None:
+        for name, e in self.events.items():
+            if name not in but:
+                e.set()
 
     async def wait(self, name: str, stop: asyncio.Event, timeout: float | None) -> None:
         event = self.events[name]
@@ -95,14 +96,18 @@ class Nudges:
 
 
 class _WakeAll(asyncio.Event):
-    """The scheduler's wake event: setting it nudges every loop."""
+    """The scheduler's wake event: setting it nudges every loop but the inbox's (what the
+    scheduler does never puts a file in the inbox; its scan would only list the folder again,
+    twice for each batch)."""
+
+    NOT_WOKEN = frozenset({"inbox"})
 
     def __init__(self, nudges: Nudges) -> None:
         super().__init__()
         self._nudges = nudges
 
     def set(self) -> None:
-        self._nudges.all()
+        self._nudges.all(but=self.NOT_WOKEN)
 
 
 def _until(deadline: float | None, default: float = IDLE_S) -> float:

@@ -242,3 +242,44 @@ def test_state_failures_are_the_databases_own_errors() -> None:
     assert state_failure(StoreError("store is not open"))
     assert not state_failure(sqlite3.IntegrityError("UNIQUE constraint failed"))
     assert not state_failure(RuntimeError("a bug"))
+
+
+async def test_file_batches_counts_each_jobs_share_and_what_was_sent_again(tmp_path: Path) -> None:
+    """A job's summary lists every batch its requests went through, with its own requests in
+    each by final status, or ``retried`` for those a later batch ran again."""
+    store = await _store(tmp_path)
+    fid = await store.claim_file("a.jsonl", "/in", "/w", 1)
+    other = await store.claim_file("b.jsonl", "/in", "/w", 1)
+    await store.add_requests(fid, [_req(i) for i in range(1, 4)])
+    await store.add_requests(other, [_req(i) for i in range(1, 3)])
+    assert await store.file_batches(fid) == []
+    first = await store.claim_batch_items(
+        "openai", "gpt-4o-mini", "t1", "a", max_items=10, max_bytes=10**9, now=1e12
+    )
+    assert first is not None and len(first[1]) == 5
+    ids = list(first[1].ids)
+    await store.mark_submitted(first[0], "pb-1", None, poll_interval_s=1, now=1)
+    outcomes = ["succeeded", "pending", "failed", "succeeded", "succeeded"]
+    await store.record_results(first[0], [
+        {"request_id": rid, "status": s, "attempts_inc": 1, "next_attempt_at": 0.0,
+         "result": None, "error": None}
+        for rid, s in zip(ids, outcomes, strict=True)
+    ])  # fmt: skip
+    second = await store.claim_batch_items(
+        "openai", "gpt-4o-mini", "t2", "a", max_items=10, max_bytes=10**9, now=1e12
+    )
+    assert second is not None and list(second[1].ids) == [ids[1]]
+    await store.mark_submitted(second[0], "pb-2", None, poll_interval_s=1, now=1)
+    await store.record_results(second[0], [
+        {"request_id": ids[1], "status": "succeeded", "attempts_inc": 1, "result": None,
+         "error": None}
+    ])  # fmt: skip
+    got = await store.file_batches(fid)
+    assert [(b["id"], b["local_status"], b["counts"]) for b in got] == [
+        ("pb-1", "submitted", {"failed": 1, "retried": 1, "succeeded": 1}),
+        ("pb-2", "submitted", {"succeeded": 1}),
+    ]
+    assert [(b["id"], b["counts"]) for b in await store.file_batches(other)] == [
+        ("pb-1", {"succeeded": 2})
+    ]
+    await store.close()

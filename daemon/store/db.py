@@ -19,6 +19,7 @@ import re
 import sqlite3
 import time
 from array import array
+from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
@@ -34,7 +35,7 @@ from ..packing import BatchPacker, estimate_tokens
 from ..states import BATCH_OPEN, REQUEST_OPEN, BatchRowStatus, FileStatus, RequestStatus
 from . import queries as q
 from .jobs import CANCELED_ERROR_JSON, JobsMixin
-from .planning import LANE_CANARY, LANE_FAILED, ROLE_CANARY, PlanningStore
+from .planning import LANE_CANARY, LANE_FAILED, ROLE_CANARY, PlanningStore, Taken
 from .schema import MIGRATIONS
 
 if TYPE_CHECKING:
@@ -230,6 +231,7 @@ class Store(PlanningStore, JobsMixin):
         """Drop a half-ingested file's requests (ingest starts again from its first line)."""
         async with self.transaction() as db:
             await db.execute(q.DELETE_FILE_REQUESTS, (file_id,))
+        self.due_changed()
 
     async def add_requests(self, file_id: int, rows: Iterable[dict[str, Any]]) -> None:
         await self.add_request_rows(file_id, [request_row(r) for r in rows])
@@ -246,6 +248,7 @@ class Store(PlanningStore, JobsMixin):
                 # check in the write transaction, where a trigger cost ~4 µs on every row).
                 params = [_canceled(p) if p[9] == RequestStatus.PENDING else p for p in params]
             await db.executemany(q.INSERT_REQUEST, params)
+        await self._book_stored(file_id, params, now)
 
     async def finished_files(self) -> list[dict[str, Any]]:
         """Active files none of whose requests is still open."""
@@ -255,12 +258,13 @@ class Store(PlanningStore, JobsMixin):
     async def file_batches(self, file_id: int) -> list[dict[str, Any]]:
         """The batches the job's requests went through; ``counts``: the job's own requests in
         each, by final status (``retried``: sent again in a later batch)."""
-        out = []
-        for r in await self._all(q.SELECT_FILE_BATCHES, (file_id, RETRIED)):
-            d = dict(r)
-            d["counts"] = json.loads(d["counts"]) if d["counts"] else None
-            out.append(d)
-        return out
+        counts: dict[str, dict[str, int]] = {}
+        for r in await self._all(q.SELECT_FILE_BATCH_COUNTS, (file_id, RETRIED)):
+            counts.setdefault(str(r["pbid"]), {})[str(r["k"])] = int(r["n"])
+        if not counts:
+            return []
+        rows = await self._all(q.SELECT_BATCHES_NAMED, (json.dumps(sorted(counts)),))
+        return [{**dict(r), "counts": counts[str(r["id"])]} for r in rows]
 
     async def note_ingest_start(self, file_id: int) -> int:
         """Count one more ingest pass of the file, before it runs; returns the count."""
@@ -295,9 +299,6 @@ class Store(PlanningStore, JobsMixin):
         rows = await self._all(q.SELECT_DUE_MODELS, (RequestStatus.PENDING, now))
         return [(r["provider"], r["model"], r["n"], r["oldest"]) for r in rows]
 
-    async def next_due_at(self) -> float | None:
-        due = await self._scalar(q.SELECT_NEXT_DUE_AT, (RequestStatus.PENDING,))
-        return None if due is None else float(due)
 
     async def claim_batch_items(
         self,
@@ -340,11 +341,12 @@ class Store(PlanningStore, JobsMixin):
         is the batch's sizing role; a canary opens a lane for each file it takes requests
         of (the rest of the file's requests of the model wait until ``canary_wait_until``
         at most). Only ids and sizes are read (8 bytes each), never the bodies."""
+        taken: Taken = Counter()  # the due book's buckets it takes requests of
         async with self.transaction() as db:
             packer = BatchPacker(max_items=max_items, max_bytes=max_bytes, max_tokens=max_tokens)
             chosen = array("q")  # 8 bytes a request, not an int object and a list slot
             sizes = array("q")
-            taken: list[int] = []  # the files it takes requests of
+            files_taken: list[int] = []  # the files it takes requests of
             tokens = 0  # their estimated prompt tokens
             full = False
             for file_id in [None] if files is None else files:
@@ -356,7 +358,7 @@ class Store(PlanningStore, JobsMixin):
                     params = (RequestStatus.PENDING, provider, model, file_id, now)
                 async with db.execute(sql, (*params, max_items - len(chosen))) as cur:
                     while not full and (rows := await cur.fetchmany(CLAIM_PAGE)):
-                        for rid, size in rows:
+                        for rid, size, fid, nat, upd in rows:
                             if packer.add(size) and chosen:
                                 full = True  # the next request would open a second batch
                                 break
@@ -365,9 +367,12 @@ class Store(PlanningStore, JobsMixin):
                                     return None  # not even the first request fits the budget
                             chosen.append(rid)
                             sizes.append(size)
+                            taken[fid, nat, upd] += 1
                             tokens += estimate_tokens(size)
-                            if file_id is not None and (not taken or taken[-1] != file_id):
-                                taken.append(file_id)
+                            if file_id is not None and (
+                                not files_taken or files_taken[-1] != file_id
+                            ):
+                                files_taken.append(file_id)
                 if full or len(chosen) >= max_items:
                     break
             if not chosen:
@@ -381,11 +386,15 @@ class Store(PlanningStore, JobsMixin):
             if role == ROLE_CANARY:
                 await db.executemany(
                     q.INSERT_LANE,
-                    [(f, provider, model, LANE_CANARY, batch_id, canary_wait_until) for f in taken],
+                    [
+                        (f, provider, model, LANE_CANARY, batch_id, canary_wait_until)
+                        for f in files_taken
+                    ],
                 )
             moved = (RequestStatus.BATCHED, batch_id, now, json.dumps(chosen.tolist()))
             await db.execute(q.BATCH_REQUESTS_LISTED, moved)
-            return batch_id, chosen, sizes
+        self._book_taken(provider, model, taken)  # committed
+        return batch_id, chosen, sizes
 
     async def mark_submitted(
         self,
@@ -451,6 +460,7 @@ class Store(PlanningStore, JobsMixin):
                 (RequestStatus.PENDING, inc, next_attempt_at, now, batch_id, batched),
             )
             await db.execute(q.RELEASE_LANE_CANARY, (batch_id,))  # a canary: send a new one
+        self.due_changed()  # requests back to pending
 
     async def fail_batch_requests(self, batch_id: int, error: dict[str, Any]) -> None:
         """A create call refused for good: every request of the batch ends ``failed``."""
@@ -596,6 +606,8 @@ class Store(PlanningStore, JobsMixin):
                         RequestStatus.PENDING,
                     ),
                 )
+        if again:
+            self.due_changed()  # requests back to pending
         return len(params)
 
     async def batch_requests(self, batch_id: int) -> list[tuple[int, int]]:

@@ -70,6 +70,8 @@ class JobsMixin:
 
         async def _scalar(self, sql: str, params: Sequence[Any] = ()) -> Any: ...
 
+        def due_changed(self) -> None: ...
+
     # -- a command beside the daemon -------------------------------------------------------
     async def open_beside(self, busy_timeout_s: float = 30.0) -> Self:
         """Open for writing beside a running daemon (``batchd cancel``, ``batchd gc``): no
@@ -139,6 +141,7 @@ class JobsMixin:
                     ),
                 )
                 done += max(cur.rowcount, 0)
+            self.due_changed()
         return done
 
     async def batch_files(self, batch_id: int) -> set[int]:

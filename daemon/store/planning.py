@@ -1,4 +1,7 @@
-"""The store's planning side: lanes and canaries, what each model has proven, and budgets.
+"""The store's planning side: the due book, lanes and canaries, what each model has proven,
+and budgets. The due book (``due.py``) answers which requests are due per model and file, and
+when the next comes due, from memory; the writes of ``db.py`` and ``jobs.py`` keep it (or drop
+it with ``due_changed``).
 
 A mixin of :class:`daemon.store.db.Store` (it runs the statements of ``queries.py`` through
 the Store's connection helpers). What the rows mean is ``daemon/sizing.py``'s and
@@ -7,8 +10,10 @@ the Store's connection helpers). What the rows mean is ``daemon/sizing.py``'s an
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -16,9 +21,13 @@ from typing import TYPE_CHECKING, Any
 
 from ..states import BATCH_OPEN, RequestStatus
 from . import queries as q
+from .due import MAX_AGE_S, DueBook
 
 if TYPE_CHECKING:
     import aiosqlite
+
+# What a claim took, per file and bucket of the due book: (file, next_attempt_at, updated_at).
+Taken = Counter[tuple[int, float, float]]
 
 # Lane states (one model's requests of one file).
 LANE_CANARY = "canary"  # its first batch (the canary) is due or out
@@ -56,16 +65,6 @@ class Budget:
     updated_at: float
 
 
-def _due(rows: Iterable[aiosqlite.Row]) -> list[DueLane]:
-    """The due lanes of ``rows``; a row with an empty column (seen once under heavy load, not
-    explained) is skipped: the next plan reads it again."""
-    return [
-        DueLane(str(r[0]), str(r[1]), int(r[2]), int(r[3]), float(r[4]))
-        for r in rows
-        if None not in (r[0], r[1], r[2], r[3], r[4])
-    ]
-
-
 def _open() -> str:
     return json.dumps(sorted(str(s) for s in BATCH_OPEN))
 
@@ -73,7 +72,10 @@ def _open() -> str:
 class PlanningStore:
     """Planning queries; mixed into Store, whose connection helpers they use."""
 
+    _book: DueBook | None = None  # the due book (``due.py``); None: read it again
+
     if TYPE_CHECKING:
+        _lock: asyncio.Lock
 
         def transaction(self) -> AbstractAsyncContextManager[aiosqlite.Connection]: ...
 
@@ -83,18 +85,74 @@ class PlanningStore:
 
         async def _scalar(self, sql: str, params: Sequence[Any] = ()) -> Any: ...
 
-    # -- lanes -----------------------------------------------------------------------------
+    # -- the due book (due.py) ---------------------------------------------------------------
     async def due_lanes(self, now: float) -> list[DueLane]:
         """Pending requests due by ``now``, per provider, model and file."""
-        rows = await self._all(q.SELECT_DUE_LANES, (RequestStatus.PENDING, now))
-        return _due(rows)
+        book = await self._due_book()
+        return [DueLane(*lane, n, oldest) for lane, n, oldest in book.due(now)]
 
     async def due_lanes_of(self, provider: str, model: str, now: float) -> list[DueLane]:
         """The same, for one model."""
-        params = (RequestStatus.PENDING, provider, model, now)
-        rows = await self._all(q.SELECT_DUE_LANES_OF, params)
-        return _due(rows)
+        book = await self._due_book()
+        return [DueLane(*lane, n, oldest) for lane, n, oldest in book.due(now, provider, model)]
 
+    async def next_due_at(self) -> float | None:
+        """The earliest ``next_attempt_at`` of any pending request (None: none is pending)."""
+        return (await self._due_book()).next_due_at()
+
+    def due_changed(self) -> None:
+        """A write moved requests into or out of pending (or changed when they are due) in a
+        way the book cannot follow: it is read again from the database at its next use. Call
+        it after the write's transaction has ended (committed or not)."""
+        self._book = None
+
+    async def _due_book(self) -> DueBook:
+        """The due book, read again when dropped, when another connection wrote (``batchd
+        cancel`` beside the daemon), or once it is ``MAX_AGE_S`` old. Read under the
+        connection's lock, so no transaction of this store is half done while it reads."""
+        book = self._book
+        if book is not None and time.monotonic() - book.built_at < MAX_AGE_S:
+            if int(await self._scalar(q.DATA_VERSION)) == book.version:
+                return book
+        async with self._lock:
+            version = int(await self._scalar(q.DATA_VERSION))
+            rows = await self._all(q.SELECT_PENDING_BUCKETS, (RequestStatus.PENDING,))
+            book = DueBook.of_rows(rows, version=version, built_at=time.monotonic())
+        self._book = book
+        return book
+
+    async def _book_stored(self, file_id: int, params: Sequence[Sequence[Any]], at: float) -> None:
+        """Requests of ``file_id`` were stored at ``at`` (``params``: the values of
+        ``queries.INSERT_REQUEST`` of each); the pending ones are due at once. Called after the
+        insert committed. A canceled job's lines are canceled as they are stored; a job is
+        canceled by another connection (``batchd cancel``), so a cancel after this check
+        drops the book anyway (``PRAGMA data_version``)."""
+        book = self._book
+        if book is None:
+            return
+        pending = Counter((p[4], p[3]) for p in params if p[9] == RequestStatus.PENDING)
+        if not pending:
+            return
+        canceled = await self._one(q.SELECT_FILE_CANCELED, (file_id,))
+        if canceled is None or canceled[0]:  # canceled (or gone): none of them is pending
+            return
+        if self._book is not book:  # read again (or dropped) meanwhile: it has them, or not
+            return
+        for (provider, model), n in pending.items():
+            if provider is not None and model is not None:
+                book.add((str(provider), str(model), file_id), (0.0, at), n)
+
+    def _book_taken(self, provider: str, model: str, taken: Taken) -> None:
+        """A claim moved these requests out of pending."""
+        book = self._book
+        if book is None:
+            return
+        for (file_id, nat, upd), n in taken.items():
+            if not book.take((provider, model, file_id), (nat, upd), n):
+                self._book = None  # not what the book held: read it again
+                return
+
+    # -- lanes -----------------------------------------------------------------------------
     async def lanes(self, provider: str, model: str, files: Iterable[int]) -> dict[int, LaneRow]:
         params = (provider, model, json.dumps(sorted(set(files))))
         out = {}
@@ -148,6 +206,8 @@ class PlanningStore:
                 row = await cur.fetchone()
             params = (RequestStatus.FAILED, text, time.time(), *where)
             await db.execute(q.FAIL_LANE_REQUESTS, params)
+        if self._book is not None:
+            self._book.drop_lane((provider, model, file_id))
         return (0, 0) if row is None else (int(row[0]), int(row[1]))
 
     async def failed_lanes(self, file_id: int) -> list[dict[str, Any]]:
