@@ -52,8 +52,7 @@ def _rows(db_path: Path, file_id: int, registry: Registry) -> Iterator[outbox.Re
     for row in iter_result_rows(db_path, file_id, body_of="anthropic"):
         custom_id, line, model, provider, status, result_text, answer, error_text = row[:8]
         attempts, batch_ids, adaptations_text, metadata, body = row[8:]
-        if status not in outbox.STATUSES or not isinstance(custom_id, str):
-            raise ValueError(f"request {custom_id!r} (line {line}): status {status!r}")
+        outbox.check_row(custom_id, status, row)
         result = loads_kept(result_text) if result_text else {}  # (written by batchd)
         usage = {**_NO_USAGE, **(result.get("usage") or {})}
         info = registry.info(model, provider) if model and provider else None

@@ -100,6 +100,15 @@ def _list(value: Any) -> Any:
     return value if isinstance(value, RawJSON) else list(value or ())
 
 
+def check_row(custom_id: Any, status: Any, row: Any = None) -> None:
+    """Raise ValueError unless a result row has a known status and a custom_id (a row without
+    them is a bug upstream)."""
+    if status not in STATUSES:
+        raise ValueError(f"result row {custom_id!r}: unknown status {status!r}")
+    if not isinstance(custom_id, str):
+        raise ValueError(f"result row has no custom_id: {row!r:.200}")
+
+
 def result_line(row: Mapping[str, Any]) -> dict[str, Any]:
     """The output object for one request, with its fields in the documented order.
 
@@ -110,10 +119,7 @@ def result_line(row: Mapping[str, Any]) -> dict[str, Any]:
     (:class:`adapters.jsontext.RawJSON`): copied into the line as they are.
     """
     status = row.get("status")
-    if status not in STATUSES:
-        raise ValueError(f"result row {row.get('custom_id')!r}: unknown status {status!r}")
-    if not isinstance(row.get("custom_id"), str):
-        raise ValueError(f"result row has no custom_id: {dict(row)!r:.200}")
+    check_row(row.get("custom_id"), status, row)
     return {
         "custom_id": row["custom_id"],
         "line": row.get("line"),
@@ -263,13 +269,11 @@ def _create(path: Path) -> int:
 def _write_results(tmp: Path, rows: Iterable[Mapping[str, Any]], summary: SummaryBuilder) -> None:
     with open(_create(tmp), "wb") as f:
         for n, row in enumerate(rows):
-            if type(row) is ResultLine:
-                result: Mapping[str, Any] = row
-                summary.add(row, row.cost_live, row.cache_savings)
-            else:
-                result = result_line(row)
-                summary.add(result, row.get("cost_usd_live"), row.get("cache_savings_usd"))
-            f.write(dumps_bytes(result))
+            if type(row) is not ResultLine:  # a plain row: checked, ordered, defaulted
+                live, saved = row.get("cost_usd_live"), row.get("cache_savings_usd")
+                row = ResultLine(result_line(row), live, saved)
+            summary.add(row, row.cost_live, row.cache_savings)
+            f.write(dumps_bytes(row))
             f.write(b"\n")
             if n == 0:
                 f.flush()
@@ -375,5 +379,5 @@ def write_outputs(
     return targets
 
 
-__all__ = ["STATUSES", "ResultLine", "SummaryBuilder", "archive_input", "reserve_names",
-           "result_line", "write_outputs"]  # fmt: skip
+__all__ = ["STATUSES", "ResultLine", "SummaryBuilder", "archive_input", "check_row",
+           "reserve_names", "result_line", "write_outputs"]  # fmt: skip
