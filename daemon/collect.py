@@ -42,6 +42,7 @@ from .outcomes import (
     missing_update,
 )
 from .polling import LIST_MIN, Entry, PollBook, listed_statuses, poll_interval_s
+from .states import RequestStatus
 from .store import state_failure
 from .text import plural
 
@@ -271,9 +272,15 @@ class Collector:
         sched = self.sched
         pid = row["provider_batch_id"]
         outstanding = dict(await sched.store.batch_requests(row["id"]))
+        # A collection cut short (a crash) stored some results already: they count too, or a
+        # canary's verdict would be read from the rest alone.
+        before = await sched.store.batch_recorded(row["id"])
         retry_at = sched.batch_retry_at()  # one retry time per attempt number for the batch
         try:
             counts, gone = await self._store_results(row, outstanding, retry_at, log)
+            for state, n in before.items():
+                outcome = _OUTCOME_OF.get(state, state)
+                counts[outcome] = counts.get(outcome, 0) + n
         except AdapterError as err:
             if isinstance(err, AuthError):  # as for a poll: the provider pauses, loudly
                 sched.pause(row["provider"], err)
@@ -405,6 +412,10 @@ class Collector:
             if chunk:
                 await asyncio.shield(sched.store.record_results(row["id"], chunk))
         return counts, gone
+
+
+# A stored request's status as the outcome its batch's counts name (pending: sent again).
+_OUTCOME_OF: dict[str, str] = {RequestStatus.PENDING: "retry"}
 
 
 def _log(row: dict[str, Any]) -> Logger:

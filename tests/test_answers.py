@@ -156,3 +156,18 @@ async def test_migration_6_moves_stored_answers_apart(tmp_path: Path) -> None:
     db = sqlite3.connect(path)
     assert db.execute("SELECT COUNT(*) FROM answers").fetchone() == (0,)
     db.close()
+
+
+async def test_results_stored_before_a_crash_count_in_the_batch(tmp_path: Path) -> None:
+    # A collection cut short stored some results; the batch's counts (a canary's verdict is
+    # read from them) are those plus what the collection run again stores.
+    store = await Store(tmp_path / "b.sqlite3").open()
+    fid = await store.claim_file("a.jsonl", "/in/a.jsonl", "/w/a.jsonl", 10)
+    await store.add_requests(fid, [_request(n) for n in (1, 2, 3)])
+    batch_id, ids = await _batch(store, fid, 3)
+    retry = _update(ids[1], None)
+    retry.update(status=RequestStatus.PENDING, result=None, next_attempt_at=0.0)
+    await store.record_results(batch_id, [_update(ids[0], {"a": 1}), retry])
+    assert await store.batch_recorded(batch_id) == {"succeeded": 1, "pending": 1}
+    assert [rid for rid, _ in await store.batch_requests(batch_id)] == [ids[2]]
+    await store.close()

@@ -610,6 +610,11 @@ class Store(PlanningStore, JobsMixin):
             self.due_changed()  # requests back to pending
         return len(params)
 
+    async def batch_recorded(self, batch_id: int) -> dict[str, int]:
+        """How many of the batch's requests have their result stored already, by status."""
+        rows = await self._all(q.SELECT_BATCH_RECORDED, (batch_id, RequestStatus.BATCHED))
+        return {str(r[0]): int(r[1]) for r in rows}
+
     async def batch_requests(self, batch_id: int) -> list[tuple[int, int]]:
         """(request id, attempts) of the requests still waiting on this batch."""
         rows = await self._all(q.SELECT_BATCH_REQUESTS, (batch_id, RequestStatus.BATCHED))

@@ -220,6 +220,11 @@ RECORD_ANSWER = (
     " SELECT id, ? FROM requests WHERE id = ? AND batch_id = ? AND status = ?"
 )
 SELECT_BATCH_REQUESTS = "SELECT id, attempts FROM requests WHERE batch_id = ? AND status = ?"
+# The requests of a batch whose results are stored already, by status (a result leaves
+# batch_id on the batch that answered; a request waiting on it is still "batched").
+SELECT_BATCH_RECORDED = (
+    "SELECT status, COUNT(*) FROM requests WHERE batch_id = ? AND status != ? GROUP BY status"
+)
 MARK_BATCH_COLLECTED = (
     "UPDATE batches SET status = ?, provider_status = ?, counts = ?, ended_at = ? WHERE id = ?"
 )
