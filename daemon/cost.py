@@ -19,7 +19,7 @@ not (an invalid line was never sent, so it was never billed).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -95,10 +95,8 @@ def cost_of(
         return UNKNOWN
     p = info.prices
     if not read and not written:  # the usual case: input and output only
-        if (total_in and p.input is None) or (output and p.output is None):
-            return UNKNOWN
-        live = (total_in * (p.input or 0.0) + output * (p.output or 0.0)) / PER
-        return Cost(round(live * info.batch_discount, DIGITS), round(live, DIGITS))
+        batch, live_usd = _plain(total_in, output, p.input, p.output, info.batch_discount)
+        return UNKNOWN if batch is None else Cost(batch, live_usd)
     five, hour, unsplit = cache_writes(usage, response)
     hour += unsplit
     parts = [
@@ -112,6 +110,35 @@ def cost_of(
         return UNKNOWN
     live = sum(tokens * (price or 0.0) for tokens, price in parts) / PER
     return Cost(round(live * info.batch_discount, DIGITS), round(live, DIGITS))
+
+
+def _plain(
+    total_in: int, output: int, p_in: float | None, p_out: float | None, discount: float
+) -> tuple[float | None, float | None]:
+    """(batch, live) of input and output tokens without cache reads or writes (both given)."""
+    if (total_in and p_in is None) or (output and p_out is None):
+        return None, None
+    live = (total_in * (p_in or 0.0) + output * (p_out or 0.0)) / PER
+    return round(live * discount, DIGITS), round(live, DIGITS)
+
+
+PlainPrice = Callable[[int, int], tuple[float | None, float | None]]
+
+
+def plain_pricer(info: ModelInfo | None) -> PlainPrice:
+    """``cost_of`` of a result without cache reads or writes (the usual one) under ``info``,
+    as ``(batch_usd, live_usd)`` from its input and output tokens: the same values, without
+    building a :class:`Cost`, for a writer that prices every result of a file."""
+    if info is None:
+        return lambda total_in, output: (0.0, 0.0) if not total_in and not output else (None, None)
+    p_in, p_out, discount = info.prices.input, info.prices.output, info.batch_discount
+
+    def price(total_in: int, output: int) -> tuple[float | None, float | None]:
+        if not total_in and not output:
+            return 0.0, 0.0
+        return _plain(int(total_in), int(output), p_in, p_out, discount)
+
+    return price
 
 
 def cache_savings(
