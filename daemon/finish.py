@@ -81,28 +81,24 @@ def _rows(db_path: Path, file_id: int, registry: Registry) -> Iterator[outbox.Re
             if note is not None:
                 adaptations = [*(loads(adaptations_text) if adaptations_text else ()), note]
                 raw_adaptations = None
-        yield line_of(
-            {
-                "custom_id": custom_id,
-                "line": line,
-                "model": model,
-                "provider": provider,
-                "status": status,
-                "text": result.get("text") if status == succeeded else None,
-                "finish_reason": result.get("finish_reason"),
-                "usage": usage,
-                "cost_usd": batch_usd,
-                "error": loads(error_text) if error_text else None,
-                "attempts": attempts or 0,
-                "batch_ids": [] if batch_ids is None else fragment(batch_ids),
-                "adaptations": adaptations,
-                "response": None if answer is None else fragment(answer),
-                "metadata": None if metadata is None else fragment(metadata),
-            },
-            live_usd,
-            saved,
-            (batch_ids, raw_adaptations, answer, metadata),
-        )
+        fields = {
+            "custom_id": custom_id,
+            "line": line,
+            "model": model,
+            "provider": provider,
+            "status": status,
+            "text": result.get("text") if status == succeeded else None,
+            "finish_reason": result.get("finish_reason"),
+            "usage": usage,
+            "cost_usd": batch_usd,
+            "error": loads(error_text) if error_text else None,
+            "attempts": attempts or 0,
+            "batch_ids": [] if batch_ids is None else fragment(batch_ids),
+            "adaptations": adaptations,
+            "response": None if answer is None else fragment(answer),
+            "metadata": None if metadata is None else fragment(metadata),
+        }
+        yield line_of(fields, live_usd, saved, (batch_ids, raw_adaptations, answer, metadata))
 
 
 MAX_FAILURE_LOGS = 20  # requests that did not succeed logged one by one per file, then a count
@@ -113,18 +109,19 @@ class _Outcomes:
     """Passes a file's result rows through to the writer, counting them by status and logging
     the requests that did not succeed (their ``custom_id``, input line and error kind)."""
 
-    def __init__(self, rows: Iterator[dict[str, Any]], log: Any) -> None:
+    def __init__(self, rows: Iterator[outbox.ResultLine], log: Any) -> None:
         self.rows, self.log = rows, log
         self.counts: dict[str, int] = {}
         self.logged = 0
 
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        for row in self.rows:
-            status = str(row["status"])
-            self.counts[status] = self.counts.get(status, 0) + 1
+    def __iter__(self) -> Iterator[outbox.ResultLine]:
+        counts = self.counts
+        for line in self.rows:
+            status = str(line.fields["status"])
+            counts[status] = counts.get(status, 0) + 1
             if status not in _NOT_LOGGED:
-                self._say(row, status)
-            yield row
+                self._say(line.fields, status)
+            yield line
 
     def _say(self, row: dict[str, Any], status: str) -> None:
         self.logged += 1

@@ -28,12 +28,11 @@ import contextlib
 import glob
 import json
 import os
-from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, is_dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, NamedTuple, TextIO
 
 import orjson
 
@@ -89,31 +88,24 @@ def _error(value: Any) -> dict[str, Any] | None:
 RAW_FIELDS = ("batch_ids", "adaptations", "response", "metadata")  # may be stored JSON text
 
 
-class ResultLine(dict[str, Any]):
-    """A result line already built in the documented order from values the writer trusts
-    (the daemon's own store, :func:`daemon.finish`): written as it is. ``cost_live`` and
-    ``cache_savings`` are for the summary (:meth:`SummaryBuilder.add`).
+class ResultLine(NamedTuple):
+    """A result line already built (``fields``, in the documented order) from values the
+    writer trusts (the daemon's own store, :func:`daemon.finish`): written as it is.
+    ``cost_live`` and ``cache_savings`` are for the summary (:meth:`SummaryBuilder.add`).
 
-    Stored JSON text may stand in it as :class:`adapters.jsontext.RawJSON` or, cheaper to
-    write, as ``orjson.Fragment``; then ``raw`` holds the texts of the fragments, one per
+    Stored JSON text may stand in ``fields`` as :class:`adapters.jsontext.RawJSON` or, cheaper
+    to write, as ``orjson.Fragment``; then ``raw`` holds the texts of the fragments, one per
     field of ``RAW_FIELDS`` (None: that field is no fragment), for the rare line orjson cannot
     write (:meth:`plain`)."""
 
-    __slots__ = ("cache_savings", "cost_live", "raw")
-
-    def __init__(
-        self,
-        fields: Any,
-        cost_live: float | None,
-        cache_savings: float | None,
-        raw: tuple[str | bytes | None, ...] | None = None,
-    ) -> None:
-        super().__init__(fields)
-        self.cost_live, self.cache_savings, self.raw = cost_live, cache_savings, raw
+    fields: dict[str, Any]
+    cost_live: float | None
+    cache_savings: float | None
+    raw: tuple[str | bytes | None, ...] | None = None
 
     def plain(self) -> dict[str, Any]:
-        """The line with its fragments as :class:`RawJSON` (that :func:`dumps_bytes` writes)."""
-        fields = dict(self)
+        """The fields with the fragments as :class:`RawJSON` (that :func:`dumps_bytes` writes)."""
+        fields = dict(self.fields)
         for key, text in zip(RAW_FIELDS, self.raw or (None,) * len(RAW_FIELDS), strict=True):
             if text is not None:
                 fields[key] = RawJSON(text if isinstance(text, str) else text.decode("utf-8"))
@@ -183,8 +175,9 @@ class SummaryBuilder:
 
     def __init__(self) -> None:
         self.lines = 0
-        self.counts: Counter[str] = Counter()
-        self.tokens: Counter[str] = Counter(dict.fromkeys(TOKEN_FIELDS, 0))
+        # plain dicts: a Counter's item update costs several times a dict's (once per line)
+        self.counts: dict[str, int] = dict.fromkeys(STATUSES, 0)
+        self.tokens: dict[str, int] = dict.fromkeys(TOKEN_FIELDS, 0)
         self.costs = CostTotals()
         self.cache_savings = 0.0
         self.cache_unpriced = 0
@@ -200,7 +193,8 @@ class SummaryBuilder:
         tokens would have cost without batching (the line itself shows only the batch cost),
         ``cache_savings`` what prompt caching saved on it (:func:`daemon.cost.cache_savings`)."""
         self.lines += 1
-        self.counts[result["status"]] += 1
+        counts, status = self.counts, result["status"]
+        counts[status] = counts.get(status, 0) + 1
         usage, tokens = result["usage"], self.tokens
         total_in, output = usage["input_tokens"], usage["output_tokens"]
         read, written = usage["cached_input_tokens"], usage["cache_creation_input_tokens"]
@@ -252,7 +246,7 @@ class SummaryBuilder:
             "started_at": _iso(started_at),
             "ended_at": _iso(ended_at),
             "lines": self.lines,
-            "counts": {status: self.counts[status] for status in STATUSES},
+            "counts": {status: self.counts.get(status, 0) for status in STATUSES},
             "tokens": {key: self.tokens[key] for key in TOKEN_FIELDS},
             **self.costs.as_dict(),
             "prompt_cache": self._prompt_cache(),
@@ -305,7 +299,7 @@ def encode_line(row: ResultLine) -> bytes:
     What orjson cannot write the same way (a lone surrogate in a provider's text, an integer
     beyond 64 bits) goes to :func:`adapters.jsontext.dumps_bytes`, as every line once did."""
     try:
-        return orjson.dumps(row, default=_fragment, option=orjson.OPT_APPEND_NEWLINE)
+        return orjson.dumps(row.fields, default=_fragment, option=orjson.OPT_APPEND_NEWLINE)
     except TypeError:
         return dumps_bytes(row.plain()) + b"\n"
 
@@ -313,15 +307,20 @@ def encode_line(row: ResultLine) -> bytes:
 WRITE_LINES = 256  # lines joined into one write
 
 
-def _write_results(tmp: Path, rows: Iterable[Mapping[str, Any]], summary: SummaryBuilder) -> None:
+def _write_results(
+    tmp: Path, rows: Iterable[Mapping[str, Any] | ResultLine], summary: SummaryBuilder
+) -> None:
     add, lines, first = summary.add, [], True
     with open(_create(tmp), "wb") as f:
         for row in rows:
-            if type(row) is not ResultLine:  # a plain row: checked, ordered, defaulted
+            if type(row) is ResultLine:
+                line = row
+            else:  # a plain row: checked, ordered, defaulted
+                assert isinstance(row, Mapping)
                 live, saved = row.get("cost_usd_live"), row.get("cache_savings_usd")
-                row = ResultLine(result_line(row), live, saved)
-            add(row, row.cost_live, row.cache_savings)
-            lines.append(encode_line(row))
+                line = ResultLine(result_line(row), live, saved)
+            add(line.fields, line.cost_live, line.cache_savings)
+            lines.append(encode_line(line))
             if first:  # the first line on disk at once: a crash test stops the writer here
                 f.write(lines.pop())
                 f.flush()
@@ -392,7 +391,7 @@ def write_outputs(
     outbox: Path,
     stem: str,
     job_id: int | str,
-    rows: Iterable[Mapping[str, Any]],
+    rows: Iterable[Mapping[str, Any] | ResultLine],
     *,
     summary_meta: Mapping[str, Any],
     targets: tuple[Path, Path],
