@@ -101,14 +101,14 @@ class ResultLine(NamedTuple):
     fields: dict[str, Any]
     cost_live: float | None
     cache_savings: float | None
-    raw: tuple[str | bytes | None, ...] | None = None
+    raw: tuple[str | None, ...] | None = None
 
     def plain(self) -> dict[str, Any]:
         """The fields with the fragments as :class:`RawJSON` (that :func:`dumps_bytes` writes)."""
         fields = dict(self.fields)
         for key, text in zip(RAW_FIELDS, self.raw or (None,) * len(RAW_FIELDS), strict=True):
             if text is not None:
-                fields[key] = RawJSON(text if isinstance(text, str) else text.decode("utf-8"))
+                fields[key] = RawJSON(text)
         return fields
 
 

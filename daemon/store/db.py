@@ -699,9 +699,9 @@ def iter_result_rows(
     path: Path, file_id: int, body_of: str, chunk: int = 2000
 ) -> Iterator[tuple[Any, ...]]:
     """What the outbox writer needs of a file's requests, in input order, as tuples of
-    ``RESULT_COLUMNS``, every JSON column as its stored text (``answer`` as its UTF-8 bytes:
-    it is only copied); ``body`` only for the requests of provider ``body_of`` (None for the
-    others). Its own read-only connection, as :func:`iter_file_rows`."""
+    ``RESULT_COLUMNS``, every JSON column as its stored text; ``body`` only for the requests
+    of provider ``body_of`` (None for the others). Its own read-only connection, as
+    :func:`iter_file_rows`."""
     db = _read_only(path)
     yield from _file_pages(db, q.SELECT_FILE_RESULTS_PAGE, (body_of,), file_id, chunk, 1)
 

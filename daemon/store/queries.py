@@ -101,11 +101,9 @@ SELECT_FILE_REQUESTS_PAGE = (  # with each request's answer
     " WHERE r.file_id = ? AND r.line > ? ORDER BY r.line LIMIT ?"
 )
 # What the outbox writer needs of each request (``db.RESULT_COLUMNS``, in this order), the
-# body only for the provider given first (Claude: its prompt-cache note). The answer comes as
-# bytes (it is copied into the results line as it is: no decoding to a str).
+# body only for the provider given first (Claude: its prompt-cache note).
 SELECT_FILE_RESULTS_PAGE = (
-    "SELECT r.custom_id, r.line, r.model, r.provider, r.status, r.result,"
-    " CAST(a.answer AS BLOB), r.error,"
+    "SELECT r.custom_id, r.line, r.model, r.provider, r.status, r.result, a.answer, r.error,"
     " r.attempts, r.batch_ids, r.adaptations, r.metadata,"
     " CASE WHEN r.provider = ? THEN r.body END"
     " FROM requests r LEFT JOIN answers a ON a.request_id = r.id"
