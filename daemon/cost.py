@@ -19,7 +19,7 @@ not (an invalid line was never sent, so it was never billed).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -95,10 +95,8 @@ def cost_of(
         return UNKNOWN
     p = info.prices
     if not read and not written:  # the usual case: input and output only
-        if (total_in and p.input is None) or (output and p.output is None):
-            return UNKNOWN
-        live = (total_in * (p.input or 0.0) + output * (p.output or 0.0)) / PER
-        return Cost(round(live * info.batch_discount, DIGITS), round(live, DIGITS))
+        batch, live_usd = _plain(total_in, output, p.input, p.output, info.batch_discount)
+        return UNKNOWN if batch is None else Cost(batch, live_usd)
     five, hour, unsplit = cache_writes(usage, response)
     hour += unsplit
     parts = [
@@ -112,6 +110,48 @@ def cost_of(
         return UNKNOWN
     live = sum(tokens * (price or 0.0) for tokens, price in parts) / PER
     return Cost(round(live * info.batch_discount, DIGITS), round(live, DIGITS))
+
+
+def _plain(
+    total_in: int, output: int, p_in: float | None, p_out: float | None, discount: float
+) -> tuple[float | None, float | None]:
+    """(batch, live) of input and output tokens without cache reads or writes (both given)."""
+    if (total_in and p_in is None) or (output and p_out is None):
+        return None, None
+    live = (total_in * (p_in or 0.0) + output * (p_out or 0.0)) / PER
+    return round(live * discount, DIGITS), round(live, DIGITS)
+
+
+PlainPrice = Callable[[int, int], tuple[float | None, float | None]]
+
+
+MEMO_PRICES = 4096  # (input, output) pairs a plain pricer remembers (then it starts again)
+
+
+def plain_pricer(info: ModelInfo | None) -> PlainPrice:
+    """``cost_of`` of a result without cache reads or writes (the usual one) under ``info``,
+    as ``(batch_usd, live_usd)`` from its input and output tokens: the same values, without
+    building a :class:`Cost`, for a writer that prices every result of a file. It remembers
+    the prices of the token counts it saw (rounding is most of the work; answers of one
+    prompt template often repeat their counts)."""
+    if info is None:
+        return lambda total_in, output: (0.0, 0.0) if not total_in and not output else (None, None)
+    p_in, p_out, discount = info.prices.input, info.prices.output, info.batch_discount
+    memo: dict[tuple[int, int], tuple[float | None, float | None]] = {}
+
+    def price(total_in: int, output: int) -> tuple[float | None, float | None]:
+        found = memo.get((total_in, output))
+        if found is None:
+            if not total_in and not output:
+                found = (0.0, 0.0)
+            else:
+                found = _plain(int(total_in or 0), int(output or 0), p_in, p_out, discount)
+            if len(memo) >= MEMO_PRICES:
+                memo.clear()
+            memo[total_in, output] = found
+        return found
+
+    return price
 
 
 def cache_savings(

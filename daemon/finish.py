@@ -23,47 +23,64 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from adapters.jsontext import RawJSON, loads, loads_kept
+import orjson
+
+from adapters.jsontext import loads, loads_kept
 
 from . import ingest, names, outbox, sizing
 from .caching import cache_note
 from .config import Config, adapt_policy
-from .cost import cache_savings, cost_of
+from .cost import PlainPrice, cache_savings, cost_of, plain_pricer
 from .logs import elapsed_since, job_log
-from .registry import Registry
+from .registry import ModelInfo, Registry
 from .states import FileStatus, RequestStatus
 from .store import Store, iter_result_rows, state_failure
 from .text import plural
 
-
-def _raw(text: str | None) -> RawJSON | None:
-    return None if text is None else RawJSON(text)
-
-
 _NO_USAGE = dict.fromkeys(outbox.TOKEN_FIELDS, 0)
+_EMPTY: dict[str, Any] = {}
+_STATUSES = frozenset(outbox.STATUSES)
 
 
 def _rows(db_path: Path, file_id: int, registry: Registry) -> Iterator[outbox.ResultLine]:
     """A file's result lines for the writer. The provider's answer, the batch ids, the
-    adaptations and the metadata are stored JSON text, copied into the line undecoded; the
-    answer is read only for the cache writes' time to live (Claude), and the body only for a
-    Claude request's prompt-cache note."""
+    adaptations and the metadata are stored JSON text, placed into the line undecoded (as
+    ``orjson.Fragment``, their texts kept in ``ResultLine.raw``); the answer is read only for
+    the cache writes' time to live (Claude), and the body only for a Claude request's
+    prompt-cache note. A result without cache reads or writes (the usual one) is priced by its
+    model's :func:`daemon.cost.plain_pricer`."""
     succeeded = RequestStatus.SUCCEEDED
+    fragment, line_of = orjson.Fragment, outbox.ResultLine
+    models: dict[tuple[Any, Any], tuple[ModelInfo | None, PlainPrice]] = {}
     for row in iter_result_rows(db_path, file_id, body_of="anthropic"):
-        custom_id, line, model, provider, status, result_text, answer, error_text = row[:8]
-        attempts, batch_ids, adaptations_text, metadata, body = row[8:]
-        outbox.check_row(custom_id, status, row)
-        result = loads_kept(result_text) if result_text else {}  # (written by batchd)
-        usage = {**_NO_USAGE, **(result.get("usage") or {})}
-        info = registry.info(model, provider) if model and provider else None
-        writes = usage["cache_creation_input_tokens"] > 0
-        response = loads(answer) if writes and answer else None  # cache writes by TTL
-        cost = cost_of(usage, info, response)
-        adaptations: Any = _raw(adaptations_text) or []
-        if body and (writes or usage["cached_input_tokens"]):  # (no cache use: no note)
-            note = cache_note(provider, loads(body), usage, response)
+        (custom_id, line, model, provider, status, result_text, answer, error_text, attempts,
+         batch_ids, adaptations_text, metadata, body) = row  # fmt: skip
+        if status not in _STATUSES or type(custom_id) is not str:
+            outbox.check_row(custom_id, status, row)
+        result = loads_kept(result_text) if result_text else _EMPTY  # (written by batchd)
+        stored_usage = result.get("usage")
+        usage = {**_NO_USAGE, **stored_usage} if stored_usage else {**_NO_USAGE}
+        known = models.get((model, provider))
+        if known is None:
+            info = registry.info(model, provider) if model and provider else None
+            known = models[model, provider] = (info, plain_pricer(info))
+        read, written = usage["cached_input_tokens"], usage["cache_creation_input_tokens"]
+        adaptations: Any = [] if adaptations_text is None else fragment(adaptations_text)
+        raw_adaptations = adaptations_text
+        if not read and not written:  # the usual case: no cache, no note
+            batch_usd, live_usd = known[1](usage["input_tokens"], usage["output_tokens"])
+            saved: float | None = 0.0
+        else:
+            info = known[0]
+            response = loads(answer) if written > 0 and answer else None  # writes by TTL
+            cost = cost_of(usage, info, response)
+            batch_usd, live_usd = cost.batch_usd, cost.live_usd
+            saved = cache_savings(usage, info, response)
+            cached = body and (written > 0 or read)  # (a note only where the cache was used)
+            note = cache_note(provider, loads(body), usage, response) if cached else None
             if note is not None:
                 adaptations = [*(loads(adaptations_text) if adaptations_text else ()), note]
+                raw_adaptations = None
         fields = {
             "custom_id": custom_id,
             "line": line,
@@ -73,15 +90,15 @@ def _rows(db_path: Path, file_id: int, registry: Registry) -> Iterator[outbox.Re
             "text": result.get("text") if status == succeeded else None,
             "finish_reason": result.get("finish_reason"),
             "usage": usage,
-            "cost_usd": cost.batch_usd,
+            "cost_usd": batch_usd,
             "error": loads(error_text) if error_text else None,
             "attempts": attempts or 0,
-            "batch_ids": _raw(batch_ids) or [],
+            "batch_ids": [] if batch_ids is None else fragment(batch_ids),
             "adaptations": adaptations,
-            "response": _raw(answer),
-            "metadata": _raw(metadata),
+            "response": None if answer is None else fragment(answer),
+            "metadata": None if metadata is None else fragment(metadata),
         }
-        yield outbox.ResultLine(fields, cost.live_usd, cache_savings(usage, info, response))
+        yield line_of(fields, live_usd, saved, (batch_ids, raw_adaptations, answer, metadata))
 
 
 MAX_FAILURE_LOGS = 20  # requests that did not succeed logged one by one per file, then a count
@@ -92,18 +109,19 @@ class _Outcomes:
     """Passes a file's result rows through to the writer, counting them by status and logging
     the requests that did not succeed (their ``custom_id``, input line and error kind)."""
 
-    def __init__(self, rows: Iterator[dict[str, Any]], log: Any) -> None:
+    def __init__(self, rows: Iterator[outbox.ResultLine], log: Any) -> None:
         self.rows, self.log = rows, log
         self.counts: dict[str, int] = {}
         self.logged = 0
 
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        for row in self.rows:
-            status = str(row["status"])
-            self.counts[status] = self.counts.get(status, 0) + 1
+    def __iter__(self) -> Iterator[outbox.ResultLine]:
+        counts = self.counts
+        for line in self.rows:
+            status = str(line.fields["status"])
+            counts[status] = counts.get(status, 0) + 1
             if status not in _NOT_LOGGED:
-                self._say(row, status)
-            yield row
+                self._say(line.fields, status)
+            yield line
 
     def _say(self, row: dict[str, Any], status: str) -> None:
         self.logged += 1
