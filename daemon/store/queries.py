@@ -278,8 +278,11 @@ REPORT_BATCHES = (
     "SELECT id, provider, model, provider_batch_id, status, provider_status, n_items,"
     " created_at, ended_at FROM batches ORDER BY id DESC LIMIT 200"
 )
-REPORT_WAITING = (  # requests not final yet, per provider
-    "SELECT provider, COUNT(*) AS n FROM requests WHERE " + _open() + " GROUP BY provider"
+# Requests not final yet, per provider: counted in the index's own order (no sort of every
+# open request), then summed per provider.
+REPORT_WAITING = (
+    "SELECT provider, SUM(n) AS n FROM (SELECT provider, COUNT(*) AS n FROM requests WHERE "
+    + _open() + " GROUP BY status, file_id, provider) GROUP BY provider"
 )
 REPORT_ERRORS = (
     "SELECT json_extract(error, '$.type') AS type, COUNT(*) AS n FROM requests"
@@ -511,11 +514,15 @@ SERVICE_OPEN_REQUESTS = (  # pending and batched, from requests_open
     "SELECT status, COUNT(*) FROM requests WHERE " + _open() + " GROUP BY status"
 )
 METRICS_FILES = "SELECT status, COUNT(*), COUNT(error) FROM files GROUP BY status"
-METRICS_REQUESTS = (  # the open requests from requests_open, the final ones from requests_final
-    "SELECT status, COALESCE(provider, ''), COALESCE(model, ''), COUNT(*) FROM requests"
-    " WHERE " + _open() + " GROUP BY status, provider, model UNION ALL"
+# Requests by status, provider and model: the open ones from requests_open, the final ones
+# from requests_final, each counted in its index's own order (no sort of every request),
+# then summed.
+METRICS_REQUESTS = (
+    "SELECT status, p, m, SUM(n) FROM (SELECT status, COALESCE(provider, '') AS p,"
+    " COALESCE(model, '') AS m, COUNT(*) AS n FROM requests WHERE " + _open()
+    + " GROUP BY status, file_id, provider, model UNION ALL"
     " SELECT status, COALESCE(provider, ''), COALESCE(model, ''), COUNT(*) FROM requests"
-    " WHERE " + _final() + " GROUP BY status, provider, model"
+    " WHERE " + _final() + " GROUP BY file_id, status, provider, model) GROUP BY status, p, m"
 )
 METRICS_BATCHES = "SELECT status, provider, COUNT(*) FROM batches GROUP BY status, provider"
 METRICS_OLDEST_PENDING = "SELECT MIN(updated_at) FROM requests WHERE " + _pending()
