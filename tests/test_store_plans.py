@@ -126,7 +126,7 @@ def test_a_status_as_a_parameter_would_not_use_the_partial_index(migrated: Path)
     db = sqlite3.connect(migrated)
     try:
         literal = _plan(db, q.SELECT_PENDING_BUCKETS)
-        bound = _plan(db, q.SELECT_PENDING_BUCKETS.replace(q._pending(), "status = ?"))
+        bound = _plan(db, q.SELECT_PENDING_BUCKETS.replace(q.is_pending(), "status = ?"))
     finally:
         db.close()
     assert any("requests_open" in x for x in literal)
@@ -134,8 +134,8 @@ def test_a_status_as_a_parameter_would_not_use_the_partial_index(migrated: Path)
 
 
 def test_the_status_words_are_the_state_enums() -> None:
-    assert q._open() == "(status = 'pending' OR status = 'batched')"
-    assert q._final("r.status") == "r.status NOT IN ('pending', 'batched')"
+    assert q.is_open() == "(status = 'pending' OR status = 'batched')"
+    assert q.is_final("r.status") == "r.status NOT IN ('pending', 'batched')"
     # the migration's indexes spell the same conditions (frozen there, one home here)
     assert "WHERE status = 'pending' OR status = 'batched'" in MIGRATIONS[7]
     assert "WHERE status NOT IN ('pending', 'batched')" in MIGRATIONS[7]
@@ -274,7 +274,7 @@ async def test_migration_8_from_a_version_7_database(
         for name in ("requests_open", "requests_final", "requests_batch"):
             assert " WHERE " in indexes[name], indexes[name]  # partial
         # each partial index holds exactly the rows of its condition
-        for name, where in (("requests_open", q._open()), ("requests_final", q._final()),
+        for name, where in (("requests_open", q.is_open()), ("requests_final", q.is_final()),
                             ("requests_batch", "batch_id IS NOT NULL")):  # fmt: skip
             (held,) = db.execute(f"SELECT COUNT(*) FROM requests INDEXED BY {name}"
                                  f" WHERE {where}").fetchone()  # fmt: skip

@@ -18,22 +18,22 @@ _PENDING = RequestStatus.PENDING.value
 _BATCHED = RequestStatus.BATCHED.value
 
 
-def _pending(col: str = "status") -> str:
+def is_pending(col: str = "status") -> str:
     """Pending requests: implies requests_open's WHERE, so they are read from that index."""
     return f"{col} = '{_PENDING}'"
 
 
-def _batched(col: str = "status") -> str:
+def is_batched(col: str = "status") -> str:
     """Requests in a batch (requests_open)."""
     return f"{col} = '{_BATCHED}'"
 
 
-def _open(col: str = "status") -> str:
+def is_open(col: str = "status") -> str:
     """Requests not final yet: requests_open's own WHERE, term for term."""
     return f"({col} = '{_PENDING}' OR {col} = '{_BATCHED}')"
 
 
-def _final(col: str = "status") -> str:
+def is_final(col: str = "status") -> str:
     """Requests with a final status (or invalid): requests_final's own WHERE."""
     return f"{col} NOT IN ('{_PENDING}', '{_BATCHED}')"
 
@@ -41,9 +41,9 @@ def _final(col: str = "status") -> str:
 # A file's requests by status, from the two partial indexes (neither reads a row); ``{file}``
 # is the file's id (a column of the outer query, or a parameter).
 _FILE_STATUS_COUNTS = (
-    "SELECT status, COUNT(*) AS n FROM requests WHERE file_id = {file} AND " + _open()
+    "SELECT status, COUNT(*) AS n FROM requests WHERE file_id = {file} AND " + is_open()
     + " GROUP BY status UNION ALL SELECT status, COUNT(*) AS n FROM requests"
-    " WHERE file_id = {file} AND " + _final() + " GROUP BY status ORDER BY status"
+    " WHERE file_id = {file} AND " + is_final() + " GROUP BY status ORDER BY status"
 )
 
 # -- ingest bookkeeping (files) -----------------------------------------------------------------
@@ -116,7 +116,7 @@ INSERT_REQUEST = (
 SELECT_CANCELED_FILE = "SELECT 1 FROM files WHERE id = ? AND cancel_requested_at IS NOT NULL"
 SELECT_FINISHED_FILES = (  # files in the given status none of whose requests is still open
     "SELECT f.* FROM files f WHERE f.status = ? AND NOT EXISTS ("
-    " SELECT 1 FROM requests r WHERE r.file_id = f.id AND " + _open("r.status") + ")"
+    " SELECT 1 FROM requests r WHERE r.file_id = f.id AND " + is_open("r.status") + ")"
     " ORDER BY f.id"
 )
 # The batches a job's requests went through, each with the job's own share of it: its requests
@@ -154,13 +154,13 @@ SELECT_FILE_RESULTS_PAGE = (
 # measured from then, so retries that come due together go out together.
 SELECT_DUE_MODELS = (
     "SELECT provider, model, COUNT(*) AS n, MIN(MAX(next_attempt_at, updated_at)) AS oldest"
-    " FROM requests WHERE " + _pending() + " AND next_attempt_at <= ? GROUP BY provider, model"
+    " FROM requests WHERE " + is_pending() + " AND next_attempt_at <= ? GROUP BY provider, model"
 )
 # The due requests of a model, oldest first (bodies stay on disk), with the due book's
 # bucket of each (daemon/store/due.py).
 SELECT_CLAIMABLE_SIZES = (
     "SELECT id, size_bytes, file_id, next_attempt_at, updated_at FROM requests"
-    " WHERE " + _pending() + " AND provider = ? AND model = ? AND next_attempt_at <= ?"
+    " WHERE " + is_pending() + " AND provider = ? AND model = ? AND next_attempt_at <= ?"
     " ORDER BY next_attempt_at, updated_at, id LIMIT ?"
 )
 BATCH_REQUESTS_LISTED = (  # the claimed requests (one JSON list of ids) move into the batch
@@ -282,7 +282,7 @@ REPORT_BATCHES = (
 # open request), then summed per provider.
 REPORT_WAITING = (
     "SELECT provider, SUM(n) AS n FROM (SELECT provider, COUNT(*) AS n FROM requests WHERE "
-    + _open() + " GROUP BY status, file_id, provider) GROUP BY provider"
+    + is_open() + " GROUP BY status, file_id, provider) GROUP BY provider"
 )
 REPORT_ERRORS = (
     "SELECT json_extract(error, '$.type') AS type, COUNT(*) AS n FROM requests"
@@ -294,13 +294,13 @@ REPORT_ERRORS = (
 # buckets of equal (next_attempt_at, updated_at). Read from requests_open alone, in its order.
 SELECT_PENDING_BUCKETS = (
     "SELECT provider, model, file_id, next_attempt_at, updated_at, COUNT(*) FROM requests"
-    " WHERE " + _pending() + " GROUP BY file_id, provider, model, next_attempt_at, updated_at"
+    " WHERE " + is_pending() + " GROUP BY file_id, provider, model, next_attempt_at, updated_at"
 )
 DATA_VERSION = "PRAGMA data_version"  # changes when another connection commits a write
 SELECT_FILE_CANCELED = "SELECT cancel_requested_at IS NOT NULL FROM files WHERE id = ?"
 SELECT_CLAIMABLE_SIZES_IN_FILE = (  # the due requests of a model in one file, in index order
     "SELECT id, size_bytes, file_id, next_attempt_at, updated_at FROM requests"
-    " WHERE " + _pending() + " AND provider = ? AND model = ? AND file_id = ?"
+    " WHERE " + is_pending() + " AND provider = ? AND model = ? AND file_id = ?"
     " AND next_attempt_at <= ? ORDER BY next_attempt_at, updated_at, id LIMIT ?"
 )
 SELECT_LANES = (  # the model's lanes among the given files (one JSON list)
@@ -318,11 +318,11 @@ END_LANE_CANARY = (  # the canary ended: passed, failed (with its error) or to b
 )
 SUM_LANE_PENDING = (
     "SELECT COUNT(*), COALESCE(SUM(size_bytes), 0) FROM requests"
-    " WHERE file_id = ? AND provider = ? AND model = ? AND " + _pending()
+    " WHERE file_id = ? AND provider = ? AND model = ? AND " + is_pending()
 )
 FAIL_LANE_REQUESTS = (  # the pending requests of a lane, ended with its canary's error
     "UPDATE requests SET status = ?, error = ?, updated_at = ?"
-    " WHERE file_id = ? AND provider = ? AND model = ? AND " + _pending()
+    " WHERE file_id = ? AND provider = ? AND model = ? AND " + is_pending()
 )
 RELEASE_LANE_CANARY = (  # the canary never ran (aborted): the lane needs a new one
     "UPDATE lanes SET canary_batch = NULL WHERE canary_batch = ?"
@@ -496,7 +496,7 @@ REPORT_OPEN_BATCHES = (
 )
 REPORT_IN_FLIGHT = (  # requests in batches at the providers, per model
     "SELECT provider, model, COUNT(DISTINCT batch_id) AS batches, COUNT(*) AS requests,"
-    " SUM(size_bytes) AS bytes FROM requests WHERE " + _batched() + " GROUP BY provider, model"
+    " SUM(size_bytes) AS bytes FROM requests WHERE " + is_batched() + " GROUP BY provider, model"
     " ORDER BY provider, model"
 )
 REPORT_FILE_ERRORS = (  # the error kinds of the given jobs (one JSON list of ids)
@@ -511,7 +511,7 @@ REPORT_FILE_ERRORS = (  # the error kinds of the given jobs (one JSON list of id
 # those run (daemon/metrics.py).
 SERVICE_OPEN_FILES = "SELECT COUNT(*) FROM files WHERE status IN (SELECT value FROM json_each(?))"
 SERVICE_OPEN_REQUESTS = (  # pending and batched, from requests_open
-    "SELECT status, COUNT(*) FROM requests WHERE " + _open() + " GROUP BY status"
+    "SELECT status, COUNT(*) FROM requests WHERE " + is_open() + " GROUP BY status"
 )
 METRICS_FILES = "SELECT status, COUNT(*), COUNT(error) FROM files GROUP BY status"
 # Requests by status, provider and model: the open ones from requests_open, the final ones
@@ -519,13 +519,13 @@ METRICS_FILES = "SELECT status, COUNT(*), COUNT(error) FROM files GROUP BY statu
 # then summed.
 METRICS_REQUESTS = (
     "SELECT status, p, m, SUM(n) FROM (SELECT status, COALESCE(provider, '') AS p,"
-    " COALESCE(model, '') AS m, COUNT(*) AS n FROM requests WHERE " + _open()
+    " COALESCE(model, '') AS m, COUNT(*) AS n FROM requests WHERE " + is_open()
     + " GROUP BY status, file_id, provider, model UNION ALL"
     " SELECT status, COALESCE(provider, ''), COALESCE(model, ''), COUNT(*) FROM requests"
-    " WHERE " + _final() + " GROUP BY file_id, status, provider, model) GROUP BY status, p, m"
+    " WHERE " + is_final() + " GROUP BY file_id, status, provider, model) GROUP BY status, p, m"
 )
 METRICS_BATCHES = "SELECT status, provider, COUNT(*) FROM batches GROUP BY status, provider"
-METRICS_OLDEST_PENDING = "SELECT MIN(updated_at) FROM requests WHERE " + _pending()
+METRICS_OLDEST_PENDING = "SELECT MIN(updated_at) FROM requests WHERE " + is_pending()
 # Re-sends recorded so far: each outcome counts one attempt, and a final request's last attempt
 # was not a retry (the final statuses come as one JSON list).
 METRICS_RETRIES = (

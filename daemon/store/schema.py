@@ -190,7 +190,7 @@ MIGRATIONS: tuple[str, ...] = (
     # stored): the per-file and per-model counts of status and metrics. requests_batch holds
     # only requests that went into a batch. SQLite uses a partial index only for a query whose
     # WHERE names the same statuses in its text: queries.py spells them from daemon/states.py
-    # (``_pending``, ``_open``, ``_final``); the words are frozen here.
+    # (``is_pending``, ``is_open``, ``is_final``); the words are frozen here.
     """
     DROP INDEX requests_due;
     DROP INDEX requests_file_status;
