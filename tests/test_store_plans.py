@@ -66,7 +66,7 @@ PLANS: dict[str, tuple[str, ...]] = {
     "METRICS_OLDEST_PENDING": ("COVERING INDEX requests_open (status=?)",),
     "METRICS_REQUESTS": (
         "COVERING INDEX requests_open (status=?)",
-        "SCAN requests USING COVERING INDEX requests_final",
+        "SCAN requests USING COVERING INDEX requests_final",  # every final request, no row
     ),
     # retention
     "DELETE_REQUEST_LINES": ("requests_file (file_id=? AND line>? AND line<?)",),
@@ -80,11 +80,15 @@ IN_INDEX_ORDER = ("SELECT_PENDING_BUCKETS", "SELECT_CLAIMABLE_SIZES_IN_FILE",
 
 
 def _plan(db: sqlite3.Connection, sql: str) -> list[str]:
-    """The plan's lines; every parameter bound to NULL (a plan does not depend on them)."""
+    """The plan's lines; every parameter bound to NULL (a plan does not depend on them).
+    Worded as SQLite 3.36 and later word them (before: "SCAN TABLE requests", "SCAN
+    SUBQUERY 1")."""
     n = 0
     while True:
         try:
-            return [r[3] for r in db.execute("EXPLAIN QUERY PLAN " + sql, [None] * n)]
+            rows = db.execute("EXPLAIN QUERY PLAN " + sql, [None] * n).fetchall()
+            lines = [re.sub(r"^(SCAN|SEARCH) TABLE ", r"\1 ", str(r[3])) for r in rows]
+            return [re.sub(r"^SCAN SUBQUERY (\d+)", r"SCAN (subquery-\1)", x) for x in lines]
         except sqlite3.ProgrammingError as exc:  # "... uses N, and there are 0 supplied"
             found = re.search(r"uses (\d+)", str(exc))
             assert found is not None, exc
