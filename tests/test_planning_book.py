@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from daemon.outcomes import RequestUpdate
-from daemon.states import RequestStatus
+from daemon.states import FileStatus, RequestStatus
 from daemon.store import Store
 from daemon.store.due import DueBook
 
@@ -41,6 +41,15 @@ DUE_LANES = (
     " GROUP BY provider, model, file_id"
 )
 NEXT_DUE = "SELECT MIN(next_attempt_at) FROM requests WHERE status = 'pending'"
+# The counts of a file's requests by status, read from the rows themselves (the store reads
+# them from its partial indexes).
+FILE_COUNTS = (
+    "SELECT status, COUNT(*) FROM requests NOT INDEXED WHERE file_id = ? GROUP BY status"
+)
+OPEN_BY_PROVIDER = (
+    "SELECT provider, COUNT(*) FROM requests NOT INDEXED"
+    " WHERE status IN ('pending', 'batched') GROUP BY provider"
+)
 
 
 class Book(RuleBasedStateMachine):
@@ -52,6 +61,8 @@ class Book(RuleBasedStateMachine):
         self.files = [
             self.run(self.store.claim_file(f"{i}.jsonl", "/in", "/w", 1)) for i in range(3)
         ]
+        for fid in self.files:
+            self.run(self.store.set_file_status(fid, FileStatus.ACTIVE))
         self.lines = dict.fromkeys(self.files, 0)
         self.batches: list[int] = []
         self.n = 0
@@ -160,6 +171,22 @@ class Book(RuleBasedStateMachine):
                 ]
             (want_next,) = db.execute(NEXT_DUE).fetchone()
             assert self.run(self.store.next_due_at()) == want_next
+        finally:
+            db.close()
+
+    @invariant()
+    def counts_through_the_indexes_are_the_rows(self) -> None:
+        db = sqlite3.connect(self.store.path)
+        try:
+            finished = []
+            for fid in self.files:
+                want = dict(db.execute(FILE_COUNTS, (fid,)).fetchall())
+                assert self.run(self.store.request_counts(fid)) == want
+                if not want.get("pending") and not want.get("batched"):
+                    finished.append(fid)
+            assert [f["id"] for f in self.run(self.store.finished_files())] == finished
+            want_open = dict(db.execute(OPEN_BY_PROVIDER).fetchall())
+            assert self.run(self.store.waiting_by_provider()) == want_open
         finally:
             db.close()
 

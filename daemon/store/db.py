@@ -7,7 +7,8 @@ statement writes are serialised with ``BEGIN IMMEDIATE`` under an asyncio lock. 
 ``batchd status`` can read while the daemon writes.
 
 Every statement is a named constant of ``queries.py`` (used here as ``q.NAME``); statuses are
-passed as parameters (the ``StrEnum`` members of ``daemon/states.py``), never in the SQL text.
+passed as parameters (the ``StrEnum`` members of ``daemon/states.py``), except those that
+choose a partial index, which ``queries.py`` spells in the SQL text.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from adapters.base import BatchItem
 from adapters.jsontext import RawJSON, compact, loads
 
 from ..packing import BatchPacker, estimate_tokens
-from ..states import BATCH_OPEN, REQUEST_OPEN, BatchRowStatus, FileStatus, RequestStatus
+from ..states import BATCH_OPEN, BatchRowStatus, FileStatus, RequestStatus
 from . import queries as q
 from .jobs import CANCELED_ERROR_JSON, JobsMixin
 from .planning import LANE_CANARY, LANE_FAILED, ROLE_CANARY, PlanningStore, Taken
@@ -252,8 +253,8 @@ class Store(PlanningStore, JobsMixin):
 
     async def finished_files(self) -> list[dict[str, Any]]:
         """Active files none of whose requests is still open."""
-        params = (FileStatus.ACTIVE, _statuses(REQUEST_OPEN))
-        return [dict(r) for r in await self._all(q.SELECT_FINISHED_FILES, params)]
+        rows = await self._all(q.SELECT_FINISHED_FILES, (FileStatus.ACTIVE,))
+        return [dict(r) for r in rows]
 
     async def file_batches(self, file_id: int) -> list[dict[str, Any]]:
         """The batches the job's requests went through; ``counts``: the job's own requests in
@@ -296,7 +297,7 @@ class Store(PlanningStore, JobsMixin):
     # -- planning and submission -----------------------------------------------------------
     async def due_models(self, now: float) -> list[tuple[str, str, int, float]]:
         """(provider, model, due count, oldest ready time) of pending requests due by ``now``."""
-        rows = await self._all(q.SELECT_DUE_MODELS, (RequestStatus.PENDING, now))
+        rows = await self._all(q.SELECT_DUE_MODELS, (now,))
         return [(r["provider"], r["model"], r["n"], r["oldest"]) for r in rows]
 
 
@@ -352,10 +353,10 @@ class Store(PlanningStore, JobsMixin):
             for file_id in [None] if files is None else files:
                 if file_id is None:
                     sql = q.SELECT_CLAIMABLE_SIZES
-                    params: tuple[Any, ...] = (RequestStatus.PENDING, provider, model, now)
+                    params: tuple[Any, ...] = (provider, model, now)
                 else:
                     sql = q.SELECT_CLAIMABLE_SIZES_IN_FILE
-                    params = (RequestStatus.PENDING, provider, model, file_id, now)
+                    params = (provider, model, file_id, now)
                 async with db.execute(sql, (*params, max_items - len(chosen))) as cur:
                     while not full and (rows := await cur.fetchmany(CLAIM_PAGE)):
                         for rid, size, fid, nat, upd in rows:
@@ -632,7 +633,7 @@ class Store(PlanningStore, JobsMixin):
     # -- status ----------------------------------------------------------------------------
     async def waiting_by_provider(self) -> dict[str, int]:
         """How many requests of each provider are not final yet (pending or in a batch)."""
-        rows = await self._all(q.REPORT_WAITING, (_statuses(REQUEST_OPEN),))
+        rows = await self._all(q.REPORT_WAITING)
         return {str(r["provider"]): int(r["n"]) for r in rows if r["provider"] is not None}
 
 

@@ -11,11 +11,12 @@ due time come out exactly as a grouping of the pending rows would give them (the
 ``tests/test_planning_book.py`` holds the book to), from a handful of buckets.
 
 The database stays the source of truth: the book is built from it (one grouped read of the
-due index, :data:`queries.SELECT_PENDING_BUCKETS`), kept exact by the writes that know what
-they changed (a claim takes counted buckets, an ingest adds one), and dropped, to be built
-again at the next read, by every other write that moves requests into or out of pending
-(see ``PlanningStore.due_changed``), by a write of another connection (``batchd cancel``
-beside the daemon: ``PRAGMA data_version``), and after ``MAX_AGE_S`` whatever happened.
+pending range of the open requests' index, :data:`queries.SELECT_PENDING_BUCKETS`), kept
+exact by the writes that know what they changed (a claim takes counted buckets, an ingest
+adds one), and dropped, to be built again at the next read, by every other write that moves
+requests into or out of pending (see ``PlanningStore.due_changed``), by a write of another
+connection (``batchd cancel`` beside the daemon: ``PRAGMA data_version``), and after
+``MAX_AGE_S`` whatever happened.
 This module holds the structure only; ``planning.py`` reads and keeps it.
 """
 

@@ -116,7 +116,7 @@ class PlanningStore:
                 return book
         async with self._lock:
             version = int(await self._scalar(q.DATA_VERSION))
-            rows = await self._all(q.SELECT_PENDING_BUCKETS, (RequestStatus.PENDING,))
+            rows = await self._all(q.SELECT_PENDING_BUCKETS)
             book = DueBook.of_rows(rows, version=version, built_at=time.monotonic())
         self._book = book
         return book
@@ -190,7 +190,7 @@ class PlanningStore:
         self, provider_batch_id: str, provider: str, model: str
     ) -> dict[str, Any] | None:
         """The most common error of the requests that failed in the provider's batch."""
-        params = (RequestStatus.FAILED, provider, model, provider_batch_id)
+        params = (provider_batch_id, provider, model, RequestStatus.FAILED)
         row = await self._one(q.SELECT_BATCH_FAILURE, params)
         return None if row is None else dict(json.loads(row[0]))
 
@@ -199,7 +199,7 @@ class PlanningStore:
     ) -> tuple[int, int]:
         """End the lane's pending requests with ``error`` (its canary's); returns how many,
         and their bodies' bytes."""
-        where = (file_id, provider, model, RequestStatus.PENDING)
+        where = (file_id, provider, model)  # its pending requests
         text = json.dumps(error, ensure_ascii=False)
         async with self.transaction() as db:
             async with db.execute(q.SUM_LANE_PENDING, where) as cur:

@@ -1,11 +1,50 @@
 """Every SQL statement of batchd, named, in one place (the procrastinate habit).
 
-Statuses are passed as parameters (the ``StrEnum`` members of ``daemon/states.py``), never
-spelled inside the SQL text; a set of statuses comes as one JSON list parameter, read with
-``json_each``. Only :mod:`daemon.store.db` executes these.
+Statuses are passed as parameters (the ``StrEnum`` members of ``daemon/states.py``); a set of
+statuses comes as one JSON list parameter, read with ``json_each``. The exception: a request
+status that chooses a partial index (``requests_open``, ``requests_final``: schema migration
+8) is spelled in the SQL text, because SQLite uses a partial index only for a query whose
+WHERE clause names its statuses literally (a bound parameter never does). Those words come
+from the ``StrEnum`` through the conditions below, so each still has one home. Only the
+store's modules execute these.
 """
 
 from __future__ import annotations
+
+from ..states import RequestStatus
+
+# -- request statuses in the SQL text (the partial indexes of schema migration 8) -----------
+_PENDING = RequestStatus.PENDING.value
+_BATCHED = RequestStatus.BATCHED.value
+
+
+def is_pending(col: str = "status") -> str:
+    """Pending requests: implies requests_open's WHERE, so they are read from that index."""
+    return f"{col} = '{_PENDING}'"
+
+
+def is_batched(col: str = "status") -> str:
+    """Requests in a batch (requests_open)."""
+    return f"{col} = '{_BATCHED}'"
+
+
+def is_open(col: str = "status") -> str:
+    """Requests not final yet: requests_open's own WHERE, term for term."""
+    return f"({col} = '{_PENDING}' OR {col} = '{_BATCHED}')"
+
+
+def is_final(col: str = "status") -> str:
+    """Requests with a final status (or invalid): requests_final's own WHERE."""
+    return f"{col} NOT IN ('{_PENDING}', '{_BATCHED}')"
+
+
+# A file's requests by status, from the two partial indexes (neither reads a row); ``{file}``
+# is the file's id (a column of the outer query, or a parameter).
+_FILE_STATUS_COUNTS = (
+    "SELECT status, COUNT(*) AS n FROM requests WHERE file_id = {file} AND " + is_open()
+    + " GROUP BY status UNION ALL SELECT status, COUNT(*) AS n FROM requests"
+    " WHERE file_id = {file} AND " + is_final() + " GROUP BY status ORDER BY status"
+)
 
 # -- ingest bookkeeping (files) -----------------------------------------------------------------
 COUNT_INGEST_START = (
@@ -77,8 +116,7 @@ INSERT_REQUEST = (
 SELECT_CANCELED_FILE = "SELECT 1 FROM files WHERE id = ? AND cancel_requested_at IS NOT NULL"
 SELECT_FINISHED_FILES = (  # files in the given status none of whose requests is still open
     "SELECT f.* FROM files f WHERE f.status = ? AND NOT EXISTS ("
-    " SELECT 1 FROM requests r WHERE r.file_id = f.id"
-    " AND r.status IN (SELECT value FROM json_each(?)))"
+    " SELECT 1 FROM requests r WHERE r.file_id = f.id AND " + is_open("r.status") + ")"
     " ORDER BY f.id"
 )
 # The batches a job's requests went through, each with the job's own share of it: its requests
@@ -116,13 +154,13 @@ SELECT_FILE_RESULTS_PAGE = (
 # measured from then, so retries that come due together go out together.
 SELECT_DUE_MODELS = (
     "SELECT provider, model, COUNT(*) AS n, MIN(MAX(next_attempt_at, updated_at)) AS oldest"
-    " FROM requests WHERE status = ? AND next_attempt_at <= ? GROUP BY provider, model"
+    " FROM requests WHERE " + is_pending() + " AND next_attempt_at <= ? GROUP BY provider, model"
 )
 # The due requests of a model, oldest first (bodies stay on disk), with the due book's
 # bucket of each (daemon/store/due.py).
 SELECT_CLAIMABLE_SIZES = (
     "SELECT id, size_bytes, file_id, next_attempt_at, updated_at FROM requests"
-    " WHERE status = ? AND provider = ? AND model = ? AND next_attempt_at <= ?"
+    " WHERE " + is_pending() + " AND provider = ? AND model = ? AND next_attempt_at <= ?"
     " ORDER BY next_attempt_at, updated_at, id LIMIT ?"
 )
 BATCH_REQUESTS_LISTED = (  # the claimed requests (one JSON list of ids) move into the batch
@@ -232,17 +270,19 @@ MARK_BATCH_COLLECTED = (
 # -- status -----------------------------------------------------------------------------------
 REPORT_FILES = (
     "SELECT f.id, f.name, f.status, f.lines, f.invalid, f.error, f.created_at,"
-    " (SELECT json_group_object(status, n) FROM (SELECT status, COUNT(*) AS n"
-    "  FROM requests WHERE file_id = f.id GROUP BY status)) AS counts"
+    " (SELECT json_group_object(status, n) FROM ("
+    + _FILE_STATUS_COUNTS.format(file="f.id") + ")) AS counts"
     " FROM files f ORDER BY f.id DESC LIMIT 200"
 )
 REPORT_BATCHES = (
     "SELECT id, provider, model, provider_batch_id, status, provider_status, n_items,"
     " created_at, ended_at FROM batches ORDER BY id DESC LIMIT 200"
 )
-REPORT_WAITING = (  # requests not final yet, per provider (the statuses come as one JSON list)
-    "SELECT provider, COUNT(*) AS n FROM requests"
-    " WHERE status IN (SELECT value FROM json_each(?)) GROUP BY provider"
+# Requests not final yet, per provider: counted in the index's own order (no sort of every
+# open request), then summed per provider.
+REPORT_WAITING = (
+    "SELECT provider, SUM(n) AS n FROM (SELECT provider, COUNT(*) AS n FROM requests WHERE "
+    + is_open() + " GROUP BY status, file_id, provider) GROUP BY provider"
 )
 REPORT_ERRORS = (
     "SELECT json_extract(error, '$.type') AS type, COUNT(*) AS n FROM requests"
@@ -251,17 +291,17 @@ REPORT_ERRORS = (
 
 # -- adaptive sizing (daemon/sizing.py) -------------------------------------------------------
 # The due book (daemon/store/due.py): the pending requests per model and file (a lane), in
-# buckets of equal (next_attempt_at, updated_at). Read from the due index alone, in its order.
+# buckets of equal (next_attempt_at, updated_at). Read from requests_open alone, in its order.
 SELECT_PENDING_BUCKETS = (
     "SELECT provider, model, file_id, next_attempt_at, updated_at, COUNT(*) FROM requests"
-    " WHERE status = ? GROUP BY provider, model, file_id, next_attempt_at, updated_at"
+    " WHERE " + is_pending() + " GROUP BY file_id, provider, model, next_attempt_at, updated_at"
 )
 DATA_VERSION = "PRAGMA data_version"  # changes when another connection commits a write
 SELECT_FILE_CANCELED = "SELECT cancel_requested_at IS NOT NULL FROM files WHERE id = ?"
 SELECT_CLAIMABLE_SIZES_IN_FILE = (  # the due requests of a model in one file, in index order
     "SELECT id, size_bytes, file_id, next_attempt_at, updated_at FROM requests"
-    " WHERE status = ? AND provider = ? AND model = ? AND file_id = ? AND next_attempt_at <= ?"
-    " ORDER BY next_attempt_at, updated_at, id LIMIT ?"
+    " WHERE " + is_pending() + " AND provider = ? AND model = ? AND file_id = ?"
+    " AND next_attempt_at <= ? ORDER BY next_attempt_at, updated_at, id LIMIT ?"
 )
 SELECT_LANES = (  # the model's lanes among the given files (one JSON list)
     "SELECT file_id, state, canary_batch, wait_until, error FROM lanes"
@@ -278,11 +318,11 @@ END_LANE_CANARY = (  # the canary ended: passed, failed (with its error) or to b
 )
 SUM_LANE_PENDING = (
     "SELECT COUNT(*), COALESCE(SUM(size_bytes), 0) FROM requests"
-    " WHERE file_id = ? AND provider = ? AND model = ? AND status = ?"
+    " WHERE file_id = ? AND provider = ? AND model = ? AND " + is_pending()
 )
 FAIL_LANE_REQUESTS = (  # the pending requests of a lane, ended with its canary's error
     "UPDATE requests SET status = ?, error = ?, updated_at = ?"
-    " WHERE file_id = ? AND provider = ? AND model = ? AND status = ?"
+    " WHERE file_id = ? AND provider = ? AND model = ? AND " + is_pending()
 )
 RELEASE_LANE_CANARY = (  # the canary never ran (aborted): the lane needs a new one
     "UPDATE lanes SET canary_batch = NULL WHERE canary_batch = ?"
@@ -310,10 +350,13 @@ SELECT_OPEN_PROBE = (  # when the model's open probe (if any) was created
     "SELECT MAX(created_at) FROM batches WHERE account = ? AND model = ? AND role = ?"
     " AND status IN (SELECT value FROM json_each(?))"
 )
-SELECT_BATCH_FAILURE = (  # the most common error of a batch's failed requests (a canary's)
-    "SELECT r.error, COUNT(*) AS n FROM requests r, json_each(r.batch_ids) j"
-    " WHERE r.status = ? AND r.provider = ? AND r.model = ? AND j.value = ?"
-    " AND r.error IS NOT NULL GROUP BY json_extract(r.error, '$.type') ORDER BY n DESC LIMIT 1"
+# The most common error of a batch's failed requests (a canary's): a result leaves batch_id
+# on the batch that answered, so they are found through requests_batch.
+SELECT_BATCH_FAILURE = (
+    "SELECT r.error, COUNT(*) AS n FROM requests r WHERE r.batch_id IN (SELECT b.id"
+    " FROM batches b WHERE b.provider_batch_id = ? AND b.provider = ? AND b.model = ?)"
+    " AND r.status = ? AND r.error IS NOT NULL"
+    " GROUP BY json_extract(r.error, '$.type') ORDER BY n DESC LIMIT 1"
 )
 NOTE_BATCH_SIZING = "UPDATE batches SET tokens = ?, role = ? WHERE id = ?"
 
@@ -396,9 +439,7 @@ MARK_BATCH_CANCEL_SENT = (
     "UPDATE batches SET cancel_sent_at = ?, error = COALESCE(?, error) WHERE id = ?"
 )
 POLL_SOON = "UPDATE batches SET next_poll_at = ?, poll_interval_s = ? WHERE id = ?"
-COUNT_FILE_REQUESTS = (
-    "SELECT status, COUNT(*) AS n FROM requests WHERE file_id = ? GROUP BY status"
-)
+COUNT_FILE_REQUESTS = _FILE_STATUS_COUNTS.format(file="?1")
 
 # -- retention (``batchd gc``, daemon/retention.py) ----------------------------------------------
 SELECT_OUTPUTS_TO_REMOVE = (  # finished jobs whose outbox and archived files are due to go
@@ -434,8 +475,8 @@ BUSY_TIMEOUT = "PRAGMA busy_timeout={ms}"
 REPORT_OPEN_FILES = (  # jobs not finished, oldest first (the statuses: one JSON list)
     "SELECT f.id, f.name, f.status, f.lines, f.invalid, f.error, f.created_at, f.ingested_at,"
     " f.finished_at, f.cancel_requested_at,"
-    " (SELECT json_group_object(status, n) FROM (SELECT status, COUNT(*) AS n"
-    "  FROM requests WHERE file_id = f.id GROUP BY status)) AS counts"
+    " (SELECT json_group_object(status, n) FROM ("
+    + _FILE_STATUS_COUNTS.format(file="f.id") + ")) AS counts"
     " FROM files f WHERE f.status IN (SELECT value FROM json_each(?)) ORDER BY f.id"
 )
 REPORT_FILE_USAGE = (  # token totals per job and model of the requests answered so far
@@ -453,9 +494,9 @@ REPORT_OPEN_BATCHES = (
     " counts, created_at, submitted_at, cancel_requested_at FROM batches"
     " WHERE status IN (SELECT value FROM json_each(?)) ORDER BY id"
 )
-REPORT_IN_FLIGHT = (  # requests in batches at the providers, per model (the status: batched)
+REPORT_IN_FLIGHT = (  # requests in batches at the providers, per model
     "SELECT provider, model, COUNT(DISTINCT batch_id) AS batches, COUNT(*) AS requests,"
-    " SUM(size_bytes) AS bytes FROM requests WHERE status = ? GROUP BY provider, model"
+    " SUM(size_bytes) AS bytes FROM requests WHERE " + is_batched() + " GROUP BY provider, model"
     " ORDER BY provider, model"
 )
 REPORT_FILE_ERRORS = (  # the error kinds of the given jobs (one JSON list of ids)
@@ -469,17 +510,22 @@ REPORT_FILE_ERRORS = (  # the error kinds of the given jobs (one JSON list of id
 # and METRICS_ERRORS (a pass over the requests table): the metrics collector bounds how often
 # those run (daemon/metrics.py).
 SERVICE_OPEN_FILES = "SELECT COUNT(*) FROM files WHERE status IN (SELECT value FROM json_each(?))"
-SERVICE_OPEN_REQUESTS = (  # pending and batched, from the due index
-    "SELECT status, COUNT(*) FROM requests"
-    " WHERE status IN (SELECT value FROM json_each(?)) GROUP BY status"
+SERVICE_OPEN_REQUESTS = (  # pending and batched, from requests_open
+    "SELECT status, COUNT(*) FROM requests WHERE " + is_open() + " GROUP BY status"
 )
 METRICS_FILES = "SELECT status, COUNT(*), COUNT(error) FROM files GROUP BY status"
+# Requests by status, provider and model: the open ones from requests_open, the final ones
+# from requests_final, each counted in its index's own order (no sort of every request),
+# then summed.
 METRICS_REQUESTS = (
-    "SELECT status, COALESCE(provider, ''), COALESCE(model, ''), COUNT(*) FROM requests"
-    " GROUP BY status, provider, model"
+    "SELECT status, p, m, SUM(n) FROM (SELECT status, COALESCE(provider, '') AS p,"
+    " COALESCE(model, '') AS m, COUNT(*) AS n FROM requests WHERE " + is_open()
+    + " GROUP BY status, file_id, provider, model UNION ALL"
+    " SELECT status, COALESCE(provider, ''), COALESCE(model, ''), COUNT(*) FROM requests"
+    " WHERE " + is_final() + " GROUP BY file_id, status, provider, model) GROUP BY status, p, m"
 )
 METRICS_BATCHES = "SELECT status, provider, COUNT(*) FROM batches GROUP BY status, provider"
-METRICS_OLDEST_PENDING = "SELECT MIN(updated_at) FROM requests WHERE status = ?"
+METRICS_OLDEST_PENDING = "SELECT MIN(updated_at) FROM requests WHERE " + is_pending()
 # Re-sends recorded so far: each outcome counts one attempt, and a final request's last attempt
 # was not a retry (the final statuses come as one JSON list).
 METRICS_RETRIES = (

@@ -20,7 +20,7 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import quote
 
-from ..states import BATCH_OPEN, FILE_OPEN, REQUEST_OPEN, RequestStatus
+from ..states import BATCH_OPEN, FILE_OPEN
 from . import queries as q
 from .schema import MIGRATIONS
 
@@ -116,7 +116,7 @@ class StatusReader:
 
     def waiting_by_provider(self) -> dict[str, int]:
         """How many requests of each provider are not final yet (pending or in a batch)."""
-        rows = self._all(q.REPORT_WAITING, (_json_list(REQUEST_OPEN),))
+        rows = self._all(q.REPORT_WAITING)
         return {str(r["provider"]): int(r["n"]) for r in rows if r["provider"] is not None}
 
     # -- work in hand (the current schema) --------------------------------------------------
@@ -148,7 +148,7 @@ class StatusReader:
 
     def in_flight(self) -> list[dict[str, Any]]:
         """Per provider and model: batches, requests and request bytes at the providers."""
-        return [dict(r) for r in self._all(q.REPORT_IN_FLIGHT, (RequestStatus.BATCHED,))]
+        return [dict(r) for r in self._all(q.REPORT_IN_FLIGHT)]
 
     def budgets(self) -> list[dict[str, Any]]:
         """Every known enqueued-token budget: provider, model, the limit batchd fills (its share

@@ -179,4 +179,27 @@ MIGRATIONS: tuple[str, ...] = (
     """
     DROP TRIGGER requests_of_canceled_job
     """,
+    # 8: the status-keyed indexes hold only the statuses their queries ask for. A request's
+    # status changes two or three times (pending, batched, final); each change moved its
+    # entries in requests_due and requests_file_status, and every insert wrote a NULL into
+    # requests_batch: 14 index writes over a request's life, 7 now. requests_open holds the
+    # pending and batched requests (the due book reads the pending range; a claim reads one
+    # file's due requests of a model in order; "has this file an open request?" and the open
+    # counts are lookups): a claim moves an entry within it, a result deletes it.
+    # requests_final holds the final ones (invalid at ingest, the others when their result is
+    # stored): the per-file and per-model counts of status and metrics. requests_batch holds
+    # only requests that went into a batch. SQLite uses a partial index only for a query whose
+    # WHERE names the same statuses in its text: queries.py spells them from daemon/states.py
+    # (``is_pending``, ``is_open``, ``is_final``); the words are frozen here.
+    """
+    DROP INDEX requests_due;
+    DROP INDEX requests_file_status;
+    DROP INDEX requests_batch;
+    CREATE INDEX requests_open
+        ON requests (status, file_id, provider, model, next_attempt_at, updated_at)
+        WHERE status = 'pending' OR status = 'batched';
+    CREATE INDEX requests_final ON requests (file_id, status, provider, model)
+        WHERE status NOT IN ('pending', 'batched');
+    CREATE INDEX requests_batch ON requests (batch_id) WHERE batch_id IS NOT NULL
+    """,
 )

@@ -104,8 +104,7 @@ class Snapshot:
 
     def service_counts(self) -> ServiceCounts:
         files = self.db.execute(q.SERVICE_OPEN_FILES, (_statuses(FILE_OPEN),)).fetchone()[0]
-        open_statuses = _statuses((RequestStatus.PENDING, RequestStatus.BATCHED))
-        counts = dict(self.db.execute(q.SERVICE_OPEN_REQUESTS, (open_statuses,)).fetchall())
+        counts = dict(self.db.execute(q.SERVICE_OPEN_REQUESTS).fetchall())
         return ServiceCounts(
             files_open=int(files),
             pending=int(counts.get(RequestStatus.PENDING, 0)),
@@ -121,7 +120,7 @@ class Snapshot:
             out.requests[(str(status), str(provider), str(model))] = int(n)
         for status, provider, n in db.execute(q.METRICS_BATCHES):
             out.batches[(str(status), str(provider))] = int(n)
-        oldest = db.execute(q.METRICS_OLDEST_PENDING, (RequestStatus.PENDING,)).fetchone()[0]
+        oldest = db.execute(q.METRICS_OLDEST_PENDING).fetchone()[0]
         out.oldest_pending_at = None if oldest is None else float(oldest)
         rows = db.execute(q.METRICS_ENQUEUED_TOKENS, (_statuses(BATCH_OPEN),))
         for provider, model, tokens in rows:
