@@ -20,6 +20,7 @@ same value, and the standard library everywhere else:
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any
 
 import orjson
@@ -125,3 +126,28 @@ def dumps_bytes(value: Any) -> bytes:
             return text.encode("utf-8")
         except UnicodeEncodeError:
             return json.dumps(value, separators=(",", ":"), default=_decoded).encode("ascii")
+
+
+async def jsonl_lines(chunks: AsyncIterable[bytes]) -> AsyncIterator[str]:
+    """The non-blank lines of a streamed JSON Lines file, as text (without their line end).
+
+    Lines end at ``\n`` (or ``\r\n``) only: a JSON text may hold other characters that
+    ``str.splitlines`` takes for line ends (U+2028, U+0085, ...) inside its strings. A byte that
+    is not UTF-8 is read as U+FFFD, as a text decoder with ``errors="replace"`` does."""
+    pending: list[bytes] = []  # the start of a line that is still being received
+    async for chunk in chunks:
+        lines = chunk.split(b"\n")
+        if len(lines) == 1:
+            pending.append(chunk)
+            continue
+        if pending:
+            pending.append(lines[0])
+            lines[0] = b"".join(pending)
+        last = lines.pop()
+        pending = [last] if last else []
+        for line in lines:
+            if line.strip():
+                yield line.rstrip(b"\r").decode("utf-8", "replace")
+    line = b"".join(pending)
+    if line.strip():
+        yield line.rstrip(b"\r").decode("utf-8", "replace")
