@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any, Final
 
 import httpx2
-import msgspec
 import openai
 from openai.types import Batch
 
@@ -50,6 +49,7 @@ from .http_errors import (
     unreadable,
 )
 from .jsontext import jsonl_lines, loads_kept
+from .result_lines import openai_answer
 from .spool import write_spool
 from .wire import obj, text
 
@@ -294,81 +294,10 @@ def _line_text(item: BatchItem, body_json: str) -> str:
     return f'{{"custom_id":{key},"method":"POST","url":"{ENDPOINT}","body":{body_json}}}'
 
 
-# An answer line of the usual shape, as read by parse_result_text: only the fields an
-# ItemResult takes (the rest of the line is skipped, never made into Python objects). A field of
-# another type (e.g. a token count that is not an integer) makes the line not of this shape.
-class _Details(msgspec.Struct, gc=False):
-    cached_tokens: int | None = None
-
-
-class _Usage(msgspec.Struct, gc=False):
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-    prompt_tokens_details: _Details | None = None
-
-
-class _Message(msgspec.Struct, gc=False):
-    content: str | None = None
-
-
-class _Choice(msgspec.Struct, gc=False):
-    message: _Message | None = None
-    finish_reason: str | None = None
-
-
-class _Body(msgspec.Struct, gc=False):
-    choices: list[_Choice] | None = None
-    usage: _Usage | None = None
-
-
-class _Response(msgspec.Struct, gc=False):
-    status_code: int | None = None
-    body: _Body | None = None
-
-
-class _Answer(msgspec.Struct, gc=False):
-    custom_id: str | None = None
-    response: _Response | None = None
-    error: None = None
-
-
-_read_answer = msgspec.json.Decoder(_Answer).decode
-_NO_CHOICE = _Choice()
-_NO_MESSAGE = _Message()
-_NO_USAGE = _Usage()
-_NO_DETAILS = _Details()
-
-
 def parse_result_text(raw: str) -> ItemResult:
-    """``parse_result_line(loads_kept(raw), raw=raw)``: the same ItemResult, with the same
-    errors. A line of the usual shape (a 2xx response, no error; :class:`_Answer`) is read for
-    the fields the result takes alone (the answer is decoded from ``raw`` only if asked for);
-    any other line is read whole by :func:`parse_result_line`."""
-    try:
-        answer = _read_answer(raw)
-    except (msgspec.DecodeError, UnicodeError):  # not of the usual shape (or not JSON)
-        return parse_result_line(loads_kept(raw), raw=raw)
-    response = answer.response
-    if response is None or not 200 <= (response.status_code or 0) < 300:
-        return parse_result_line(loads_kept(raw), raw=raw)
-    body = response.body
-    if body is None:
-        choice, usage = _NO_CHOICE, _NO_USAGE
-    else:
-        choice = body.choices[0] if body.choices else _NO_CHOICE
-        usage = body.usage or _NO_USAGE
-    message = choice.message or _NO_MESSAGE
-    details = usage.prompt_tokens_details or _NO_DETAILS
-    return ItemResult(
-        str(answer.custom_id),
-        "succeeded",
-        message.content,
-        choice.finish_reason,
-        Usage(usage.prompt_tokens or 0, usage.completion_tokens or 0, details.cached_tokens or 0),
-        None,
-        None,
-        raw,
-    )
+    """``parse_result_line(loads_kept(raw), raw=raw)``, the usual answer read for the fields
+    the result takes alone (``result_lines.py``): the same ItemResult, the same errors."""
+    return openai_answer(raw) or parse_result_line(loads_kept(raw), raw=raw)
 
 
 def parse_result_line(line: dict[str, Any], raw: str | None = None) -> ItemResult:
