@@ -214,8 +214,9 @@ class AnthropicAdapter:
         with self._mapped("batches.results", results=True):
             decoder = await self._client.messages.batches.results(provider_batch_id)
             try:  # the lines as sent: read here, never made into the SDK's models
-                async for line in jsonl_lines(decoder.http_response.aiter_bytes()):
-                    yield parse_result_text(line)
+                async for lines in jsonl_lines(decoder.http_response.aiter_bytes()):
+                    for line in lines:
+                        yield parse_result_text(line)
             finally:
                 await decoder.close()
 

@@ -227,8 +227,9 @@ class GeminiAdapter:
             raise TransientError(f"gemini batch {provider_batch_id} has not ended yet")
         output = meta.get("output") or op.get("response") or {}
         if output.get("responsesFile"):
-            async for line in self._download_lines(str(output["responsesFile"])):
-                yield gemini_answer(line) or parse_result(loads_kept(line), raw=line)
+            async for lines in self._download_lines(str(output["responsesFile"])):
+                for line in lines:
+                    yield gemini_answer(line) or parse_result(loads_kept(line), raw=line)
             return
         inlined = (output.get("inlinedResponses") or {}).get("inlinedResponses") or []
         for index, entry in enumerate(inlined):
@@ -247,14 +248,15 @@ class GeminiAdapter:
                 raise TransientError("gemini batches.get: the answer is not a JSON object")
             return answer
 
-    async def _download_lines(self, file_name: str) -> AsyncIterator[str]:
-        """Stream the responses file line by line (the SDK's download reads it whole)."""
+    async def _download_lines(self, file_name: str) -> AsyncIterator[list[str]]:
+        """Stream the responses file, as :func:`jsonl_lines` gives its lines (the SDK's
+        download reads it whole)."""
         with self._mapped("files.download", results=True):
             url = f"{self._base}{file_name}:download"
             request = self._http.stream("GET", url, params={"alt": "media"}, headers=self._auth())
             async with request as response:  # an error status raised in the hook
-                async for line in jsonl_lines(response.aiter_bytes()):
-                    yield line
+                async for lines in jsonl_lines(response.aiter_bytes()):
+                    yield lines
 
     def _auth(self) -> dict[str, str]:
         return {"x-goog-api-key": self._key}

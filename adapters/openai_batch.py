@@ -193,16 +193,18 @@ class OpenAIAdapter:
             raise TransientError(f"openai batch {provider_batch_id} has not ended yet")
         for file_id in (batch.output_file_id, batch.error_file_id):
             if file_id:
-                async for line in self._file_lines(file_id):
-                    yield parse_result_text(line)
+                async for lines in self._file_lines(file_id):
+                    for line in lines:
+                        yield parse_result_text(line)
 
-    async def _file_lines(self, file_id: str) -> AsyncIterator[str]:
-        """The lines of a provider file, streamed (never the whole file in memory)."""
+    async def _file_lines(self, file_id: str) -> AsyncIterator[list[str]]:
+        """The lines of a provider file, streamed (never the whole file in memory), as
+        :func:`jsonl_lines` gives them."""
         with self._mapped("files.content", results=True):
             streamed = self._client.files.with_streaming_response.content(file_id)
             async with streamed as response:
-                async for line in jsonl_lines(response.iter_bytes()):
-                    yield line
+                async for lines in jsonl_lines(response.iter_bytes()):
+                    yield lines
 
     # -- cancel / cleanup / close ----------------------------------------------------------
     async def cancel(self, provider_batch_id: str) -> None:

@@ -261,7 +261,7 @@ async def _lines(chunks: list[bytes]) -> list[str]:
         for chunk in chunks:
             yield chunk
 
-    return [line async for line in jsonl_lines(source())]
+    return [line async for lines in jsonl_lines(source()) for line in lines]
 
 
 @given(st.data())
