@@ -162,7 +162,6 @@ class ItemResult:
             return NotImplemented
         return self._fields() == other._fields()
 
-    __hash__ = None  # type: ignore[assignment]  # equal by value, and not frozen
 
     def __repr__(self) -> str:
         return (
