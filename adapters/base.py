@@ -162,7 +162,6 @@ class ItemResult:
             return NotImplemented
         return self._fields() == other._fields()
 
-
     def __repr__(self) -> str:
         return (
             f"ItemResult(key={self.key!r}, outcome={self.outcome!r}, text={self.text!r}, "
