@@ -43,6 +43,8 @@ from .http_errors import (
     transport_error,
     unreadable,
 )
+from .jsontext import jsonl_lines, loads_kept
+from .result_lines import anthropic_answer
 from .wire import obj, text
 
 FIND_SLACK_S = 60.0
@@ -211,9 +213,10 @@ class AnthropicAdapter:
             raise ResultsGone(f"anthropic batch {provider_batch_id}: results are archived")
         with self._mapped("batches.results", results=True):
             decoder = await self._client.messages.batches.results(provider_batch_id)
-            try:
-                async for line in decoder:
-                    yield parse_result(line.to_dict(mode="json"))
+            try:  # the lines as sent: read here, never made into the SDK's models
+                async for lines in jsonl_lines(decoder.http_response.aiter_bytes()):
+                    for line in lines:
+                        yield parse_result_text(line)
             finally:
                 await decoder.close()
 
@@ -265,32 +268,39 @@ class AnthropicAdapter:
 # -- pure helpers ----------------------------------------------------------------------------
 
 
-def parse_result(line: dict[str, Any]) -> ItemResult:
-    """One results line as an ItemResult (docs/provider-notes.md, "Anthropic")."""
+def parse_result_text(raw: str) -> ItemResult:
+    """``parse_result(loads_kept(raw), raw=raw)``, the usual answer read for the fields the
+    result takes alone (``result_lines.py``): the same ItemResult, the same errors."""
+    return anthropic_answer(raw) or parse_result(loads_kept(raw), raw=raw)
+
+
+def parse_result(line: dict[str, Any], raw: str | None = None) -> ItemResult:
+    """One results line (``raw``: its text) as an ItemResult (docs/provider-notes.md,
+    "Anthropic")."""
     key = str(line.get("custom_id"))
     result = obj(line.get("result"))
     kind = result.get("type")
     if kind == "succeeded":
-        return _succeeded(key, result.get("message") or {}, line)
+        return _succeeded(key, result.get("message") or {}, line, raw)
     if kind == "errored":
         inner = obj(obj(result.get("error")).get("error"))
         etype = str(inner.get("type") or "api_error")
         error = ItemError(etype, str(inner.get("message") or ""), etype)
         outcome: ItemOutcome = "retry" if etype in RETRY_ERROR_TYPES else "failed"
-        return ItemResult(key, outcome, error=error, response=line)
+        return ItemResult(key, outcome, error=error, response=line, raw=raw)
     if kind == "canceled":
-        return ItemResult(
-            key, "canceled", error=ItemError("canceled", "batch canceled"), response=line
-        )
+        error = ItemError("canceled", "batch canceled")
+        return ItemResult(key, "canceled", error=error, response=line, raw=raw)
     if kind == "expired":
-        return ItemResult(
-            key, "expired", error=ItemError("expired", "batch expired"), response=line
-        )
+        error = ItemError("expired", "batch expired")
+        return ItemResult(key, "expired", error=error, response=line, raw=raw)
     error = ItemError("malformed_result", f"unknown result type {kind!r}")
-    return ItemResult(key, "failed", error=error, response=line)
+    return ItemResult(key, "failed", error=error, response=line, raw=raw)
 
 
-def _succeeded(key: str, message: dict[str, Any], line: dict[str, Any]) -> ItemResult:
+def _succeeded(
+    key: str, message: dict[str, Any], line: dict[str, Any], raw: str | None
+) -> ItemResult:
     """Usage is normalised: input_tokens counts every prompt token, cached or not.
 
     Anthropic's own ``input_tokens`` leaves out cache reads and cache writes; the other
@@ -313,6 +323,7 @@ def _succeeded(key: str, message: dict[str, Any], line: dict[str, Any]) -> ItemR
             cache_creation_input_tokens=cache_write,
         ),
         response=line,
+        raw=raw,
     )
 
 

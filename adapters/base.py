@@ -12,6 +12,8 @@ from collections.abc import AsyncIterator, Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from .jsontext import loads_kept
+
 ProviderName = Literal["openai", "anthropic", "gemini"]
 
 # How one item ended at the provider.
@@ -88,7 +90,10 @@ class BatchStatus:
     created_at: float | None = None  # unix time the provider created it, when it says
 
 
-@dataclass(frozen=True)
+# Usage and ItemResult are made once per item result (millions per day): plain slotted classes,
+# not frozen dataclasses, whose every field is set through ``object.__setattr__`` (about three
+# times the cost). Nothing changes them once made.
+@dataclass(slots=True)
 class Usage:
     input_tokens: int = 0
     output_tokens: int = 0
@@ -103,16 +108,65 @@ class ItemError:
     code: str | int | None = None
 
 
-@dataclass(frozen=True)
 class ItemResult:
-    key: str
-    outcome: ItemOutcome
-    text: str | None = None
-    finish_reason: str | None = None
-    usage: Usage = field(default_factory=Usage)
-    error: ItemError | None = None
-    response: dict[str, Any] | None = None  # the provider's raw answer for this item
-    raw: str | None = None  # ``response``'s own JSON text, when read from a line: kept as is
+    """How one item ended, with the provider's answer for it.
+
+    ``response`` is the provider's answer as a value; ``raw`` its own JSON text when it was read
+    from a line (kept as it is). An adapter that read only the fields it needs gives ``raw``
+    alone: ``response`` is then decoded from it when asked for.
+    """
+
+    __slots__ = ("_response", "error", "finish_reason", "key", "outcome", "raw", "text", "usage")
+
+    def __init__(
+        self,
+        key: str,
+        outcome: ItemOutcome,
+        text: str | None = None,
+        finish_reason: str | None = None,
+        usage: Usage | None = None,
+        error: ItemError | None = None,
+        response: dict[str, Any] | None = None,
+        raw: str | None = None,
+    ) -> None:
+        self.key = key
+        self.outcome = outcome
+        self.text = text
+        self.finish_reason = finish_reason
+        self.usage = Usage() if usage is None else usage
+        self.error = error
+        self._response = response
+        self.raw = raw
+
+    @property
+    def response(self) -> dict[str, Any] | None:
+        """The provider's raw answer for this item (decoded from ``raw`` when not given)."""
+        if self._response is None and self.raw is not None:
+            self._response = loads_kept(self.raw)
+        return self._response
+
+    def _fields(self) -> tuple[Any, ...]:
+        return (
+            self.key,
+            self.outcome,
+            self.text,
+            self.finish_reason,
+            self.usage,
+            self.error,
+            self.response,
+            self.raw,
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ItemResult):
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    def __repr__(self) -> str:
+        return (
+            f"ItemResult(key={self.key!r}, outcome={self.outcome!r}, text={self.text!r}, "
+            f"finish_reason={self.finish_reason!r}, usage={self.usage!r}, error={self.error!r})"
+        )
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,8 @@ from .base import (
 from .facts import GEMINI_DEFAULT_API_VERSION, GEMINI_INLINE_HARD_MAX_BYTES, root_url
 from .gemini_errors import HTTPStatus, Unreadable, raise_for_status, retry_delay_s
 from .http_errors import listing, redact, retry_after_s, status_error, transport_error, unreadable
-from .jsontext import loads_kept
+from .jsontext import jsonl_lines, loads_kept
+from .result_lines import gemini_answer
 from .spool import write_spool
 from .wire import obj, parse_body, text
 
@@ -226,8 +227,9 @@ class GeminiAdapter:
             raise TransientError(f"gemini batch {provider_batch_id} has not ended yet")
         output = meta.get("output") or op.get("response") or {}
         if output.get("responsesFile"):
-            async for line in self._download_lines(str(output["responsesFile"])):
-                yield parse_result(loads_kept(line), raw=line)
+            async for lines in self._download_lines(str(output["responsesFile"])):
+                for line in lines:
+                    yield gemini_answer(line) or parse_result(loads_kept(line), raw=line)
             return
         inlined = (output.get("inlinedResponses") or {}).get("inlinedResponses") or []
         for index, entry in enumerate(inlined):
@@ -246,15 +248,15 @@ class GeminiAdapter:
                 raise TransientError("gemini batches.get: the answer is not a JSON object")
             return answer
 
-    async def _download_lines(self, file_name: str) -> AsyncIterator[str]:
-        """Stream the responses file line by line (the SDK's download reads it whole)."""
+    async def _download_lines(self, file_name: str) -> AsyncIterator[list[str]]:
+        """Stream the responses file, as :func:`jsonl_lines` gives its lines (the SDK's
+        download reads it whole)."""
         with self._mapped("files.download", results=True):
             url = f"{self._base}{file_name}:download"
             request = self._http.stream("GET", url, params={"alt": "media"}, headers=self._auth())
             async with request as response:  # an error status raised in the hook
-                async for line in response.aiter_lines():
-                    if line.strip():
-                        yield line
+                async for lines in jsonl_lines(response.aiter_bytes()):
+                    yield lines
 
     def _auth(self) -> dict[str, str]:
         return {"x-goog-api-key": self._key}

@@ -20,6 +20,7 @@ same value, and the standard library everywhere else:
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any
 
 import orjson
@@ -125,3 +126,36 @@ def dumps_bytes(value: Any) -> bytes:
             return text.encode("utf-8")
         except UnicodeEncodeError:
             return json.dumps(value, separators=(",", ":"), default=_decoded).encode("ascii")
+
+
+async def jsonl_lines(chunks: AsyncIterable[bytes]) -> AsyncIterator[list[str]]:
+    """The non-blank lines of a streamed JSON Lines file, as text (without their line ends), a
+    list at a time: the lines each chunk completes (one step per chunk, not per line).
+
+    Lines end at ``\n`` (or ``\r\n``) only: a JSON text may hold other characters that
+    ``str.splitlines`` takes for line ends (U+2028, U+0085, ...) inside its strings. A byte that
+    is not UTF-8 is read as U+FFFD, as a text decoder with ``errors="replace"`` does (a line
+    end is never inside a character, so the lines a chunk completes are decoded at once)."""
+    pending: list[bytes] = []  # the start of a line that is still being received
+    async for chunk in chunks:
+        end = chunk.rfind(b"\n")
+        if end < 0:
+            pending.append(chunk)
+            continue
+        if pending:
+            pending.append(chunk[:end])
+            done = b"".join(pending)
+        else:
+            done = chunk[:end]
+        pending = [chunk[end + 1 :]] if end + 1 < len(chunk) else []
+        if lines := _lines(done):
+            yield lines
+    if lines := _lines(b"".join(pending)):
+        yield lines
+
+
+def _lines(data: bytes) -> list[str]:
+    text = data.decode("utf-8", "replace")
+    if "\r" in text:
+        return [line.rstrip("\r") for line in text.split("\n") if line.strip()]
+    return [line for line in text.split("\n") if line.strip()]

@@ -48,7 +48,8 @@ from .http_errors import (
     transport_error,
     unreadable,
 )
-from .jsontext import loads_kept
+from .jsontext import jsonl_lines, loads_kept
+from .result_lines import openai_answer
 from .spool import write_spool
 from .wire import obj, text
 
@@ -192,17 +193,18 @@ class OpenAIAdapter:
             raise TransientError(f"openai batch {provider_batch_id} has not ended yet")
         for file_id in (batch.output_file_id, batch.error_file_id):
             if file_id:
-                async for line in self._file_lines(file_id):
-                    yield parse_result_line(loads_kept(line), raw=line)
+                async for lines in self._file_lines(file_id):
+                    for line in lines:
+                        yield parse_result_text(line)
 
-    async def _file_lines(self, file_id: str) -> AsyncIterator[str]:
-        """The lines of a provider file, streamed (never the whole file in memory)."""
+    async def _file_lines(self, file_id: str) -> AsyncIterator[list[str]]:
+        """The lines of a provider file, streamed (never the whole file in memory), as
+        :func:`jsonl_lines` gives them."""
         with self._mapped("files.content", results=True):
             streamed = self._client.files.with_streaming_response.content(file_id)
             async with streamed as response:
-                async for line in response.iter_lines():
-                    if line.strip():
-                        yield line
+                async for lines in jsonl_lines(response.iter_bytes()):
+                    yield lines
 
     # -- cancel / cleanup / close ----------------------------------------------------------
     async def cancel(self, provider_batch_id: str) -> None:
@@ -292,6 +294,12 @@ def _line_text(item: BatchItem, body_json: str) -> str:
     """:func:`_line` as compact JSON, written around the body's own text."""
     key = json.dumps(item.key, ensure_ascii=False)
     return f'{{"custom_id":{key},"method":"POST","url":"{ENDPOINT}","body":{body_json}}}'
+
+
+def parse_result_text(raw: str) -> ItemResult:
+    """``parse_result_line(loads_kept(raw), raw=raw)``, the usual answer read for the fields
+    the result takes alone (``result_lines.py``): the same ItemResult, the same errors."""
+    return openai_answer(raw) or parse_result_line(loads_kept(raw), raw=raw)
 
 
 def parse_result_line(line: dict[str, Any], raw: str | None = None) -> ItemResult:

@@ -11,7 +11,7 @@ No network and no emulator: each stage is the daemon's own code on N gpt-4o-mini
   (``Store.claim_batch_items``);
 * ``spool``: the batch's items streamed from the store and written as the OpenAI input JSONL;
 * ``results``: the provider's output file (synthesised, as the emulator writes it) parsed
-  line by line and stored (``parse_result_line``, ``item_update``, ``Store.record_results``);
+  line by line and stored (``parse_result_text``, ``item_update``, ``Store.record_results``);
 * ``finish``: the results and summary files written from the store (``finish._rows``,
   ``outbox.write_outputs``).
 
@@ -44,7 +44,6 @@ from floor import write_inbox_file  # noqa: E402
 
 from adapters import openai_batch  # noqa: E402
 from adapters.facts import PROVIDER_LIMITS  # noqa: E402
-from adapters.jsontext import loads_kept  # noqa: E402
 from adapters.spool import write_spool  # noqa: E402
 from daemon import finish, ingest, outbox  # noqa: E402
 from daemon.availability import freeze_heap  # noqa: E402
@@ -140,7 +139,7 @@ class Stages:
         chunk = []
         for raw in data.splitlines():
             line = raw.decode()  # as the adapter reads it
-            item = openai_batch.parse_result_line(loads_kept(line), raw=line)
+            item = openai_batch.parse_result_text(line)
             rid = int(item.key[1:])
             attempts = outstanding.pop(rid)
             chunk.append(item_update(rid, attempts, item, policy, lambda _: 0.0))

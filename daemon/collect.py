@@ -389,13 +389,14 @@ class Collector:
         chunk: list[RequestUpdate] = []
         counts: dict[str, int] = {}
         gone = False
+        policy = sched.policy
         try:
             async for item in adapter.results(pid):
                 rid = _request_id(item.key)
-                if rid not in outstanding:
+                attempts = outstanding.pop(rid, None)
+                if attempts is None:  # not of this batch, or answered already
                     continue
-                attempts = outstanding.pop(rid)
-                chunk.append(item_update(rid, attempts, item, sched.policy, retry_at))
+                chunk.append(item_update(rid, attempts, item, policy, retry_at))
                 counts[item.outcome] = counts.get(item.outcome, 0) + 1
                 if len(chunk) >= RESULT_CHUNK:
                     await asyncio.shield(sched.store.record_results(row["id"], chunk))

@@ -89,33 +89,57 @@ def item_update(
     rid: int, attempts: int, item: ItemResult, policy: OutcomePolicy, retry_at: RetryAt
 ) -> RequestUpdate:
     """What the provider's answer for one request does to it. ``attempts``: before this one."""
+    usage = item.usage
     result = {
         "text": item.text,
         "finish_reason": item.finish_reason,
         "usage": {
-            "input_tokens": item.usage.input_tokens,
-            "output_tokens": item.usage.output_tokens,
-            "cached_input_tokens": item.usage.cached_input_tokens,
-            "cache_creation_input_tokens": item.usage.cache_creation_input_tokens,
+            "input_tokens": usage.input_tokens,
+            "output_tokens": usage.output_tokens,
+            "cached_input_tokens": usage.cached_input_tokens,
+            "cache_creation_input_tokens": usage.cache_creation_input_tokens,
         },
     }
+    outcome = item.outcome
+    if outcome == "succeeded":  # the usual case, built at once
+        update: RequestUpdate = {
+            "request_id": rid,
+            "status": RequestStatus.SUCCEEDED,
+            "attempts_inc": 1,
+            "result": result,
+            "error": None,
+        }
+    else:
+        update = _unanswered(rid, attempts, item, result, policy, retry_at)
+    if update["result"] is not None:  # the answer as read, its own text when kept
+        if item.raw is not None:
+            update["answer"] = RawJSON(item.raw)
+        elif item.response is not None:
+            update["answer"] = item.response
+    return update
+
+
+def _unanswered(
+    rid: int,
+    attempts: int,
+    item: ItemResult,
+    result: dict[str, Any],
+    policy: OutcomePolicy,
+    retry_at: RetryAt,
+) -> RequestUpdate:
+    """:func:`item_update` for an item that did not succeed."""
     error = None
     if item.error is not None:
         error = error_of(item.error.type, item.error.message, item.error.code)
-    if item.outcome == "succeeded":
-        update = _update(rid, RequestStatus.SUCCEEDED, result=result)
-    elif item.outcome == "failed":
-        update = _update(rid, RequestStatus.FAILED, result=result, error=error)
-    elif item.outcome == "canceled" and policy.keep_cancelled:
-        update = _update(rid, RequestStatus.CANCELED, result=result, error=error)
-    else:  # worth another attempt: cut short (expired, cancelled, or a retryable error)
-        final = {"expired": RequestStatus.EXPIRED, "canceled": RequestStatus.CANCELED}.get(
-            item.outcome, RequestStatus.FAILED
-        )
-        update = _retry_or_final(rid, attempts, final, error, result, policy, retry_at)
-    if update["result"] is not None and item.response is not None:  # its text as read
-        update["answer"] = RawJSON(item.raw) if item.raw is not None else item.response
-    return update
+    if item.outcome == "failed":
+        return _update(rid, RequestStatus.FAILED, result=result, error=error)
+    if item.outcome == "canceled" and policy.keep_cancelled:
+        return _update(rid, RequestStatus.CANCELED, result=result, error=error)
+    # worth another attempt: cut short (expired, cancelled, or a retryable error)
+    final = {"expired": RequestStatus.EXPIRED, "canceled": RequestStatus.CANCELED}.get(
+        item.outcome, RequestStatus.FAILED
+    )
+    return _retry_or_final(rid, attempts, final, error, result, policy, retry_at)
 
 
 def missing_update(

@@ -572,26 +572,33 @@ class Store(PlanningStore, JobsMixin):
         requests still in this batch are touched, so a collection interrupted by a crash can
         simply be run again."""
         now = time.time()
-        params = [
-            (
-                u["status"],
-                u["attempts_inc"],
-                u.get("next_attempt_at", 0.0),
-                _dumps(u.get("result")),
-                _dumps(u.get("error")),
-                now,
-                u["request_id"],
-                batch_id,
-                RequestStatus.BATCHED,
+        batched = RequestStatus.BATCHED
+        params = []
+        answers = []
+        again = []
+        for u in updates:
+            rid = u["request_id"]
+            status = u["status"]
+            result = u.get("result")
+            error = u.get("error")
+            params.append(
+                (
+                    status,
+                    u["attempts_inc"],
+                    u.get("next_attempt_at", 0.0),
+                    None if result is None else compact(result),
+                    None if error is None else compact(error),
+                    now,
+                    rid,
+                    batch_id,
+                    batched,
+                )
             )
-            for u in updates
-        ]
-        answers = [
-            (_answer_text(u["answer"]), u["request_id"], batch_id, RequestStatus.BATCHED)
-            for u in updates
-            if u.get("answer") is not None
-        ]
-        again = [u["request_id"] for u in updates if u["status"] == RequestStatus.PENDING]
+            answer = u.get("answer")
+            if answer is not None:
+                answers.append((_answer_text(answer), rid, batch_id, batched))
+            if status == RequestStatus.PENDING:
+                again.append(rid)
         async with self.transaction() as db:
             if answers:  # first: its condition is the one RECORD_RESULT changes
                 await db.executemany(q.RECORD_ANSWER, answers)
