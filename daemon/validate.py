@@ -7,7 +7,7 @@ values and their phrases are in :mod:`daemon.fields`), and the hand-over to
 :mod:`daemon.adapt`. It never touches a file: :mod:`daemon.reading` reads, numbers and decodes
 the lines, then feeds each one to a :class:`Validator` (one per file).
 
-Three forms are accepted (see ``_FORMS``): the unified form (``model`` + ``messages``), the
+Three forms are accepted (see ``_form_of``): the unified form (``model`` + ``messages``), the
 native OpenAI batch line (``body``) and the native Anthropic batch line (``params``).
 
 Adaptation: a valid line's body is handed to :mod:`daemon.adapt`, which applies the model's
@@ -158,9 +158,10 @@ class Validator:
     def _validate_object(self, n: int, obj: dict[str, Any]) -> Line:
         given = obj.get("custom_id")
         custom_id = given if isinstance(given, str) and given else f"line-{n}"
+        defaulted = custom_id is not given
         metadata = obj.get("metadata")
-        first = self.seen.first_line(custom_id, n, defaulted=custom_id != given)
-        if given is not None and custom_id != given:
+        first = self.seen.first_line(custom_id, n, defaulted)
+        if defaulted and given is not None:
             msg = f"'custom_id' must be a non-empty string, got {fields.kind(given)}"
             return Invalid(n, custom_id, f"line {n}: {msg}", metadata=metadata)
         if first is not None:
@@ -292,14 +293,10 @@ def _model_of(body: dict[str, Any]) -> str | None:
     return model if isinstance(model, str) and model else None
 
 
-_FORMS: tuple[tuple[str, _Form], ...] = (
-    ("body", _native_openai),
-    ("params", _native_anthropic),
-)
-
-
 def _form_of(obj: dict[str, Any]) -> _Form:
-    for key, form in _FORMS:
-        if key in obj:
-            return form
+    """A native OpenAI line has ``body``, a native Anthropic line ``params``; else unified."""
+    if "body" in obj:
+        return _native_openai
+    if "params" in obj:
+        return _native_anthropic
     return _unified
