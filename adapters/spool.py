@@ -39,6 +39,7 @@ def write_spool(
     fd, name = tempfile.mkstemp(prefix=f"{provider}-", suffix=".jsonl", dir=spool_dir)
     path = Path(name)
     count = size = 0
+    max_items, max_bytes = limits.max_items, limits.max_bytes
     try:
         with os.fdopen(fd, "wb") as out:
             for item in items:
@@ -48,8 +49,9 @@ def write_spool(
                 else:
                     line = json.dumps(line_of(item), ensure_ascii=False, separators=(",", ":"))
                     data = (line + "\n").encode()
-                count, size = count + 1, size + len(data)
-                if count > limits.max_items or size > limits.max_bytes:
+                count += 1
+                size += len(data)
+                if count > max_items or size > max_bytes:
                     raise PermanentError(
                         f"{provider} batch exceeds {limits.max_items} items"
                         f" or {limits.max_bytes} bytes"

@@ -712,14 +712,14 @@ class StoredItem(BatchItem):
     input file decodes no body (Anthropic's create call and the prompt cache do read it)."""
 
     def __init__(self, key: str, body_json: str) -> None:
-        object.__setattr__(self, "key", key)  # frozen: as the dataclass's own __init__ does
-        object.__setattr__(self, "body_json", body_json)
+        attrs = self.__dict__  # frozen: set as the dataclass's own __init__ would, unchecked
+        attrs["key"] = key
+        attrs["body_json"] = body_json
 
     def __getattr__(self, name: str) -> Any:  # only for what the instance does not hold yet
         if name != "body" or self.body_json is None:
             raise AttributeError(name)
-        body = loads(self.body_json)
-        object.__setattr__(self, "body", body)
+        body = self.__dict__["body"] = loads(self.body_json)
         return body
 
 
