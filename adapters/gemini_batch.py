@@ -48,7 +48,7 @@ from .gemini_errors import HTTPStatus, Unreadable, raise_for_status, retry_delay
 from .http_errors import listing, redact, retry_after_s, status_error, transport_error, unreadable
 from .jsontext import jsonl_lines, loads_kept
 from .result_lines import gemini_answer
-from .spool import write_spool
+from .spool import quoted, write_spool
 from .wire import obj, parse_body, text
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
@@ -323,7 +323,7 @@ def _line(item: BatchItem) -> dict[str, Any]:
 
 def _line_text(item: BatchItem, body_json: str) -> str:
     """:func:`_line` as compact JSON, written around the body's own text."""
-    return f'{{"key":{json.dumps(item.key, ensure_ascii=False)},"request":{body_json}}}'
+    return f'{{"key":{quoted(item.key)},"request":{body_json}}}'
 
 
 def inline_wire_bytes(tag: str, requests: list[dict[str, Any]]) -> int:

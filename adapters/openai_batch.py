@@ -50,7 +50,7 @@ from .http_errors import (
 )
 from .jsontext import jsonl_lines, loads_kept
 from .result_lines import openai_answer
-from .spool import write_spool
+from .spool import quoted, write_spool
 from .wire import obj, text
 
 ENDPOINT: Final = "/v1/chat/completions"
@@ -290,10 +290,12 @@ def _line(item: BatchItem) -> dict[str, Any]:
     return {"custom_id": item.key, "method": "POST", "url": ENDPOINT, "body": item.body}
 
 
+_AFTER_KEY: Final = f',"method":"POST","url":"{ENDPOINT}","body":'  # of each input line
+
+
 def _line_text(item: BatchItem, body_json: str) -> str:
     """:func:`_line` as compact JSON, written around the body's own text."""
-    key = json.dumps(item.key, ensure_ascii=False)
-    return f'{{"custom_id":{key},"method":"POST","url":"{ENDPOINT}","body":{body_json}}}'
+    return f'{{"custom_id":{quoted(item.key)}{_AFTER_KEY}{body_json}}}'
 
 
 def parse_result_text(raw: str) -> ItemResult:

@@ -17,6 +17,12 @@ from typing import Any
 from .base import BatchItem, PermanentError, ProviderLimits
 
 
+def quoted(key: str) -> str:
+    """``json.dumps(key, ensure_ascii=False)``; the usual key (``r<request id>``: letters and
+    digits only, nothing to escape) without the encoder's cost."""
+    return f'"{key}"' if key.isalnum() else json.dumps(key, ensure_ascii=False)
+
+
 def write_spool(
     spool_dir: Path,
     provider: str,
@@ -33,16 +39,19 @@ def write_spool(
     fd, name = tempfile.mkstemp(prefix=f"{provider}-", suffix=".jsonl", dir=spool_dir)
     path = Path(name)
     count = size = 0
+    max_items, max_bytes = limits.max_items, limits.max_bytes
     try:
         with os.fdopen(fd, "wb") as out:
             for item in items:
-                if text_of is not None and item.body_json is not None:
-                    data = text_of(item, item.body_json).encode() + b"\n"
+                body_json = item.body_json
+                if text_of is not None and body_json is not None:
+                    data = (text_of(item, body_json) + "\n").encode()
                 else:
                     line = json.dumps(line_of(item), ensure_ascii=False, separators=(",", ":"))
-                    data = line.encode() + b"\n"
-                count, size = count + 1, size + len(data)
-                if count > limits.max_items or size > limits.max_bytes:
+                    data = (line + "\n").encode()
+                count += 1
+                size += len(data)
+                if count > max_items or size > max_bytes:
                     raise PermanentError(
                         f"{provider} batch exceeds {limits.max_items} items"
                         f" or {limits.max_bytes} bytes"

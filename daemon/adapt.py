@@ -19,8 +19,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from . import adapt_rules as rules
-from .adapt_rules import POLICIES, Ctx, Note, Policy
-from .registry import SAMPLING_PARAMS
+from .adapt_rules import API_INT_MAX, POLICIES, Ctx, Note, Policy
+from .registry import SAMPLING_PARAMS, ModelInfo
 
 __all__ = ["POLICIES", "Note", "Policy", "adapt_native", "adapt_unified"]
 
@@ -38,22 +38,40 @@ OPENAI_OUTPUT_FIELDS = ("max_tokens", "max_completion_tokens")
 _OPENAI_KEYS = ("max_tokens", "reasoning_effort", *SAMPLING_PARAMS, "stop")
 _SAMPLING = frozenset(SAMPLING_PARAMS)
 _PLAIN_OPENAI = frozenset({"model", "messages", "max_tokens"})
+# A unified line of only these keys may need no rule at all (see _plain_openai).
+_PLAIN_UNIFIED = frozenset({"custom_id", "metadata", "provider", *_PLAIN_OPENAI})
 
 
 def adapt_unified(
-    obj: Mapping[str, Any], model: str, provider: str, policy: Policy
+    obj: Mapping[str, Any],
+    model: str,
+    provider: str,
+    policy: Policy,
+    info: ModelInfo | None = None,
 ) -> tuple[dict[str, Any], list[Note]]:
-    """The provider-native body for a validated unified line, and what was changed."""
-    ctx = Ctx(model, provider, policy.registry.info(model, provider), policy)
+    """The provider-native body for a validated unified line, and what was changed.
+    ``info``: the model's registry entry, when the caller has it (else it is looked up)."""
+    if info is None:
+        info = policy.registry.info(model, provider)
+    if provider == "openai" and (plain := _plain_openai(obj, info)) is not None:
+        return plain, []
+    ctx = Ctx(model, provider, info, policy, [])
     body = _BUILDERS[provider](obj, ctx)
     return body, ctx.notes
 
 
 def adapt_native(
-    body: Mapping[str, Any], model: str, provider: str, policy: Policy
+    body: Mapping[str, Any],
+    model: str,
+    provider: str,
+    policy: Policy,
+    info: ModelInfo | None = None,
 ) -> tuple[dict[str, Any], list[Note]]:
-    """A native OpenAI body or Anthropic params with the model's rules applied."""
-    ctx = Ctx(model, provider, policy.registry.info(model, provider), policy)
+    """A native OpenAI body or Anthropic params with the model's rules applied (``info``: as
+    :func:`adapt_unified`)."""
+    if info is None:
+        info = policy.registry.info(model, provider)
+    ctx = Ctx(model, provider, info, policy, [])
     out = dict(body)
     if provider == "openai":
         _openai_rules(out, ctx)
@@ -103,6 +121,23 @@ def _fold_into_user(messages: list[dict[str, Any]], texts: list[str], ctx: Ctx) 
 
 # ---------------------------------------------------------------------------------------------
 # OpenAI
+
+
+def _plain_openai(obj: Mapping[str, Any], info: ModelInfo) -> dict[str, Any] | None:
+    """The usual line's body, for which no rule has anything to do: only ``model``,
+    ``messages`` and a whole ``max_tokens`` within the model's ceiling, sent to a model that
+    takes system messages and ``max_tokens`` as they are. Exactly what :func:`_to_openai`
+    builds for such a line, without its rules; None for any other line (the rules decide)."""
+    max_tokens = obj.get("max_tokens")
+    if (
+        type(max_tokens) is not int
+        or info.system != "system"
+        or info.output_field != "max_tokens"
+        or not obj.keys() <= _PLAIN_UNIFIED
+        or max_tokens > (API_INT_MAX if info.output_max is None else info.output_max)
+    ):
+        return None
+    return {"model": obj["model"], "messages": list(obj["messages"]), "max_tokens": max_tokens}
 
 
 def _to_openai(obj: Mapping[str, Any], ctx: Ctx) -> dict[str, Any]:

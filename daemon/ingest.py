@@ -37,7 +37,7 @@ from typing import Any, Final
 
 from loguru import logger
 
-from adapters.jsontext import compact
+from adapters.jsontext import compact, loads
 
 from . import names, watcher
 from .archive import move
@@ -60,25 +60,34 @@ ROW_ERRORS = (ValueError, TypeError, OverflowError, RecursionError, sqlite3.Inte
 LATE_LINE = "bytes were added to line"  # start of the error of a line read before its end
 
 
-# What a chunk holds per line: a valid line as the row it is stored as (plain text and numbers,
-# see RequestRow: thousands of them cost the garbage collector nothing, where the Request's
-# dicts and lists would be tracked, promoted and traversed again and again), an Invalid as
-# itself, and a Request only when its row could not be written (the store then says why).
+# What a chunk holds per line: the row it is stored as (plain text and numbers, see
+# RequestRow: thousands of them cost the garbage collector nothing, where the Request's dicts
+# and lists would be tracked, promoted and traversed again and again; an invalid line's row
+# has status "invalid" and its reason in the error), and a Request or an Invalid only when
+# its row could not be written (the store then says why).
 Item = RequestRow | Request | Invalid
 _PENDING = str(RequestStatus.PENDING)  # a plain str: an enum member would keep a row tracked
+_INVALID = str(RequestStatus.INVALID)
 # The RequestRow fields read here.
 LINE: Final = 0
+CUSTOM_ID: Final = 1
 MODEL: Final = 2
 PROVIDER: Final = 3
 SIZE: Final = 5
 METADATA: Final = 6
+STATUS: Final = 8
+ERROR: Final = 9
 
 
 def _stored(item: Request | Invalid) -> Item:
-    """A valid line as the row it is stored as; an Invalid, or a Request whose values cannot
-    be written as JSON (the store finds it again and says why), as it is."""
+    """A line as the row it is stored as (each JSON value encoded once, here in the worker
+    thread); a line whose values cannot be written as JSON (the store finds it again and says
+    why) as it is."""
     if not isinstance(item, Request):
-        return item
+        try:
+            return request_row(_row(item))
+        except ROW_ERRORS:
+            return item
     try:
         body = item.body_json if item.body_json is not None else compact(item.body)
         metadata = None if item.metadata is None else compact(item.metadata)
@@ -257,23 +266,33 @@ class _Tally:
     def add(self, chunk: list[Item]) -> None:
         for item in chunk:
             if isinstance(item, tuple):
+                if item[STATUS] == _INVALID:
+                    if self._counts_rejected(item[LINE]):  # its reason read only to be logged
+                        error = loads(item[ERROR] or "{}")
+                        self._log_rejected(item[LINE], item[CUSTOM_ID], error.get("message"))
+                    continue
                 model = str(item[MODEL])
                 self.models[model] = self.models.get(model, 0) + 1
                 continue
             if isinstance(item, Request):
                 self.models[item.model] = self.models.get(item.model, 0) + 1
                 continue
-            self.invalid += 1
-            if item.line > self.logged_to:
-                self.rejected += 1
-                if self.rejected <= MAX_REJECT_LOGS:
-                    self.log.bind(
-                        event="request.invalid",
-                        line=item.line,
-                        custom_id=item.custom_id,
-                        error_kind="invalid_request",
-                    ).warning("line rejected: {}: {}", self.name, item.reason)
+            if self._counts_rejected(item.line):
+                self._log_rejected(item.line, item.custom_id, item.reason)
         self.total += len(chunk)
+
+    def _counts_rejected(self, line: int) -> bool:
+        """Count an invalid line; whether it is to be logged."""
+        self.invalid += 1
+        if line <= self.logged_to:
+            return False
+        self.rejected += 1
+        return self.rejected <= MAX_REJECT_LOGS
+
+    def _log_rejected(self, line: int, custom_id: str, reason: Any) -> None:
+        self.log.bind(
+            event="request.invalid", line=line, custom_id=custom_id, error_kind="invalid_request"
+        ).warning("line rejected: {}: {}", self.name, reason)
 
     def close(self) -> None:
         if self.rejected > MAX_REJECT_LOGS:

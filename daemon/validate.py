@@ -7,7 +7,7 @@ values and their phrases are in :mod:`daemon.fields`), and the hand-over to
 :mod:`daemon.adapt`. It never touches a file: :mod:`daemon.reading` reads, numbers and decodes
 the lines, then feeds each one to a :class:`Validator` (one per file).
 
-Three forms are accepted (see ``_FORMS``): the unified form (``model`` + ``messages``), the
+Three forms are accepted (see ``_form_of``): the unified form (``model`` + ``messages``), the
 native OpenAI batch line (``body``) and the native Anthropic batch line (``params``).
 
 Adaptation: a valid line's body is handed to :mod:`daemon.adapt`, which applies the model's
@@ -26,7 +26,7 @@ from adapters.facts import PROVIDERS
 from adapters.jsontext import compact
 from daemon import fields
 from daemon.adapt import Note, Policy, adapt_native, adapt_unified
-from daemon.registry import EFFORTS
+from daemon.registry import EFFORTS, ModelInfo
 from daemon.seen_ids import IdTable
 
 OPENAI_NATIVE_KEYS = ("custom_id", "method", "url", "body", "metadata")
@@ -97,9 +97,10 @@ class _SeenIds:
         """The line that already used ``custom_id``; else record it and return None."""
         explicit = self._explicit
         if not defaulted:  # (an explicit id and a default one never both hold the same id)
-            first = self._defaulted_line(custom_id, line)
-            if first is not None:
-                return first
+            if custom_id.startswith("line-"):
+                first = self._defaulted_line(custom_id, line)
+                if first is not None:
+                    return first
             if isinstance(explicit, IdTable):
                 return explicit.first(custom_id, line)
             first = explicit.setdefault(custom_id, line)
@@ -118,8 +119,9 @@ class _SeenIds:
         self._defaulted[byte] |= 1 << (line & 7)
 
     def _defaulted_line(self, custom_id: str, line: int) -> int | None:
-        digits = custom_id[5:]
-        if not custom_id.startswith("line-") or not digits.isdigit() or digits[0] == "0":
+        """The line that used ``custom_id`` (which starts with "line-") as its default id."""
+        digits = custom_id[5:]  # after "line-"
+        if not digits.isdigit() or digits[0] == "0":
             return None
         k = int(digits)
         if k >= line or (k >> 3) >= len(self._defaulted):
@@ -139,6 +141,7 @@ class Validator:
         self.policy = policy
         self.seen = _SeenIds()
         self._routes: dict[tuple[str, str | None], str | None] = {}
+        self._infos: dict[tuple[str, str], ModelInfo] = {}
 
     def unreadable(self, n: int, reason: str) -> Invalid:
         """Line ``n`` could not be read (too long, not UTF-8, not JSON): it keeps its default
@@ -155,9 +158,10 @@ class Validator:
     def _validate_object(self, n: int, obj: dict[str, Any]) -> Line:
         given = obj.get("custom_id")
         custom_id = given if isinstance(given, str) and given else f"line-{n}"
+        defaulted = custom_id is not given
         metadata = obj.get("metadata")
-        first = self.seen.first_line(custom_id, n, defaulted=custom_id != given)
-        if given is not None and custom_id != given:
+        first = self.seen.first_line(custom_id, n, defaulted)
+        if defaulted and given is not None:
             msg = f"'custom_id' must be a non-empty string, got {fields.kind(given)}"
             return Invalid(n, custom_id, f"line {n}: {msg}", metadata=metadata)
         if first is not None:
@@ -169,7 +173,7 @@ class Validator:
             reason = f"line {n}: {'; '.join(errors)}"
             return Invalid(n, custom_id, reason, model, provider, metadata)
         adapt = adapt_unified if form is _unified else adapt_native
-        body, notes = adapt(body, model, provider, self.policy)
+        body, notes = adapt(body, model, provider, self.policy, self._info(model, provider))
         lossy = [note for note in notes if note.lossy] if notes and self.policy.reject else ()
         if lossy:
             reason = f'line {n}: {"; ".join(lossy)} (on_unsupported = "reject")'
@@ -177,6 +181,16 @@ class Validator:
         text = compact(body)
         size = len(text) if text.isascii() else len(text.encode("utf-8"))
         return Request(n, custom_id, model, provider, body, metadata, notes, size, text)
+
+    def _info(self, model: str, provider: str) -> ModelInfo:
+        """The registry's ``info`` memoised per file, as :meth:`route`."""
+        key = (model, provider)
+        info = self._infos.get(key)
+        if info is None:
+            if len(self._infos) > 4096:
+                self._infos.clear()
+            info = self._infos[key] = self.policy.registry.info(model, provider)
+        return info
 
     def route(self, model: str, line_provider: str | None) -> str | None:
         """``route`` memoised per file: a file usually names a handful of models."""
@@ -279,14 +293,10 @@ def _model_of(body: dict[str, Any]) -> str | None:
     return model if isinstance(model, str) and model else None
 
 
-_FORMS: tuple[tuple[str, _Form], ...] = (
-    ("body", _native_openai),
-    ("params", _native_anthropic),
-)
-
-
 def _form_of(obj: dict[str, Any]) -> _Form:
-    for key, form in _FORMS:
-        if key in obj:
-            return form
+    """A native OpenAI line has ``body``, a native Anthropic line ``params``; else unified."""
+    if "body" in obj:
+        return _native_openai
+    if "params" in obj:
+        return _native_anthropic
     return _unified

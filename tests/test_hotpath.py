@@ -81,7 +81,8 @@ def test_spool_lines_around_stored_text_are_the_encoded_lines(
     tmp_path: Path, adapter: Any
 ) -> None:
     bodies = [v for v in VALUES if isinstance(v, dict)]
-    plain = [BatchItem(key=f"r{i}", body=b) for i, b in enumerate(bodies)]
+    keys = ["r0", "line-7_x", 'say "hi" \\', "ключ2", "r4", "r5"]  # written raw or escaped
+    plain = [BatchItem(key=keys[i], body=b) for i, b in enumerate(bodies)]
     stored = [BatchItem(key=i.key, body=i.body, body_json=compact(i.body)) for i in plain]
     limits = PROVIDER_LIMITS[adapter.__name__.split(".")[-1].split("_")[0]]
     files = []
@@ -114,6 +115,8 @@ async def test_a_claimed_batch_streams_its_items_page_by_page(
     assert len(items) == 20 and (await store.batch(batch_id) or {})["n_items"] == 20
     # sizes 100, 200, ...: the first page holds 4 (1,000 bytes), then each is alone
     assert [len(p) for p in items._pages()] == [4] + [1] * 16
+    first = next(iter(items))  # its body is decoded when read, not before (spool never does)
+    assert "body" not in vars(first) and first.body == bodies[0] and "body" in vars(first)
     got = list(items)
     assert [i.body for i in got] == bodies[:20]
     assert [i.key for i in got] == [f"r{rid}" for rid in items.ids]

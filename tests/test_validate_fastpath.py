@@ -1,5 +1,8 @@
 """The fast answers for the usual line give the very answers of the full checks (hypothesis).
 
+The same for adaptation: ``adapt._plain_openai`` builds the usual OpenAI body without the
+rules; whenever it answers, the rules must build that very body and record nothing.
+
 ``fields.all_fine`` says a unified line has nothing wrong without wording anything; it must be
 True exactly when the full checks (``unknown_keys`` and ``check_fields``) find no error, since a
 False sends the line to them for its reason. ``fields.messages`` answers a well-formed message
@@ -14,8 +17,9 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from daemon import fields
-from daemon.adapt import SYSTEM_ROLES
+from daemon import adapt, fields
+from daemon.adapt import SYSTEM_ROLES, Ctx, Policy
+from daemon.registry import ModelInfo, default_registry
 from daemon.validate import _UNCHECKED, _UNIFIED_REQUIRED, UNIFIED_CHECKS, UNIFIED_KEYS
 
 leaf = st.none() | st.booleans() | st.integers(-3, 3) | st.floats(-3, 3) | st.text(max_size=3)
@@ -72,3 +76,42 @@ def test_the_usual_line_is_fine() -> None:
     obj = {"custom_id": "a", "model": "gpt-4o-mini", "max_tokens": 64, "messages": said}
     assert fields.all_fine(obj, UNIFIED_CHECKS, _UNIFIED_REQUIRED, _UNCHECKED)
     assert not fields.all_fine(obj | {"top_p": 2}, UNIFIED_CHECKS, _UNIFIED_REQUIRED, _UNCHECKED)
+
+
+OPENAI_INFOS = [
+    *(i for i in default_registry().families.values() if i.provider == "openai"),
+    default_registry().defaults["openai"],
+    ModelInfo("x*", "openai", "system", "max_tokens", True, {}, output_max=None),
+    ModelInfo("y*", "openai", "developer", "max_tokens", True, {}, output_max=100),
+]
+plain_line = st.builds(
+    lambda line, extra: line | extra,
+    st.fixed_dictionaries(
+        {"model": st.just("m"), "messages": st.just([{"role": "user", "content": "q"}])},
+        optional={
+            "max_tokens": st.integers(-1, 40_000)
+            | st.sampled_from([True, 1.0, 2**31 - 1, 2**31, 2**40]),
+            "custom_id": st.text(max_size=2), "metadata": value, "provider": st.just("openai"),
+        },
+    ),
+    st.sampled_from([{}, {}, {}, {"system": "s"}, {"temperature": 0.5}, {"stop": "x"}]),
+)  # fmt: skip
+
+
+@given(plain_line, st.sampled_from(OPENAI_INFOS))
+def test_the_plain_openai_body_is_what_the_rules_build(obj: dict[str, Any], info: Any) -> None:
+    body = adapt._plain_openai(obj, info)
+    ctx = Ctx("m", "openai", info, Policy(), [])
+    ruled = adapt._to_openai(obj, ctx)
+    if body is not None:
+        assert (body, []) == (ruled, ctx.notes)
+        assert list(body) == list(ruled)  # the same order of keys: the same stored text
+
+
+def test_the_usual_line_takes_the_plain_openai_body() -> None:
+    said = [{"role": "system", "content": "x"}, {"role": "user", "content": "y"}]
+    obj = {"custom_id": "a", "model": "gpt-4o-mini", "max_tokens": 64, "messages": said}
+    info = default_registry().info("gpt-4o-mini", "openai")
+    assert adapt._plain_openai(obj, info) == {"model": "gpt-4o-mini", "messages": said,
+                                              "max_tokens": 64}  # fmt: skip
+    assert adapt._plain_openai(obj | {"max_tokens": 10**9}, info) is None  # clamped by a rule

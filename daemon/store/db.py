@@ -714,6 +714,23 @@ def iter_result_rows(
     yield from _file_pages(db, q.SELECT_FILE_RESULTS_PAGE, (body_of,), file_id, chunk, 1)
 
 
+class StoredItem(BatchItem):
+    """A claimed request read back from the store: its ``body`` is its ``body_json`` decoded
+    when first read. A spool line is written around the text, so writing an OpenAI or Gemini
+    input file decodes no body (Anthropic's create call and the prompt cache do read it)."""
+
+    def __init__(self, key: str, body_json: str) -> None:
+        attrs = self.__dict__  # frozen: set as the dataclass's own __init__ would, unchecked
+        attrs["key"] = key
+        attrs["body_json"] = body_json
+
+    def __getattr__(self, name: str) -> Any:  # only for what the instance does not hold yet
+        if name != "body" or self.body_json is None:
+            raise AttributeError(name)
+        body = self.__dict__["body"] = loads(self.body_json)
+        return body
+
+
 class StoredItems(Sequence[BatchItem]):
     """A claimed batch's items, in claim order, read from the store as they are iterated.
 
@@ -721,7 +738,8 @@ class StoredItems(Sequence[BatchItem]):
     writes; any thread may iterate, as the spool writer does in a worker thread) and reads the
     requests a page at a time (``PAGE_ITEMS``, or fewer big ones: ``PAGE_BYTES``): memory holds
     the ids and one page, whatever the batch's size. Each item's key is ``r<request id>``, its
-    ``body_json`` the stored text and its ``body`` that text decoded.
+    ``body_json`` the stored text and its ``body`` that text decoded when first read
+    (:class:`StoredItem`).
     """
 
     PAGE_ITEMS = 500
@@ -762,6 +780,6 @@ class StoredItems(Sequence[BatchItem]):
                     text = bodies.pop(rid, None)
                     if text is None:
                         raise StoreError(f"request {rid} of a claimed batch has no body")
-                    yield BatchItem(key=f"r{rid}", body=loads(text), body_json=text)
+                    yield StoredItem(f"r{rid}", text)
         finally:
             db.close()
