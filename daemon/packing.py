@@ -65,12 +65,23 @@ class BatchPacker:
         )
 
     def add(self, size_bytes: int) -> bool:
-        """Count one request; True when it starts a new batch."""
-        new = not self.fits(size_bytes)
-        if new:
-            self.batches += 1
-            self._items = self._bytes = self._tokens = 0
-        self._items += 1
-        self._bytes += item_bytes(size_bytes)
-        self._tokens += estimate_tokens(size_bytes)
-        return new
+        """Count one request; True when it starts a new batch. (``fits`` and then the counts,
+        written out: the claim calls this once per request.)"""
+        charged = size_bytes + ITEM_OVERHEAD_BYTES  # item_bytes
+        estimate = max(1, -(-size_bytes // CHARS_PER_TOKEN))  # estimate_tokens
+        items = self._items
+        if (
+            items > 0
+            and items < self.max_items
+            and self._bytes + charged <= self.max_bytes
+            and (self.max_tokens is None or self._tokens + estimate <= self.max_tokens)
+        ):
+            self._items = items + 1
+            self._bytes += charged
+            self._tokens += estimate
+            return False
+        self.batches += 1
+        self._items = 1
+        self._bytes = charged
+        self._tokens = estimate
+        return True

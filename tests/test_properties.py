@@ -171,3 +171,38 @@ def test_outbox_naming_never_overwrites(
         write_outputs(outbox, stem, job_id, rows, summary_meta={}, targets=targets)
         assert all(path.read_text() == text for path, text in before.items())
         assert all(len(os.fsencode(p.name)) <= NAME_MAX for p in outbox.iterdir())
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    sizes=st.lists(st.integers(min_value=0, max_value=5_000), max_size=60),
+    max_items=st.integers(min_value=1, max_value=8),
+    max_bytes=st.integers(min_value=1, max_value=12_000),
+    max_tokens=st.none() | st.integers(min_value=1, max_value=3_000),
+)
+def test_packer_add_is_the_fits_rule(
+    sizes: list[int], max_items: int, max_bytes: int, max_tokens: int | None
+) -> None:
+    """``BatchPacker.add`` (written out, the claim's per-request step) splits any sequence of
+    sizes where the rule spelled with ``fits``, ``item_bytes`` and ``estimate_tokens`` does,
+    and counts the same tokens and batches."""
+    from daemon.packing import BatchPacker, estimate_tokens, item_bytes
+
+    packer = BatchPacker(max_items=max_items, max_bytes=max_bytes, max_tokens=max_tokens)
+    items = charged = tokens = batches = 0
+    for size in sizes:
+        fits = (
+            items > 0
+            and items < max_items
+            and charged + item_bytes(size) <= max_bytes
+            and (max_tokens is None or tokens + estimate_tokens(size) <= max_tokens)
+        )
+        assert packer.fits(size) == fits
+        assert packer.add(size) == (not fits)
+        if not fits:
+            batches += 1
+            items = charged = tokens = 0
+        items += 1
+        charged += item_bytes(size)
+        tokens += estimate_tokens(size)
+        assert (packer.batches, packer.tokens) == (batches, tokens)

@@ -32,7 +32,7 @@ import aiosqlite
 from adapters.base import BatchItem
 from adapters.jsontext import RawJSON, compact, loads
 
-from ..packing import BatchPacker, estimate_tokens
+from ..packing import BatchPacker
 from ..states import BATCH_OPEN, BatchRowStatus, FileStatus, RequestStatus
 from . import queries as q
 from .jobs import CANCELED_ERROR_JSON, JobsMixin
@@ -369,7 +369,7 @@ class Store(PlanningStore, JobsMixin):
                             chosen.append(rid)
                             sizes.append(size)
                             taken[fid, nat, upd] += 1
-                            tokens += estimate_tokens(size)
+                            tokens = packer.tokens  # the batch's: chosen is its requests
                             if file_id is not None and (
                                 not files_taken or files_taken[-1] != file_id
                             ):
