@@ -97,7 +97,7 @@ def openai_answer(raw: str) -> ItemResult | None:
     )
 
 
-# -- Anthropic: {"custom_id", "result": {"type": "succeeded", "message": Message}} ------------
+# -- Anthropic: {"custom_id", "result": {"type", "message"}}, the type "succeeded" -----------
 
 
 class _Block(msgspec.Struct, gc=False):
