@@ -98,7 +98,7 @@ async def test_a_corrupt_database_is_a_clear_error(tmp_path: Path, emulator: Emu
         write_jsonl(tmp_path / "inbox" / "a.jsonl", LINES * 200)  # a database of a few pages
         assert (await run_once(tmp_path, emulator.url)).returncode == 0
         data = bytearray(db.read_bytes())
-        page = 4096
+        page = int.from_bytes(data[16:18], "big")  # the page size, from the file's header
         assert len(data) > 6 * page
         data[2 * page : 5 * page] = b"\xa5" * (3 * page)  # b-tree pages overwritten
         db.write_bytes(bytes(data))

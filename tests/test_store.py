@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 
 from daemon.packing import BatchPacker
 from daemon.store import Store, StoreError, iter_file_rows, state_failure
+from daemon.store import queries as q
 from daemon.store.reader import StatusReader
 from daemon.store.schema import MIGRATIONS
 
@@ -79,6 +81,49 @@ async def test_claim_submit_and_record_results_idempotently(tmp_path: Path) -> N
     assert got[1]["batch_ids"] == ["batch_X"] and got[1]["result"] == {"text": "hi"}
     assert got[4]["status"] == "pending" and got[4]["batch_ids"] == []
     assert await store.finished_files() == []
+    await store.close()
+
+
+async def _page_size(store: Store) -> int:
+    return int(await store._scalar("PRAGMA page_size"))
+
+
+async def test_new_databases_have_16k_pages_and_old_4k_ones_keep_working(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = await _store(tmp_path)
+    assert await _page_size(store) == q.NEW_DB_PAGE_SIZE == 16384
+    assert (await store.free_space())[0] == 2  # still incremental auto-vacuum
+    await store.close()
+    # A database made by an earlier batchd (SQLite's default page size, WAL), opened again by
+    # this one: it keeps its pages, and requests go through it as before.
+    old = tmp_path / "old"
+    old.mkdir()
+    with monkeypatch.context() as m:
+        m.setattr(q, "NEW_DB_PRAGMAS", ("PRAGMA auto_vacuum=INCREMENTAL",))
+        await (await _store(old)).close()
+    store = await _store(old)
+    assert await _page_size(store) == 4096
+    fid = await store.claim_file("a.jsonl", "/in/a.jsonl", "/w/a.jsonl", 10)
+    await store.add_requests(fid, [_req(i) for i in range(1, 4)])
+    claimed = await store.claim_batch_items(
+        "openai", "gpt-4o-mini", "t1", "acct", max_items=3, max_bytes=10_000, now=1e12
+    )
+    assert claimed is not None
+    batch_id, rows = claimed
+    await store.mark_submitted(batch_id, "batch_X", "file_1", poll_interval_s=1, now=1e12)
+    updates = [
+        {"request_id": rid, "status": "succeeded", "attempts_inc": 1,
+         "result": {"text": f"a{rid}"}, "answer": {"n": rid}, "error": None}
+        for rid in rows.ids
+    ]  # fmt: skip
+    await store.record_results(batch_id, updates)
+    got = {r["line"]: r for r in iter_file_rows(store.path, fid)}
+    assert [got[i]["status"] for i in (1, 2, 3)] == ["succeeded"] * 3
+    assert json.loads(got[2]["answer"]) == {"n": rows.ids[1]}
+    await store.vacuum()  # a full rewrite in WAL mode keeps the page size too
+    assert await _page_size(store) == 4096
+    assert await store.quick_check() == []
     await store.close()
 
 

@@ -31,7 +31,7 @@ JOB_CANCELED_ERROR: dict[str, Any] = {
     "message": "the job was canceled (batchd cancel) before this request got an answer",
     "code": None,
 }
-RECLAIM_CHUNK_PAGES = 2000  # pages given back per statement (8 MB of 4 KiB pages)
+RECLAIM_CHUNK_BYTES = 8 << 20  # given back per statement (the write lock is held briefly)
 LINE_WINDOW = 5000  # lines per transaction when a job's requests are canceled or deleted
 # A canceled job is still worked on while it has requests to cancel or batches to stop.
 CANCELING = (FileStatus.CLAIMED, FileStatus.INGESTING, FileStatus.ACTIVE)
@@ -228,8 +228,9 @@ class JobsMixin:
         if mode != 2 or before == 0:
             return 0
         left = int(max_pages)
+        chunk_pages = max(1, RECLAIM_CHUNK_BYTES // int(await self._scalar(q.PAGE_SIZE)))
         while left > 0:  # a chunk at a time: the write lock is held only briefly
-            chunk = min(left, RECLAIM_CHUNK_PAGES)
+            chunk = min(left, chunk_pages)
             # Run to completion (one step of this PRAGMA frees only one page).
             await self.db.executescript(q.INCREMENTAL_VACUUM.format(pages=chunk))
             left -= chunk
@@ -239,7 +240,8 @@ class JobsMixin:
 
     async def vacuum(self) -> None:
         """Rewrite the whole file (only with no daemon running): it shrinks to its data, and
-        incremental auto-vacuum is switched on for the next time."""
+        incremental auto-vacuum is switched on for the next time. It keeps its page size (a
+        database in WAL mode cannot change it)."""
         for pragma in q.NEW_DB_PRAGMAS:
             await self.db.execute(pragma)
         await self.db.execute(q.FULL_VACUUM)

@@ -387,8 +387,14 @@ REPORT_BUDGETS = (  # every budget with the tokens its model has in flight
 
 # -- cancel (``batchd cancel``, daemon/cancel.py) -----------------------------------------------
 # A database created by this batchd reclaims the pages that retention frees (``batchd gc``):
-# auto_vacuum can only be chosen before the first table exists (or by a VACUUM).
-NEW_DB_PRAGMAS = ("PRAGMA auto_vacuum=INCREMENTAL",)
+# auto_vacuum can only be chosen before the first table exists (or by a VACUUM). It has pages
+# of 16 KiB (SQLite's default is 4 KiB): a chunk of stored results writes a quarter of the WAL
+# frames (each checksummed, and copied back by a checkpoint) and the B-trees are shallower;
+# SQL CPU per request 70-77 -> 54-67 µs over a 20,000-request run, the file 9% smaller.
+# The page size too is chosen before the first table exists; a database in WAL mode keeps
+# its own (an older one keeps 4 KiB pages, and works as before).
+NEW_DB_PAGE_SIZE = 16384
+NEW_DB_PRAGMAS = (f"PRAGMA page_size={NEW_DB_PAGE_SIZE}", "PRAGMA auto_vacuum=INCREMENTAL")
 # A command writing beside the running daemon: the database exists (never created there), is
 # in WAL mode already, and is never migrated by the command.
 READ_WRITE_URI = "file:{path}?mode=rw"
