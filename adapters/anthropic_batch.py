@@ -32,6 +32,7 @@ from .base import (
     Submitted,
     TransientError,
     Usage,
+    unreadable_line,
 )
 from .facts import ANTHROPIC_DEFAULT_API_VERSION, root_url
 from .http_errors import (
@@ -43,7 +44,7 @@ from .http_errors import (
     transport_error,
     unreadable,
 )
-from .jsontext import jsonl_lines, loads_kept
+from .jsontext import jsonl_lines, loads_object
 from .result_lines import anthropic_answer
 from .wire import obj, text
 
@@ -271,7 +272,11 @@ class AnthropicAdapter:
 def parse_result_text(raw: str) -> ItemResult:
     """``parse_result(loads_kept(raw), raw=raw)``, the usual answer read for the fields the
     result takes alone (``result_lines.py``): the same ItemResult, the same errors."""
-    return anthropic_answer(raw) or parse_result(loads_kept(raw), raw=raw)
+    fast = anthropic_answer(raw)
+    if fast is not None:
+        return fast
+    line = loads_object(raw)
+    return unreadable_line(raw) if line is None else parse_result(line, raw=raw)
 
 
 def parse_result(line: dict[str, Any], raw: str | None = None) -> ItemResult:

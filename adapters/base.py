@@ -169,6 +169,18 @@ class ItemResult:
         )
 
 
+UNREADABLE_KEY = ""  # the key of a result line that could not be read (no request has it)
+
+
+def unreadable_line(raw: str) -> ItemResult:
+    """A results line that is not one JSON object (corrupt, cut short): it names no request, so
+    the collector counts it, says so, and treats its request as one the batch did not answer
+    (sent again) instead of failing the batch's whole collection."""
+    shown = raw if len(raw) <= 80 else raw[:77] + "..."
+    error = ItemError("malformed_result", f"result line is not a JSON object: {shown!r}")
+    return ItemResult(UNREADABLE_KEY, "failed", error=error)
+
+
 @dataclass(frozen=True)
 class ProviderLimits:
     max_items: int  # hard cap on requests per batch

@@ -42,11 +42,12 @@ from .base import (
     TransientError,
     UnknownOutcome,
     Usage,
+    unreadable_line,
 )
 from .facts import GEMINI_DEFAULT_API_VERSION, GEMINI_INLINE_HARD_MAX_BYTES, root_url
 from .gemini_errors import HTTPStatus, Unreadable, raise_for_status, retry_delay_s
 from .http_errors import listing, redact, retry_after_s, status_error, transport_error, unreadable
-from .jsontext import jsonl_lines, loads_kept
+from .jsontext import jsonl_lines, loads_object
 from .result_lines import gemini_answer
 from .spool import quoted, write_spool
 from .wire import obj, parse_body, text
@@ -229,7 +230,7 @@ class GeminiAdapter:
         if output.get("responsesFile"):
             async for lines in self._download_lines(str(output["responsesFile"])):
                 for line in lines:
-                    yield gemini_answer(line) or parse_result(loads_kept(line), raw=line)
+                    yield parse_result_text(line)
             return
         inlined = (output.get("inlinedResponses") or {}).get("inlinedResponses") or []
         for index, entry in enumerate(inlined):
@@ -394,6 +395,17 @@ def _int(value: Any) -> int | None:
         return None if value is None else int(value)
     except (TypeError, ValueError):
         return None
+
+
+def parse_result_text(raw: str) -> ItemResult:
+    """One responses-file line: the usual answer read for the fields the result takes alone
+    (``result_lines.py``), else the whole line; a line that is not a JSON object names no
+    request (:func:`unreadable_line`)."""
+    fast = gemini_answer(raw)
+    if fast is not None:
+        return fast
+    line = loads_object(raw)
+    return unreadable_line(raw) if line is None else parse_result(line, raw=raw)
 
 
 def parse_result(

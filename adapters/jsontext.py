@@ -87,6 +87,16 @@ def loads_kept(text: str | bytes) -> Any:
         return json.loads(text)
 
 
+def loads_object(text: str | bytes) -> dict[str, Any] | None:
+    """:func:`loads_kept` of a line that should hold one JSON object: the object, or None when
+    the text is not JSON, or JSON of another kind (a provider's corrupt or truncated line)."""
+    try:
+        value = loads_kept(text)
+    except (ValueError, RecursionError):  # JSONDecodeError is a ValueError
+        return None
+    return value if isinstance(value, dict) else None
+
+
 class RawJSON:
     """JSON text already written (a stored answer, metadata, a list), placed into a value that
     :func:`dumps_bytes` writes, as it is: never decoded and encoded again."""

@@ -52,7 +52,7 @@ from daemon.outcomes import OutcomePolicy, item_update  # noqa: E402
 from daemon.store import Store  # noqa: E402
 
 MODEL = "gpt-4o-mini"
-RESULT_CHUNK = 2000  # as daemon/collect.py
+RESULT_CHUNK = 2000  # as daemon/results.py
 
 
 def output_line(key: str, i: int) -> bytes:

@@ -1,6 +1,6 @@
 """Polling and collection: each provider's due batches are polled in rounds (``polling.py``
 says when a batch is due and how a round reads the list); an ended batch's results are
-streamed into the store.
+streamed into the store (``results.py``).
 
 Only the batches of the provider's current account are polled (see ``reconcile.py`` for the
 others). A running batch is polled again later, less often as it ages; its row is written only
@@ -27,21 +27,19 @@ from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 
-from adapters.base import AdapterError, AuthError, BatchStatus, ResultsGone
+from adapters.base import AdapterError, AuthError, BatchStatus
 
 from . import metrics
 from .crashpoints import crash_point, fault_point
 from .logs import Throttle, batch_log, call_error_kind, elapsed_since
 from .outcomes import (
-    RequestUpdate,
-    RetryAt,
     batch_lost_error,
     describe,
     internal_error,
-    item_update,
     missing_update,
 )
 from .polling import LIST_MIN, Entry, PollBook, listed_statuses, poll_interval_s
+from .results import store_results
 from .states import RequestStatus
 from .store import state_failure
 from .text import plural
@@ -51,7 +49,6 @@ if TYPE_CHECKING:
 
     from .scheduler import Scheduler
 
-RESULT_CHUNK = 2000  # results stored per transaction (500 cost ~15 us more a request)
 COLLECT_TRIES = 3  # collections of one ended batch that failed unexpectedly before giving up
 # A running batch's progress line: when its counts move, else at its first poll and then at the
 # first poll after this long (under poll_max_s's default 300 s: every 5 minutes at most apart).
@@ -277,7 +274,7 @@ class Collector:
         before = await sched.store.batch_recorded(row["id"])
         retry_at = sched.batch_retry_at()  # one retry time per attempt number for the batch
         try:
-            counts, gone = await self._store_results(row, outstanding, retry_at, log)
+            counts, gone = await store_results(sched, row, outstanding, retry_at, log)
             for state, n in before.items():
                 outcome = _OUTCOME_OF.get(state, state)
                 counts[outcome] = counts.get(outcome, 0) + n
@@ -377,43 +374,6 @@ class Collector:
                 exception=exc
             ).error("cleanup of provider files failed unexpectedly")
 
-    async def _store_results(
-        self, row: dict[str, Any], outstanding: dict[int, int], retry_at: RetryAt, log: Logger
-    ) -> tuple[dict[str, int], bool]:
-        """Stream a batch's results into the store, chunk by chunk, taking each answered request
-        out of ``outstanding``. Returns the outcome counts and whether the results were gone.
-        A failure mid-stream keeps what was stored (storing is idempotent) and re-raises."""
-        sched = self.sched
-        adapter = sched.providers[row["provider"]].adapter
-        pid = row["provider_batch_id"]
-        chunk: list[RequestUpdate] = []
-        counts: dict[str, int] = {}
-        gone = False
-        policy = sched.policy
-        try:
-            async for item in adapter.results(pid):
-                rid = _request_id(item.key)
-                attempts = outstanding.pop(rid, None)
-                if attempts is None:  # not of this batch, or answered already
-                    continue
-                chunk.append(item_update(rid, attempts, item, policy, retry_at))
-                counts[item.outcome] = counts.get(item.outcome, 0) + 1
-                if len(chunk) >= RESULT_CHUNK:
-                    await asyncio.shield(sched.store.record_results(row["id"], chunk))
-                    chunk = []
-        except ResultsGone as err:
-            gone = True
-            log.bind(event="batch.results_gone", error_kind="results_gone").error(
-                "results of batch {} are gone ({}); {} re-queued",
-                pid,
-                err,
-                plural(len(outstanding), "request"),
-            )
-        finally:
-            if chunk:
-                await asyncio.shield(sched.store.record_results(row["id"], chunk))
-        return counts, gone
-
 
 # A stored request's status as the outcome its batch's counts name (pending: sent again).
 _OUTCOME_OF: dict[str, str] = {RequestStatus.PENDING: "retry"}
@@ -427,13 +387,6 @@ def _after(err: AdapterError) -> float | None:
     """The provider's Retry-After, when the error carries one."""
     retry_after: float | None = getattr(err, "retry_after", None)
     return retry_after
-
-
-def _request_id(key: str) -> int:
-    try:
-        return int(key.removeprefix("r"))
-    except ValueError:
-        return -1
 
 
 def _dumps_counts(counts: dict[str, Any]) -> str:

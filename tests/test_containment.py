@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from loguru import logger
 
-from adapters.base import BatchItem, UnknownOutcome
+from adapters.base import BatchItem, ItemResult, UnknownOutcome, unreadable_line
 from daemon import submit as submit_module
 from daemon.caching import prepare_items
 from daemon.collect import COLLECT_TRIES
@@ -280,6 +280,37 @@ async def test_a_batch_that_can_never_be_collected_is_given_up_then_fails(
     assert adapter.calls["results"] == COLLECT_TRIES * len(adapter.creates)
     assert sorted(adapter.creates) == sorted([MODEL, OTHER] * MAX_ATTEMPTS)
     assert len([x for x in logged if "it is given up" in x]) == 2 * MAX_ATTEMPTS
+
+
+class _CorruptLineAdapter(FakeAdapter):
+    """The first batch's results file has one line that is not JSON where the first request's
+    answer should be (a corrupt download); later batches answer normally."""
+
+    async def results(self, provider_batch_id: str) -> AsyncIterator[ItemResult]:
+        first = next(iter(self.created)) == provider_batch_id
+        async for item in super().results(provider_batch_id):
+            if first and item.key == self.created[provider_batch_id][0]:
+                yield unreadable_line('{"custom_id": "r1", "response": {"status_co')
+            else:
+                yield item
+
+
+async def test_a_result_line_that_is_not_json_costs_its_request_alone(
+    store: Store, logged: list[str]
+) -> None:
+    """The batch's other results are stored; the request the line stood for counts as
+    missing (sent again, an attempt counted), and the batch's log says why, once."""
+    await _add(store, 4)
+    adapter = _CorruptLineAdapter()
+    rows = await _drive(_scheduler(store, adapter))
+    by_line = {r["line"]: (r["status"], r["attempts"]) for r in rows}
+    assert by_line == {1: ("succeeded", 2), 2: ("succeeded", 1), 3: ("succeeded", 1),
+                       4: ("succeeded", 1)}  # fmt: skip
+    assert adapter.creates == [MODEL, MODEL]  # the one request again, not the batch
+    said = [line for line in logged if "could not be read" in line]
+    assert len(said) == 1 and "1 result line of batch pb-" in said[0], said
+    assert "result line is not a JSON object" in said[0]
+    assert not [line for line in logged if "collecting batch" in line]  # no internal error
 
 
 # -- outside one batch ---------------------------------------------------------------------

@@ -15,7 +15,7 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from adapters import anthropic_batch, gemini_batch, openai_batch
-from adapters.base import ItemResult
+from adapters.base import UNREADABLE_KEY, ItemResult
 from adapters.jsontext import jsonl_lines, loads_kept
 from adapters.result_lines import anthropic_answer, gemini_answer, openai_answer
 
@@ -283,3 +283,26 @@ def test_result_files_split_at_line_ends_only(data: st.DataObject) -> None:
 
 def test_a_byte_that_is_not_utf8_reads_as_a_replacement_character() -> None:
     assert asyncio.run(_lines([b'{"a": "\xff"}\n'])) == ['{"a": "\ufffd"}']
+
+
+@pytest.mark.parametrize(
+    "parse",
+    [openai_batch.parse_result_text, anthropic_batch.parse_result_text,
+     gemini_batch.parse_result_text],
+    ids=["openai", "anthropic", "gemini"],
+)
+@pytest.mark.parametrize(
+    "raw",
+    ['{"custom_id": "r1", "response": {"status_co', "not json", "[1, 2]", '"a string"', "null",
+     "\ufffd\ufffd"],
+)
+def test_a_line_that_is_not_a_json_object_names_no_request(
+    parse: Callable[[str], ItemResult], raw: str
+) -> None:
+    """A corrupt or cut-short results line becomes an item of no request (so the collector
+    stores the batch's other results and counts its request as missing), never an exception
+    that fails the whole batch's collection."""
+    item = parse(raw)
+    assert item.key == UNREADABLE_KEY and item.outcome == "failed"
+    assert item.error is not None and item.error.type == "malformed_result"
+    assert "result line is not a JSON object" in item.error.message
