@@ -113,9 +113,10 @@ async def collect_garbage(
                 report.jobs_forgotten += 1
         report.batches_forgotten = await store.forget_old_batches(cutoff)
     mode, free = await store.free_space()
-    if mode == 2:
+    small_pages = await store.has_small_pages()  # made before 16 KiB pages
+    if mode == 2 and not (may_vacuum and small_pages):
         report.bytes_reclaimed = await store.reclaim(max_pages=1 << 30)
-    elif may_vacuum and free > 0:
+    elif may_vacuum and (free > 0 or small_pages):
         await store.vacuum()
         report.vacuumed = True
         report.bytes_reclaimed = free

@@ -9,10 +9,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from daemon.config import load_config
 from daemon.gc import DAY_S, collect_garbage, expiring_batches
 from daemon.states import FileStatus
-from daemon.store import Store
+from daemon.store import Store, queries
 from tests.daemon_harness import run_cli
 
 BIG = "x" * 4000  # each request body: enough rows to free whole pages
@@ -121,6 +123,31 @@ async def test_gc_command_beside_the_state_folder(tmp_path: Path) -> None:
     assert not any(f.exists() for f in files)
     missing = run_cli(["gc", "--root", str(tmp_path / "none")])
     assert missing.returncode == 1 and "no state database" in missing.stderr
+
+
+async def test_gc_with_no_daemon_gives_an_old_database_the_new_page_size(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A database made before new ones got 16 KiB pages (4 KiB, WAL) is rewritten with them
+    by ``batchd gc`` when no daemon runs; its jobs are all still there."""
+    state = tmp_path / "state"
+    state.mkdir()
+    with monkeypatch.context() as m:
+        m.setattr(queries, "NEW_DB_PRAGMAS", ("PRAGMA auto_vacuum=INCREMENTAL",))
+        store = await Store(state / "batchd.sqlite3").open()
+    await _job(store, tmp_path, "a.jsonl", finished_days_ago=1)
+    assert await store.page_size() == 4096
+    await store.close()
+    out = run_cli(["gc", "--root", str(tmp_path)])
+    assert out.returncode == 0, out.stderr
+    assert "database rewritten by VACUUM" in out.stdout
+    store = await Store(state / "batchd.sqlite3").open()
+    try:
+        assert await store.page_size() == queries.NEW_DB_PAGE_SIZE
+        assert await store.quick_check() == []
+        assert [f["name"] for f in await store.files_in(*FileStatus)] == ["a.jsonl"]
+    finally:
+        await store.close()
 
 
 def test_expiring_batches_warns_a_day_before_the_provider_deletes() -> None:

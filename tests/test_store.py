@@ -88,7 +88,7 @@ async def _page_size(store: Store) -> int:
     return int(await store._scalar("PRAGMA page_size"))
 
 
-async def test_new_databases_have_16k_pages_and_old_4k_ones_keep_working(
+async def test_new_databases_have_16k_pages_old_4k_ones_work_and_vacuum_resizes_them(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store = await _store(tmp_path)
@@ -121,9 +121,15 @@ async def test_new_databases_have_16k_pages_and_old_4k_ones_keep_working(
     got = {r["line"]: r for r in iter_file_rows(store.path, fid)}
     assert [got[i]["status"] for i in (1, 2, 3)] == ["succeeded"] * 3
     assert json.loads(got[2]["answer"]) == {"n": rows.ids[1]}
-    await store.vacuum()  # a full rewrite in WAL mode keeps the page size too
-    assert await _page_size(store) == 4096
+    assert await store.has_small_pages()
+    await store.vacuum()  # a full rewrite (no daemon running) gives it the new page size
+    assert await _page_size(store) == q.NEW_DB_PAGE_SIZE and not await store.has_small_pages()
     assert await store.quick_check() == []
+    async with store.db.execute("PRAGMA journal_mode") as cur:
+        assert (await cur.fetchone())[0] == "wal"  # back in WAL mode
+    got = {r["line"]: r for r in iter_file_rows(store.path, fid)}  # every row kept
+    assert [got[i]["status"] for i in (1, 2, 3)] == ["succeeded"] * 3
+    assert json.loads(got[2]["answer"]) == {"n": rows.ids[1]}
     await store.close()
 
 

@@ -238,13 +238,30 @@ class JobsMixin:
                 break
         return before - (await self.free_space())[1]
 
+    async def page_size(self) -> int:
+        """The database's page size in bytes (new ones: ``queries.NEW_DB_PAGE_SIZE``)."""
+        return int(await self._scalar(q.PAGE_SIZE))
+
+    async def has_small_pages(self) -> bool:
+        """Whether the database was made with smaller pages than new ones get (a full
+        :meth:`vacuum` gives it theirs: fewer page writes per request)."""
+        return await self.page_size() < q.NEW_DB_PAGE_SIZE
+
     async def vacuum(self) -> None:
-        """Rewrite the whole file (only with no daemon running): it shrinks to its data, and
-        incremental auto-vacuum is switched on for the next time. It keeps its page size (a
-        database in WAL mode cannot change it)."""
-        for pragma in q.NEW_DB_PRAGMAS:
-            await self.db.execute(pragma)
-        await self.db.execute(q.FULL_VACUUM)
+        """Rewrite the whole file (only with no daemon running): it shrinks to its data,
+        incremental auto-vacuum is switched on for the next time, and a database made with
+        smaller pages than new ones get (before 16 KiB pages) is given their size: a WAL
+        database cannot change it, so the rewrite is done out of WAL mode, then back in it."""
+        resize = await self.has_small_pages()
+        if resize:
+            await self.db.execute(q.JOURNAL_ROLLBACK)
+        try:
+            for pragma in q.NEW_DB_PRAGMAS:
+                await self.db.execute(pragma)
+            await self.db.execute(q.FULL_VACUUM)
+        finally:
+            if resize:
+                await self.db.execute(q.JOURNAL_WAL)
 
     # -- open batches (retention) ------------------------------------------------------
     async def open_batches(self) -> list[dict[str, Any]]:

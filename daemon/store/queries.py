@@ -475,6 +475,10 @@ FREELIST_COUNT = "PRAGMA freelist_count"
 PAGE_SIZE = "PRAGMA page_size"
 INCREMENTAL_VACUUM = "PRAGMA incremental_vacuum({pages})"  # a PRAGMA takes no parameters
 FULL_VACUUM = "VACUUM"
+# A full rewrite that gives an older database the page size of new ones: out of WAL mode for
+# the rewrite (a WAL database cannot change its page size), back to it after.
+JOURNAL_ROLLBACK = "PRAGMA journal_mode=DELETE"
+JOURNAL_WAL = "PRAGMA journal_mode=WAL"
 BUSY_TIMEOUT = "PRAGMA busy_timeout={ms}"
 
 # -- progress (``batchd status``) ----------------------------------------------------------------
