@@ -32,7 +32,7 @@ from .base import (
     Submitted,
     TransientError,
     Usage,
-    unreadable_line,
+    read_result_line,
 )
 from .facts import ANTHROPIC_DEFAULT_API_VERSION, root_url
 from .http_errors import (
@@ -44,7 +44,7 @@ from .http_errors import (
     transport_error,
     unreadable,
 )
-from .jsontext import jsonl_lines, loads_object
+from .jsontext import jsonl_lines
 from .result_lines import anthropic_answer
 from .wire import obj, text
 
@@ -272,11 +272,7 @@ class AnthropicAdapter:
 def parse_result_text(raw: str) -> ItemResult:
     """``parse_result(loads_kept(raw), raw=raw)``, the usual answer read for the fields the
     result takes alone (``result_lines.py``): the same ItemResult, the same errors."""
-    fast = anthropic_answer(raw)
-    if fast is not None:
-        return fast
-    line = loads_object(raw)
-    return unreadable_line(raw) if line is None else parse_result(line, raw=raw)
+    return read_result_line(raw, anthropic_answer, parse_result)
 
 
 def parse_result(line: dict[str, Any], raw: str | None = None) -> ItemResult:

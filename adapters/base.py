@@ -8,11 +8,11 @@ timeouts, retries and logging are applied once, by the scheduler.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Collection, Iterable
+from collections.abc import AsyncIterator, Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from .jsontext import loads_kept
+from .jsontext import loads_kept, loads_object
 
 ProviderName = Literal["openai", "anthropic", "gemini"]
 
@@ -170,6 +170,19 @@ class ItemResult:
 
 
 UNREADABLE_KEY = ""  # the key of a result line that could not be read (no request has it)
+
+
+def read_result_line(
+    raw: str, fast: Callable[[str], ItemResult | None], whole: Callable[..., ItemResult]
+) -> ItemResult:
+    """One results line of a provider: its usual answer read for the fields alone by ``fast``
+    (``result_lines.py``), else the whole line decoded and read by ``whole(line, raw=raw)``;
+    a line that is not a JSON object is :func:`unreadable_line`."""
+    item = fast(raw)
+    if item is not None:
+        return item
+    line = loads_object(raw)
+    return unreadable_line(raw) if line is None else whole(line, raw=raw)
 
 
 def unreadable_line(raw: str) -> ItemResult:

@@ -42,12 +42,12 @@ from .base import (
     TransientError,
     UnknownOutcome,
     Usage,
-    unreadable_line,
+    read_result_line,
 )
 from .facts import GEMINI_DEFAULT_API_VERSION, GEMINI_INLINE_HARD_MAX_BYTES, root_url
 from .gemini_errors import HTTPStatus, Unreadable, raise_for_status, retry_delay_s
 from .http_errors import listing, redact, retry_after_s, status_error, transport_error, unreadable
-from .jsontext import jsonl_lines, loads_object
+from .jsontext import jsonl_lines
 from .result_lines import gemini_answer
 from .spool import quoted, write_spool
 from .wire import obj, parse_body, text
@@ -400,12 +400,8 @@ def _int(value: Any) -> int | None:
 def parse_result_text(raw: str) -> ItemResult:
     """One responses-file line: the usual answer read for the fields the result takes alone
     (``result_lines.py``), else the whole line; a line that is not a JSON object names no
-    request (:func:`unreadable_line`)."""
-    fast = gemini_answer(raw)
-    if fast is not None:
-        return fast
-    line = loads_object(raw)
-    return unreadable_line(raw) if line is None else parse_result(line, raw=raw)
+    request (``base.unreadable_line``)."""
+    return read_result_line(raw, gemini_answer, parse_result)
 
 
 def parse_result(

@@ -36,7 +36,7 @@ from .base import (
     TransientError,
     UnknownOutcome,
     Usage,
-    unreadable_line,
+    read_result_line,
 )
 from .facts import openai_base_url
 from .http_errors import (
@@ -49,7 +49,7 @@ from .http_errors import (
     transport_error,
     unreadable,
 )
-from .jsontext import jsonl_lines, loads_object
+from .jsontext import jsonl_lines
 from .result_lines import openai_answer
 from .spool import quoted, write_spool
 from .wire import obj, text
@@ -301,12 +301,9 @@ def _line_text(item: BatchItem, body_json: str) -> str:
 
 def parse_result_text(raw: str) -> ItemResult:
     """``parse_result_line(loads_kept(raw), raw=raw)``, the usual answer read for the fields
-    the result takes alone (``result_lines.py``): the same ItemResult, the same errors."""
-    fast = openai_answer(raw)
-    if fast is not None:
-        return fast
-    line = loads_object(raw)
-    return unreadable_line(raw) if line is None else parse_result_line(line, raw=raw)
+    the result takes alone (``result_lines.py``): the same ItemResult, the same errors; a
+    line that is not a JSON object names no request (``base.unreadable_line``)."""
+    return read_result_line(raw, openai_answer, parse_result_line)
 
 
 def parse_result_line(line: dict[str, Any], raw: str | None = None) -> ItemResult:
