@@ -52,6 +52,7 @@ from .store.planning import (
     LaneRow,
     PlanningStore,
 )
+from .text import plural
 
 if TYPE_CHECKING:
     from .scheduler import Scheduler
@@ -285,17 +286,21 @@ class Sizer:
     async def _fail_lane(
         self, provider: str, model: str, file_id: int, error: dict[str, Any]
     ) -> None:
-        n, size_bytes = await self.sched.store.fail_lane(file_id, provider, model, error)
-        if n:
+        n, size_bytes, sent = await self.sched.store.fail_lane(file_id, provider, model, error)
+        if n or sent:
             self.sched.wake.set()  # the file may be finished now
             logger.bind(provider=provider, model=model, file=file_id).error(
                 "canary failed: {} requests of {} in file {} not sent ({}; about {:,} prompt "
-                "tokens kept back)",
+                "tokens kept back){}",
                 n,
                 model,
                 file_id,
                 error.get("message"),
                 size_bytes // CHARS_PER_TOKEN,
+                f"; {plural(sent, 'request')} sent before and sent back by a retryable error "
+                "end with that error"
+                if sent
+                else "",
             )
 
     async def batch_ended(self, batch_id: int) -> None:

@@ -334,3 +334,40 @@ async def test_file_batches_counts_each_jobs_share_and_what_was_sent_again(tmp_p
         ("pb-1", {"succeeded": 2})
     ]
     await store.close()
+
+
+async def test_a_failed_canarys_lane_ends_its_retried_requests_with_their_own_error(
+    tmp_path: Path,
+) -> None:
+    """When a canary fails, the lane's requests never sent end with the canary's error ("not
+    sent"); one the canary did send, whose retryable error sent it back, was sent: it ends
+    with that error, its attempt counted, and is not counted as kept back."""
+    store = await _store(tmp_path)
+    fid = await store.claim_file("a.jsonl", "/in/a.jsonl", "/w/a.jsonl", 5)
+    await store.add_requests(fid, [_req(i) for i in range(1, 6)])
+    claimed = await store.claim_batch_items(
+        "openai", "gpt-4o-mini", "canary", "a", max_items=3, max_bytes=10_000, now=1e12
+    )
+    assert claimed is not None
+    batch_id, items = claimed
+    await store.mark_submitted(batch_id, "batch_C", "file_1", poll_interval_s=1, now=1e12)
+    bad = {"type": "invalid_request_error", "message": "no such parameter", "code": None}
+    busy = {"type": "rate_limit_exceeded", "message": "slow down", "code": 429}
+    r1, r2, r3 = items.ids
+    await store.record_results(batch_id, [
+        {"request_id": r1, "status": "failed", "attempts_inc": 1, "error": bad},
+        {"request_id": r2, "status": "failed", "attempts_inc": 1, "error": bad},
+        {"request_id": r3, "status": "pending", "attempts_inc": 1, "next_attempt_at": 0.0,
+         "error": busy},
+    ])  # fmt: skip
+    canary_error = {"type": "canary_failed", "message": "the canary failed", "code": None}
+    n, size_bytes, sent = await store.fail_lane(fid, "openai", "gpt-4o-mini", canary_error)
+    assert (n, size_bytes, sent) == (2, 120, 1)
+    rows = {r["line"]: r for r in iter_file_rows(store.path, fid)}
+    assert {line: (rows[line]["status"], rows[line]["attempts"]) for line in rows} == {
+        1: ("failed", 1), 2: ("failed", 1), 3: ("failed", 1), 4: ("failed", 0), 5: ("failed", 0)
+    }
+    assert rows[3]["error"] == busy  # sent, answered "slow down": not "not sent"
+    assert rows[4]["error"] == rows[5]["error"] == canary_error
+    assert await store.due_lanes(now=1e12) == []  # nothing of the lane is sent any more
+    await store.close()

@@ -196,19 +196,22 @@ class PlanningStore:
 
     async def fail_lane(
         self, file_id: int, provider: str, model: str, error: dict[str, Any]
-    ) -> tuple[int, int]:
-        """End the lane's pending requests with ``error`` (its canary's); returns how many,
-        and their bodies' bytes."""
+    ) -> tuple[int, int, int]:
+        """End the lane's pending requests: those never sent with ``error`` (its canary's),
+        those sent already (a retryable error sent them back) with their own last error.
+        Returns how many were never sent, their bodies' bytes, and how many were sent."""
         where = (file_id, provider, model)  # its pending requests
         text = json.dumps(error, ensure_ascii=False)
         async with self.transaction() as db:
             async with db.execute(q.SUM_LANE_PENDING, where) as cur:
                 row = await cur.fetchone()
             params = (RequestStatus.FAILED, text, time.time(), *where)
+            cur = await db.execute(q.END_LANE_RETRIES, params)
+            sent = max(cur.rowcount, 0)
             await db.execute(q.FAIL_LANE_REQUESTS, params)
         if self._book is not None:
             self._book.drop_lane((provider, model, file_id))
-        return (0, 0) if row is None else (int(row[0]), int(row[1]))
+        return (0, 0, sent) if row is None else (int(row[0]), int(row[1]), sent)
 
     async def failed_lanes(self, file_id: int) -> list[dict[str, Any]]:
         """The file's lanes whose canary failed: model, error, and the requests (and their

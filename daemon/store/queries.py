@@ -316,13 +316,19 @@ SELECT_BATCH_LANES = "SELECT file_id, provider, model FROM lanes WHERE canary_ba
 END_LANE_CANARY = (  # the canary ended: passed, failed (with its error) or to be sent again
     "UPDATE lanes SET state = ?, error = ?, canary_batch = ? WHERE canary_batch = ?"
 )
-SUM_LANE_PENDING = (
+SUM_LANE_PENDING = (  # the lane's requests a failed canary keeps back (never sent)
     "SELECT COUNT(*), COALESCE(SUM(size_bytes), 0) FROM requests"
-    " WHERE file_id = ? AND provider = ? AND model = ? AND " + is_pending()
+    " WHERE file_id = ? AND provider = ? AND model = ? AND " + is_pending() + " AND attempts = 0"
 )
-FAIL_LANE_REQUESTS = (  # the pending requests of a lane, ended with its canary's error
+FAIL_LANE_REQUESTS = (  # the lane's never-sent pending requests, ended with its canary's error
     "UPDATE requests SET status = ?, error = ?, updated_at = ?"
-    " WHERE file_id = ? AND provider = ? AND model = ? AND " + is_pending()
+    " WHERE file_id = ? AND provider = ? AND model = ? AND " + is_pending() + " AND attempts = 0"
+)
+# The lane's pending requests that were sent already (a retryable error sent them back, in the
+# canary or after its wait) end with their own last error: they were sent, so not "not sent".
+END_LANE_RETRIES = (
+    "UPDATE requests SET status = ?, error = COALESCE(error, ?), updated_at = ?"
+    " WHERE file_id = ? AND provider = ? AND model = ? AND " + is_pending() + " AND attempts > 0"
 )
 RELEASE_LANE_CANARY = (  # the canary never ran (aborted): the lane needs a new one
     "UPDATE lanes SET canary_batch = NULL WHERE canary_batch = ?"
