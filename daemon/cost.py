@@ -125,31 +125,18 @@ def _plain(
 PlainPrice = Callable[[int, int], tuple[float | None, float | None]]
 
 
-MEMO_PRICES = 4096  # (input, output) pairs a plain pricer remembers (then it starts again)
-
-
 def plain_pricer(info: ModelInfo | None) -> PlainPrice:
     """``cost_of`` of a result without cache reads or writes (the usual one) under ``info``,
     as ``(batch_usd, live_usd)`` from its input and output tokens: the same values, without
-    building a :class:`Cost`, for a writer that prices every result of a file. It remembers
-    the prices of the token counts it saw (rounding is most of the work; answers of one
-    prompt template often repeat their counts)."""
+    building a :class:`Cost`, for a writer that prices every result of a file."""
     if info is None:
         return lambda total_in, output: (0.0, 0.0) if not total_in and not output else (None, None)
     p_in, p_out, discount = info.prices.input, info.prices.output, info.batch_discount
-    memo: dict[tuple[int, int], tuple[float | None, float | None]] = {}
 
     def price(total_in: int, output: int) -> tuple[float | None, float | None]:
-        found = memo.get((total_in, output))
-        if found is None:
-            if not total_in and not output:
-                found = (0.0, 0.0)
-            else:
-                found = _plain(int(total_in or 0), int(output or 0), p_in, p_out, discount)
-            if len(memo) >= MEMO_PRICES:
-                memo.clear()
-            memo[total_in, output] = found
-        return found
+        if not total_in and not output:
+            return 0.0, 0.0
+        return _plain(int(total_in or 0), int(output or 0), p_in, p_out, discount)
 
     return price
 
