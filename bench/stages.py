@@ -113,7 +113,7 @@ class Stages:
         claimed = await self.timed("claim", self._claim)
         assert claimed is not None
         batch_id, rows = claimed
-        await self.timed("spool", lambda: self._spool(rows))
+        await self.timed("spool", lambda: self._spool(batch_id, rows))
         data = b"".join(output_line(f"r{rid}", i) for i, rid in enumerate(rows.ids))
         await self.timed("results", lambda: self._results(batch_id, data))
         await self.timed("finish", lambda: self._finish(file_id))
@@ -126,12 +126,17 @@ class Stages:
             max_bytes=limits.max_bytes, now=time.time() + 1,
         )  # fmt: skip
 
-    async def _spool(self, items: Any) -> None:
+    async def _spool(self, batch_id: int, items: Any) -> None:
+        """The input file written from the store, then the batch marked submitted (as
+        ``submit.py`` does once the create call answered)."""
         path, _ = await asyncio.to_thread(
             write_spool, self.root / "spool", "openai", items, PROVIDER_LIMITS["openai"],
             openai_batch._line, openai_batch._line_text,
         )  # fmt: skip
         path.unlink()
+        await self.store.mark_submitted(
+            batch_id, "batch_bench", "file_bench", poll_interval_s=60, now=time.time()
+        )
 
     async def _results(self, batch_id: int, data: bytes) -> None:
         outstanding = dict(await self.store.batch_requests(batch_id))
