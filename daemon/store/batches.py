@@ -166,6 +166,9 @@ class BatchesMixin:
         poll_interval_s: float,
         now: float,
     ) -> None:
+        """The batch was created at the provider as ``provider_batch_id``. Its requests'
+        rows are not touched: each lists the batch's row id since its claim, read as this
+        provider batch id from now on (``rows.BatchIdTexts``)."""
         async with self.transaction() as db:
             await db.execute(
                 q.MARK_BATCH_SUBMITTED,
@@ -178,9 +181,6 @@ class BatchesMixin:
                     poll_interval_s,
                     batch_id,
                 ),
-            )
-            await db.execute(
-                q.NOTE_PROVIDER_BATCH_ID, (provider_batch_id, batch_id, RequestStatus.BATCHED)
             )
 
     async def abort_batch(

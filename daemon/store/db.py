@@ -229,14 +229,29 @@ class Store(BatchesMixin, PlanningStore, JobsMixin):
 
     async def file_batches(self, file_id: int) -> list[dict[str, Any]]:
         """The batches the job's requests went through; ``counts``: the job's own requests in
-        each, by final status (``retried``: sent again in a later batch)."""
+        each, by final status (``retried``: sent again in a later batch). A request counts
+        under the last of its batches that has a provider batch id (a batch whose create
+        failed never had one, and is not listed)."""
+        groups = [
+            (json.loads(r[0]), str(r[1]), int(r[2]))
+            for r in await self._all(q.SELECT_FILE_BATCH_COUNTS, (file_id,))
+        ]
+        listed = sorted({i for ids, _, _ in groups for i in ids})
+        if not listed:
+            return []
+        rows = await self._all(q.SELECT_BATCH_PROVIDER_IDS, (json.dumps(listed),))
+        names = {int(r[0]): r[1] for r in rows if r[1] is not None}
         counts: dict[str, dict[str, int]] = {}
-        for r in await self._all(q.SELECT_FILE_BATCH_COUNTS, (file_id, RETRIED)):
-            counts.setdefault(str(r["pbid"]), {})[str(r["k"])] = int(r["n"])
+        for ids, status, n in groups:
+            pbids = [str(names[i]) for i in ids if i in names]
+            for pbid in pbids:
+                kind = status if pbid == pbids[-1] else RETRIED
+                mine = counts.setdefault(pbid, {})
+                mine[kind] = mine.get(kind, 0) + n
         if not counts:
             return []
         rows = await self._all(q.SELECT_BATCHES_NAMED, (json.dumps(sorted(counts)),))
-        return [{**dict(r), "counts": counts[str(r["id"])]} for r in rows]
+        return [{**dict(r), "counts": dict(sorted(counts[str(r["id"])].items()))} for r in rows]
 
     async def note_ingest_start(self, file_id: int) -> int:
         """Count one more ingest pass of the file, before it runs; returns the count."""

@@ -119,15 +119,20 @@ SELECT_FINISHED_FILES = (  # files in the given status none of whose requests is
     " SELECT 1 FROM requests r WHERE r.file_id = f.id AND " + is_open("r.status") + ")"
     " ORDER BY f.id"
 )
-# The batches a job's requests went through, each with the job's own share of it: its requests
-# in that batch by their final status, or the word given (one parameter) for those that were
-# sent again in a later batch; never the whole batch's counts (other jobs may share it). One
-# pass over the job's requests (a subquery per batch read them all once per batch: 14 s for
-# 20,000 requests in 400 batches), then the batches' rows by their ids (one JSON list).
+# The batches a job's requests went through. ``requests.batch_ids`` lists the batch rows
+# (``batches.id``) a request went into, in claim order, appended by the claim itself
+# (BATCH_REQUESTS_LISTED: no second rewrite of every row at submit). A job's requests grouped
+# by that list and their status, in one pass over the job's requests (a subquery per batch
+# read them all once per batch: 14 s for 20,000 requests in 400 batches); the few lists are
+# read as provider batch ids in Python (SELECT_BATCH_PROVIDER_IDS: a batch whose create
+# failed has none and is not listed), then the batches' rows by those ids (one JSON list).
 SELECT_FILE_BATCH_COUNTS = (
-    "SELECT j.value AS pbid, CASE WHEN json_extract(r.batch_ids, '$[#-1]') = j.value"
-    " THEN r.status ELSE ?2 END AS k, COUNT(*) AS n FROM requests r, json_each(r.batch_ids) j"
-    " WHERE r.file_id = ?1 GROUP BY pbid, k"
+    "SELECT batch_ids, status, COUNT(*) FROM requests WHERE file_id = ? AND batch_ids != '[]'"
+    " GROUP BY batch_ids, status"
+)
+# The provider batch ids of batch rows (one JSON list of row ids); NULL: never created.
+SELECT_BATCH_PROVIDER_IDS = (
+    "SELECT id, provider_batch_id FROM batches WHERE id IN (SELECT value FROM json_each(?))"
 )
 SELECT_BATCHES_NAMED = (
     "SELECT b.provider, b.model, b.provider_batch_id AS id,"
@@ -163,9 +168,12 @@ SELECT_CLAIMABLE_SIZES = (
     " WHERE " + is_pending() + " AND provider = ? AND model = ? AND next_attempt_at <= ?"
     " ORDER BY next_attempt_at, updated_at, id LIMIT ?"
 )
-BATCH_REQUESTS_LISTED = (  # the claimed requests (one JSON list of ids) move into the batch
-    "UPDATE requests SET status = ?, batch_id = ?, updated_at = ?"
-    " WHERE id IN (SELECT value FROM json_each(?))"
+# The claimed requests (one JSON list of ids) move into the batch, and list it among the
+# batches they went into (``batch_ids``: batch row ids, read as provider batch ids by the
+# outbox and summary readers).
+BATCH_REQUESTS_LISTED = (
+    "UPDATE requests SET status = ?1, batch_id = ?2, batch_ids = json_insert(batch_ids, '$[#]',"
+    " ?2), updated_at = ?3 WHERE id IN (SELECT value FROM json_each(?4))"
 )
 SELECT_BODIES = "SELECT id, body FROM requests WHERE id IN (SELECT value FROM json_each(?))"
 INSERT_BATCH = (
@@ -175,10 +183,6 @@ INSERT_BATCH = (
 MARK_BATCH_SUBMITTED = (
     "UPDATE batches SET status = ?, provider_batch_id = ?, input_file_id = ?,"
     " submitted_at = ?, next_poll_at = ?, poll_interval_s = ? WHERE id = ?"
-)
-NOTE_PROVIDER_BATCH_ID = (  # each request lists every provider batch it was part of
-    "UPDATE requests SET batch_ids = json_insert(batch_ids, '$[#]', ?)"
-    " WHERE batch_id = ? AND status = ?"
 )
 END_BATCH = "UPDATE batches SET status = ?, error = ?, ended_at = ? WHERE id = ?"
 NOTE_CREATE_ERROR = "UPDATE batches SET error = ? WHERE id = ? AND status = ?"

@@ -13,7 +13,7 @@ from typing import Any
 from urllib.parse import quote
 
 from adapters.base import BatchItem
-from adapters.jsontext import loads
+from adapters.jsontext import compact, loads
 
 from . import queries as q
 from .base import StoreError
@@ -21,8 +21,49 @@ from .base import StoreError
 JSON_COLUMNS = ("body", "metadata", "adaptations", "batch_ids", "result", "error")
 
 
-def _decode_request(row: sqlite3.Row, as_text: Iterable[str] = ()) -> dict[str, Any]:
+class BatchIdTexts:
+    """A request's stored ``batch_ids`` (the batch rows it went into, in claim order: ``[7]``)
+    as the outbox writes it: the provider batch ids of those batches, as compact JSON text
+    (``["batch_abc"]``). A batch that has none (its create failed; or not created yet) is
+    left out; one adopted later by reconcile has its id then, and is listed.
+
+    Most rows of a file share a few lists: each list is translated once (cached by its
+    text), and a batch row's provider id is read once (one query for the ids a new list
+    brings), never a subquery per row.
+    """
+
+    MAX_TEXTS = 4096  # lists cached at most (then the cache starts again: memory stays flat)
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+        self.texts: dict[str, str] = {"[]": "[]"}
+        self.provider_ids: dict[int, str | None] = {}
+
+    def __call__(self, text: str) -> str:
+        known = self.texts.get(text)
+        if known is not None:
+            return known
+        ids = loads(text)
+        missing = [i for i in ids if i not in self.provider_ids]
+        if missing:
+            params = (json.dumps(missing),)
+            found = dict(self.db.execute(q.SELECT_BATCH_PROVIDER_IDS, params).fetchall())
+            for i in missing:
+                self.provider_ids[i] = found.get(i)
+        names = [p for i in ids if (p := self.provider_ids[i]) is not None]
+        if len(self.texts) >= self.MAX_TEXTS:  # in place: a reader may hold the dict
+            self.texts.clear()
+            self.texts["[]"] = "[]"
+        out = self.texts[text] = compact(names)
+        return out
+
+
+def _decode_request(
+    row: sqlite3.Row, batch_ids: BatchIdTexts, as_text: Iterable[str] = ()
+) -> dict[str, Any]:
     d = dict(row)
+    if d.get("batch_ids") is not None:
+        d["batch_ids"] = batch_ids(d["batch_ids"])
     for key in JSON_COLUMNS:
         if d.get(key) is not None and key not in as_text:
             d[key] = loads(d[key])
@@ -61,13 +102,15 @@ def iter_file_rows(
     path: Path, file_id: int, chunk: int = 2000, *, as_text: Iterable[str] = ()
 ) -> Iterator[dict[str, Any]]:
     """A file's requests in input order (each with its ``answer``), JSON columns decoded
-    except those named in ``as_text``. It opens its own read-only connection (WAL lets it
-    read while the daemon writes), for use in a worker thread."""
+    except those named in ``as_text``; ``batch_ids`` as provider batch ids
+    (:class:`BatchIdTexts`). It opens its own read-only connection (WAL lets it read while
+    the daemon writes), for use in a worker thread."""
     as_text = frozenset(as_text)
     db = _read_only(path)
     db.row_factory = sqlite3.Row
+    batch_ids = BatchIdTexts(db)
     for r in _file_pages(db, q.SELECT_FILE_REQUESTS_PAGE, (), file_id, chunk, "line"):
-        yield _decode_request(r, as_text)
+        yield _decode_request(r, batch_ids, as_text)
 
 
 # The columns of iter_result_rows' tuples, in order.
@@ -75,17 +118,23 @@ RESULT_COLUMNS = (
     "custom_id", "line", "model", "provider", "status", "result", "answer", "error", "attempts",
     "batch_ids", "adaptations", "metadata", "body",
 )  # fmt: skip
+_BATCH_IDS = RESULT_COLUMNS.index("batch_ids")
 
 
 def iter_result_rows(
     path: Path, file_id: int, body_of: str, chunk: int = 2000
 ) -> Iterator[tuple[Any, ...]]:
     """What the outbox writer needs of a file's requests, in input order, as tuples of
-    ``RESULT_COLUMNS``, every JSON column as its stored text; ``body`` only for the requests
-    of provider ``body_of`` (None for the others). Its own read-only connection, as
+    ``RESULT_COLUMNS``, every JSON column as its stored text (``batch_ids`` as the text of
+    its provider batch ids: :class:`BatchIdTexts`); ``body`` only for the requests of
+    provider ``body_of`` (None for the others). Its own read-only connection, as
     :func:`iter_file_rows`."""
     db = _read_only(path)
-    yield from _file_pages(db, q.SELECT_FILE_RESULTS_PAGE, (body_of,), file_id, chunk, 1)
+    batch_ids = BatchIdTexts(db)
+    texts = batch_ids.texts  # most rows share a list: a lookup, not a call
+    for r in _file_pages(db, q.SELECT_FILE_RESULTS_PAGE, (body_of,), file_id, chunk, 1):
+        text = r[_BATCH_IDS]
+        yield (*r[:_BATCH_IDS], texts.get(text) or batch_ids(text), *r[_BATCH_IDS + 1 :])
 
 
 class StoredItem(BatchItem):

@@ -202,4 +202,35 @@ MIGRATIONS: tuple[str, ...] = (
         WHERE status NOT IN ('pending', 'batched');
     CREATE INDEX requests_batch ON requests (batch_id) WHERE batch_id IS NOT NULL
     """,
+    # 9: requests.batch_ids lists the batch rows (batches.id) a request went into, in claim
+    # order, appended by the claim's own update of the row; it listed provider batch ids,
+    # appended at submit by a second rewrite of every request's row (~3 µs a request and its
+    # WAL pages). The readers (the outbox, the summary's batches) read them as provider
+    # batch ids, leaving out a batch whose create failed (before, it was never listed). The
+    # rows stored before are converted: each provider batch id to the row of that provider
+    # with that id (the first, in the list's order; an id whose batch row retention deleted
+    # has nothing to point at and is dropped), then a request claimed into a batch not
+    # submitted yet lists that batch too. The status word is frozen here (migration 8).
+    """
+    CREATE TEMP TABLE batch_rows (
+        provider TEXT NOT NULL,
+        provider_batch_id TEXT NOT NULL,
+        id INTEGER NOT NULL,
+        PRIMARY KEY (provider, provider_batch_id)
+    ) WITHOUT ROWID;
+    INSERT INTO batch_rows (provider, provider_batch_id, id)
+        SELECT provider, provider_batch_id, MIN(id) FROM batches
+        WHERE provider_batch_id IS NOT NULL GROUP BY provider, provider_batch_id;
+    UPDATE requests SET batch_ids = (
+        SELECT json_group_array(id) FROM (
+            SELECT b.id AS id FROM json_each(requests.batch_ids) j
+            JOIN batch_rows b ON b.provider = requests.provider
+                AND b.provider_batch_id = j.value
+            ORDER BY j.key))
+        WHERE batch_ids != '[]';
+    UPDATE requests SET batch_ids = json_insert(batch_ids, '$[#]', batch_id)
+        WHERE status = 'batched' AND batch_id IS NOT NULL AND NOT EXISTS (
+            SELECT 1 FROM json_each(requests.batch_ids) j WHERE j.value = requests.batch_id);
+    DROP TABLE batch_rows
+    """,
 )
