@@ -132,11 +132,11 @@ def _v8_database(path: Path) -> None:
         (4, "openai", "gpt-4o-mini", "submitting", None),  # claimed, not created yet
         (5, "anthropic", "claude-haiku-4-5", "collected", "batch_A"),  # another provider's
     ]
-    for bid, provider, model, status, pbid in batches:
+    for row in batches:
         db.execute(
             "INSERT INTO batches (id, tag, provider, model, account, status, provider_batch_id,"
-            " n_items, created_at) VALUES (?, ?, ?, ?, 'acct', ?, ?, 1, 0)",
-            (bid, f"t{bid}", provider, model, status, pbid),
+            " n_items, created_at) VALUES (?1, 't' || ?1, ?2, ?3, 'acct', ?4, ?5, 1, 0)",
+            row,
         )
     # line, provider, status, batch_id, provider batch ids (as submit noted them)
     requests: list[tuple[int, str | None, str, int | None, list[str]]] = [
