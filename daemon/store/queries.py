@@ -170,10 +170,12 @@ SELECT_CLAIMABLE_SIZES = (
 )
 # The claimed requests (one JSON list of ids) move into the batch, and list it among the
 # batches they went into (``batch_ids``: batch row ids, read as provider batch ids by the
-# outbox and summary readers).
+# outbox and summary readers). A request's first batch (the usual case) is written as text:
+# json_insert's parse and rewrite of "[]" cost ~0.3 µs a request more (20,000 claimed).
 BATCH_REQUESTS_LISTED = (
-    "UPDATE requests SET status = ?1, batch_id = ?2, batch_ids = json_insert(batch_ids, '$[#]',"
-    " ?2), updated_at = ?3 WHERE id IN (SELECT value FROM json_each(?4))"
+    "UPDATE requests SET status = ?1, batch_id = ?2, batch_ids = CASE batch_ids"
+    " WHEN '[]' THEN '[' || ?2 || ']' ELSE json_insert(batch_ids, '$[#]', ?2) END,"
+    " updated_at = ?3 WHERE id IN (SELECT value FROM json_each(?4))"
 )
 SELECT_BODIES = "SELECT id, body FROM requests WHERE id IN (SELECT value FROM json_each(?))"
 INSERT_BATCH = (
