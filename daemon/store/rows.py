@@ -118,7 +118,6 @@ RESULT_COLUMNS = (
     "custom_id", "line", "model", "provider", "status", "result", "answer", "error", "attempts",
     "batch_ids", "adaptations", "metadata", "body",
 )  # fmt: skip
-_BATCH_IDS = RESULT_COLUMNS.index("batch_ids")
 
 
 def iter_result_rows(
@@ -132,9 +131,12 @@ def iter_result_rows(
     db = _read_only(path)
     batch_ids = BatchIdTexts(db)
     texts = batch_ids.texts  # most rows share a list: a lookup, not a call
-    for r in _file_pages(db, q.SELECT_FILE_RESULTS_PAGE, (body_of,), file_id, chunk, 1):
-        text = r[_BATCH_IDS]
-        yield (*r[:_BATCH_IDS], texts.get(text) or batch_ids(text), *r[_BATCH_IDS + 1 :])
+    # Unpacked and packed again by name: 0.16 µs a row, where slicing the tuple took 0.4-0.6.
+    for (custom_id, line, model, provider, status, result, answer, error, attempts, ids,
+         adaptations, metadata, body) in _file_pages(
+            db, q.SELECT_FILE_RESULTS_PAGE, (body_of,), file_id, chunk, 1):  # fmt: skip
+        yield (custom_id, line, model, provider, status, result, answer, error, attempts,
+               texts.get(ids) or batch_ids(ids), adaptations, metadata, body)  # fmt: skip
 
 
 class StoredItem(BatchItem):
