@@ -13,13 +13,15 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from daemon import finish, outbox
 from daemon.outcomes import RequestUpdate
 from daemon.registry import default_registry
 from daemon.states import FileStatus, RequestStatus
 from daemon.store import Store, iter_file_rows, iter_result_rows
 from daemon.store import queries as q
-from daemon.store.rows import RESULT_COLUMNS
+from daemon.store.rows import RESULT_COLUMNS, BatchIdTexts
 from daemon.store.schema import MIGRATIONS
 
 BATCH_IDS = RESULT_COLUMNS.index("batch_ids")
@@ -219,3 +221,30 @@ async def test_migration_9_stores_batch_rows_and_reads_the_same(tmp_path: Path) 
         }  # fmt: skip
     finally:
         await store.close()
+
+
+async def test_the_readers_cache_of_lists_stays_small(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "b.sqlite3"
+    await (await Store(path).open()).close()
+    db = sqlite3.connect(path)
+    for bid in range(1, 7):  # batch 3's create failed: no provider batch id
+        db.execute(
+            "INSERT INTO batches (id, tag, provider, model, account, status, provider_batch_id,"
+            " n_items, created_at) VALUES (?1, 't' || ?1, 'openai', 'm', 'a', 'collected', ?2,"
+            " 1, 0)",
+            (bid, None if bid == 3 else f"batch_{bid}"),
+        )  # fmt: skip
+    db.commit()
+    monkeypatch.setattr(BatchIdTexts, "MAX_TEXTS", 3)
+    texts = BatchIdTexts(db)
+    held = texts.texts
+    lists = ["[1]", "[1,2]", "[3]", "[2,3,4]", "[5]", "[1]", "[6,5]", "[]", "[1,2]"]
+    got = [texts(x) for x in lists * 2]
+    assert got == [
+        '["batch_1"]', '["batch_1","batch_2"]', "[]", '["batch_2","batch_4"]', '["batch_5"]',
+        '["batch_1"]', '["batch_6","batch_5"]', "[]", '["batch_1","batch_2"]',
+    ] * 2  # fmt: skip
+    assert texts.texts is held and len(held) <= 3  # emptied in place, never above its bound
+    db.close()

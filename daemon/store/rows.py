@@ -43,6 +43,10 @@ class BatchIdTexts:
         known = self.texts.get(text)
         if known is not None:
             return known
+        if len(self.texts) >= self.MAX_TEXTS:  # in place: a reader may hold the dict
+            self.texts.clear()
+            self.texts["[]"] = "[]"
+            self.provider_ids.clear()
         ids = loads(text)
         missing = [i for i in ids if i not in self.provider_ids]
         if missing:
@@ -51,9 +55,6 @@ class BatchIdTexts:
             for i in missing:
                 self.provider_ids[i] = found.get(i)
         names = [p for i in ids if (p := self.provider_ids[i]) is not None]
-        if len(self.texts) >= self.MAX_TEXTS:  # in place: a reader may hold the dict
-            self.texts.clear()
-            self.texts["[]"] = "[]"
         out = self.texts[text] = compact(names)
         return out
 
