@@ -169,6 +169,15 @@ class ItemResult:
         )
 
 
+class ReadResult(ItemResult):
+    """An ItemResult read from a results line by its fields alone (``result_lines.py``):
+    ``raw`` is the line's text, ``text`` and ``finish_reason`` are strings or None, and every
+    usage count is an ``int``. The daemon may rely on those types (``outcomes.answered``
+    writes such a result without checking them)."""
+
+    __slots__ = ()
+
+
 UNREADABLE_KEY = ""  # the key of a result line that could not be read (no request has it)
 
 

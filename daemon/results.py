@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from adapters.base import UNREADABLE_KEY, ItemError, ResultsGone
 
-from .outcomes import RequestUpdate, RetryAt, item_update
+from .outcomes import Answered, RequestUpdate, RetryAt, answered, item_update
 from .text import plural
 
 if TYPE_CHECKING:
@@ -40,6 +40,7 @@ async def store_results(
     adapter = sched.providers[row["provider"]].adapter
     pid = row["provider_batch_id"]
     chunk: list[RequestUpdate] = []
+    fast: list[Answered] = []  # the usual succeeded items (``outcomes.answered``)
     counts: dict[str, int] = {}
     gone = False
     policy = sched.policy
@@ -54,11 +55,15 @@ async def store_results(
                     unreadable += 1
                     first = first or item.error
                 continue
-            chunk.append(item_update(rid, attempts, item, policy, retry_at))
+            done = answered(rid, item)
+            if done is not None:
+                fast.append(done)
+            else:
+                chunk.append(item_update(rid, attempts, item, policy, retry_at))
             counts[item.outcome] = counts.get(item.outcome, 0) + 1
-            if len(chunk) >= RESULT_CHUNK:
-                await asyncio.shield(sched.store.record_results(row["id"], chunk))
-                chunk = []
+            if len(chunk) + len(fast) >= RESULT_CHUNK:
+                await asyncio.shield(sched.store.record_results(row["id"], chunk, fast))
+                chunk, fast = [], []
     except ResultsGone as err:
         gone = True
         log.bind(event="batch.results_gone", error_kind="results_gone").error(
@@ -68,8 +73,8 @@ async def store_results(
             plural(len(outstanding), "request"),
         )
     finally:
-        if chunk:
-            await asyncio.shield(sched.store.record_results(row["id"], chunk))
+        if chunk or fast:
+            await asyncio.shield(sched.store.record_results(row["id"], chunk, fast))
         if unreadable:
             log.bind(event="batch.results_unreadable", error_kind="malformed_result").error(
                 "{} of batch {} could not be read ({}); their requests count as missing",

@@ -31,7 +31,7 @@ from .rows import StoredItems
 if TYPE_CHECKING:
     import aiosqlite
 
-    from ..outcomes import RequestUpdate
+    from ..outcomes import Answered, RequestUpdate
 
 CLAIM_PAGE = 5000  # claimable rows read at a time (ids and sizes only)
 
@@ -327,14 +327,24 @@ class BatchesMixin:
                 (provider_status, dumps(counts), next_poll_at, poll_interval_s, batch_id),
             )
 
-    async def record_results(self, batch_id: int, updates: Sequence[RequestUpdate]) -> int:
-        """Store a chunk of item results (each provider answer in the answers table). Only
-        requests still in this batch are touched, so a collection interrupted by a crash can
-        simply be run again."""
+    async def record_results(
+        self,
+        batch_id: int,
+        updates: Sequence[RequestUpdate],
+        answered: Sequence[Answered] = (),
+    ) -> int:
+        """Store a chunk of item results (each provider answer in the answers table): the
+        ``updates``, and the usual succeeded items as ``outcomes.answered`` gives them (stored
+        as their ``item_update`` would be). Only requests still in this batch are touched, so
+        a collection interrupted by a crash can simply be run again."""
         now = time.time()
         batched = RequestStatus.BATCHED
-        params = []
-        answers = []
+        succeeded = RequestStatus.SUCCEEDED
+        params: list[tuple[Any, ...]] = [
+            (succeeded, 1, 0.0, result, None, now, rid, batch_id, batched)
+            for rid, result, _ in answered
+        ]
+        answers = [(raw, rid, batch_id, batched) for rid, _, raw in answered]
         again = []
         for u in updates:
             rid = u["request_id"]
