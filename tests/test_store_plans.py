@@ -45,6 +45,8 @@ PLANS: dict[str, tuple[str, ...]] = {
     "NOTE_PROVIDER_BATCH_ID": (BATCH,),
     "RECORD_RESULT": (PK,),
     "RECORD_ANSWER": (PK,),
+    "RECORD_SUCCEEDED": (PK,),
+    "SELECT_STILL_BATCHED": ("requests_batch (batch_id=? AND rowid=?)",),
     "SELECT_BATCH_REQUESTS": (BATCH,),
     "SELECT_BATCH_RECORDED": (BATCH,),
     "REQUEUE_BATCH_REQUESTS": (BATCH,),

@@ -339,12 +339,8 @@ class BatchesMixin:
         a collection interrupted by a crash can simply be run again."""
         now = time.time()
         batched = RequestStatus.BATCHED
-        succeeded = RequestStatus.SUCCEEDED
-        params: list[tuple[Any, ...]] = [
-            (succeeded, 1, 0.0, result, None, now, rid, batch_id, batched)
-            for rid, result, _ in answered
-        ]
-        answers = [(raw, rid, batch_id, batched) for rid, _, raw in answered]
+        params = []
+        answers = []
         again = []
         for u in updates:
             rid = u["request_id"]
@@ -370,9 +366,21 @@ class BatchesMixin:
             if status == RequestStatus.PENDING:
                 again.append(rid)
         async with self.transaction() as db:
-            if answers:  # first: its condition is the one RECORD_RESULT changes
+            if answered:  # the answers first: their condition is the one the results change
+                ids = json.dumps([rid for rid, _, _ in answered])
+                rows = await db.execute_fetchall(q.SELECT_STILL_BATCHED, (ids, batch_id, batched))
+                still = {row[0] for row in rows}
+                await db.executemany(
+                    q.STORE_ANSWER, [(rid, raw) for rid, _, raw in answered if rid in still]
+                )
+                await db.executemany(
+                    q.RECORD_SUCCEEDED,
+                    [(text, now, rid, batch_id) for rid, text, _ in answered if rid in still],
+                )
+            if answers:
                 await db.executemany(q.RECORD_ANSWER, answers)
-            await db.executemany(q.RECORD_RESULT, params)
+            if params:
+                await db.executemany(q.RECORD_RESULT, params)
             if again:  # a canceled job's requests are not sent again: they end canceled
                 await db.execute(
                     q.CANCEL_REQUEUED,
@@ -386,7 +394,7 @@ class BatchesMixin:
                 )
         if again:
             self.due_changed()  # requests back to pending
-        return len(params)
+        return len(params) + len(answered)
 
     async def batch_recorded(self, batch_id: int) -> dict[str, int]:
         """How many of the batch's requests have their result stored already, by status."""
