@@ -18,14 +18,13 @@ from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from adapters.jsontext import compact
-
 from ..packing import BatchPacker
 from ..states import BATCH_OPEN, BatchRowStatus, RequestStatus
 from . import queries as q
-from .base import answer_text, dumps, row_id, statuses_param
+from .base import dumps, row_id, statuses_param
 from .jobs import CANCELED_ERROR_JSON
 from .planning import LANE_CANARY, LANE_FAILED, ROLE_CANARY, Taken
+from .recording import record_chunk
 from .rows import StoredItems
 
 if TYPE_CHECKING:
@@ -336,67 +335,11 @@ class BatchesMixin:
         """Store a chunk of item results (each provider answer in the answers table): the
         ``updates``, and the usual succeeded items as ``outcomes.answered`` gives them (stored
         as their ``item_update`` would be). Only requests still in this batch are touched, so
-        a collection interrupted by a crash can simply be run again."""
-        now = time.time()
-        batched = RequestStatus.BATCHED
-        params = []
-        answers = []
-        again = []
-        for u in updates:
-            rid = u["request_id"]
-            status = u["status"]
-            result = u.get("result")
-            error = u.get("error")
-            params.append(
-                (
-                    status,
-                    u["attempts_inc"],
-                    u.get("next_attempt_at", 0.0),
-                    None if result is None else compact(result),
-                    None if error is None else compact(error),
-                    now,
-                    rid,
-                    batch_id,
-                    batched,
-                )
-            )
-            answer = u.get("answer")
-            if answer is not None:
-                answers.append((answer_text(answer), rid, batch_id, batched))
-            if status == RequestStatus.PENDING:
-                again.append(rid)
-        chunk = (answered, answers, params, again)
-        try:
-            await self._store_results(batch_id, chunk, now, every_one_waits=True)
-        except _NotAllWaiting:  # rolled back: stored again, the waiting requests read first
-            await self._store_results(batch_id, chunk, now, every_one_waits=False)
-        if again:
+        a collection interrupted by a crash can simply be run again (``recording.py``)."""
+        counted = await record_chunk(self.transaction, batch_id, updates, answered)
+        if counted.requeued:
             self.due_changed()  # requests back to pending
-        return len(params) + len(answered)
-
-    async def _store_results(
-        self, batch_id: int, chunk: tuple[Any, ...], now: float, every_one_waits: bool
-    ) -> None:
-        """:meth:`record_results`' statements, in one transaction."""
-        answered, answers, params, again = chunk
-        async with self.transaction() as db:
-            if answered:  # answers first: their condition is the one the results change
-                await _record_answered(db, batch_id, answered, now, every_one_waits)
-            if answers:
-                await db.executemany(q.RECORD_ANSWER, answers)
-            if params:
-                await db.executemany(q.RECORD_RESULT, params)
-            if again:  # a canceled job's requests are not sent again: they end canceled
-                await db.execute(
-                    q.CANCEL_REQUEUED,
-                    (
-                        RequestStatus.CANCELED,
-                        CANCELED_ERROR_JSON,
-                        now,
-                        json.dumps(again),
-                        RequestStatus.PENDING,
-                    ),
-                )
+        return counted.results
 
     async def batch_recorded(self, batch_id: int) -> dict[str, int]:
         """How many of the batch's requests have their result stored already, by status."""
@@ -417,39 +360,3 @@ class BatchesMixin:
                 (BatchRowStatus.COLLECTED, provider_status, dumps(counts), time.time(), batch_id),
             )
 
-
-class _NotAllWaiting(Exception):
-    """Some of a chunk's usual results are not for requests still waiting on the batch (a
-    collection run again after a crash, a request moved to another batch since)."""
-
-
-async def _record_answered(
-    db: aiosqlite.Connection,
-    batch_id: int,
-    answered: Sequence[Answered],
-    now: float,
-    every_one_waits: bool,
-) -> None:
-    """Store the usual results of a chunk (``outcomes.answered``): for each request still
-    waiting on the batch, its answer and its row, as RECORD_ANSWER and RECORD_RESULT would.
-
-    ``every_one_waits``: the usual case, tried first. Every answer is stored, then every row
-    (RECORD_SUCCEEDED keeps RECORD_RESULT's condition); when fewer rows changed than the chunk
-    holds, some request was not waiting, and :class:`_NotAllWaiting` rolls the transaction back
-    (nothing of it is kept). Otherwise the requests still waiting are read first
-    (SELECT_STILL_BATCHED, the same condition) and only theirs are stored."""
-    batched = RequestStatus.BATCHED
-    if every_one_waits:
-        await db.executemany(q.STORE_ANSWER, [(rid, raw) for rid, _, raw in answered])
-        rows = [(text, now, rid, batch_id) for rid, text, _ in answered]
-        if (await db.executemany(q.RECORD_SUCCEEDED, rows)).rowcount != len(answered):
-            raise _NotAllWaiting
-        return
-    ids = json.dumps([rid for rid, _, _ in answered])
-    rows_waiting = await db.execute_fetchall(q.SELECT_STILL_BATCHED, (ids, batch_id, batched))
-    still = {row[0] for row in rows_waiting}
-    await db.executemany(q.STORE_ANSWER, [(rid, raw) for rid, _, raw in answered if rid in still])
-    await db.executemany(
-        q.RECORD_SUCCEEDED,
-        [(text, now, rid, batch_id) for rid, text, _ in answered if rid in still],
-    )
