@@ -2,7 +2,9 @@
 when, and what the requests without a result become).
 
 Each result the adapter yields is matched to its request by key and turned into the request's
-update (``outcomes.item_update``); ``RESULT_CHUNK`` updates are stored per transaction, under
+update: the usual answer (a succeeded item a field reader read) straight into the values its row
+takes (``outcomes.answered``), any other item through ``outcomes.item_update``, to the same
+stored values. ``RESULT_CHUNK`` results are stored per transaction, under
 ``asyncio.shield`` (storing is idempotent: a collection cut short is run again and changes
 nothing it did before). A results line that is not JSON names no request
 (``adapters.base.unreadable_line``): it is counted and reported once for the batch, and its
