@@ -176,7 +176,7 @@ def main() -> int:
     ap.add_argument("--inline", action="store_true", help="run worker-thread work inline")
     args = ap.parse_args()
     if args.profile or args.inline:  # worker-thread work runs inline, so the profile sees it
-        asyncio.to_thread = _inline  # type: ignore[assignment]
+        asyncio.to_thread = _inline
     root = Path(tempfile.mkdtemp(prefix="batchd-stages-"))
     try:
         freeze_heap()  # as the daemon does after start-up and after importing an SDK
