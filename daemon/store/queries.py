@@ -260,14 +260,16 @@ RECORD_ANSWER = (
 )
 # The usual result (``outcomes.answered``), stored as RECORD_RESULT stores it, with its constant
 # values written in the text: four parameters a row instead of nine (about 1 us less a request).
+# A chunk of them is stored with its answers by STORE_ANSWER, no condition read first, as long
+# as RECORD_SUCCEEDED then changes every row (``recording.py``; else it is rolled back).
 RECORD_SUCCEEDED = (
     f"UPDATE requests SET status = '{_SUCCEEDED}', attempts = attempts + 1,"
     " next_attempt_at = 0.0, result = ?, error = NULL, updated_at = ?"
     " WHERE id = ? AND batch_id = ? AND " + is_batched()
 )
 # Of the request ids given (a JSON list), those still waiting on the batch: RECORD_ANSWER's
-# condition, asked once for a chunk of usual results, in the transaction that stores them; their
-# answers are then stored by STORE_ANSWER, before RECORD_SUCCEEDED changes the condition.
+# condition, asked once for a chunk of usual results not all of whose requests still wait, in
+# the transaction that stores them; only their answers and rows are then stored.
 SELECT_STILL_BATCHED = (
     "SELECT id FROM requests WHERE id IN (SELECT value FROM json_each(?))"
     " AND batch_id = ? AND status = ?"
