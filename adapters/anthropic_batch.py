@@ -32,7 +32,7 @@ from .base import (
     Submitted,
     TransientError,
     Usage,
-    read_result_line,
+    read_whole_line,
 )
 from .facts import ANTHROPIC_DEFAULT_API_VERSION, root_url
 from .http_errors import (
@@ -272,7 +272,7 @@ class AnthropicAdapter:
 def parse_result_text(raw: str) -> ItemResult:
     """``parse_result(loads_kept(raw), raw=raw)``, the usual answer read for the fields the
     result takes alone (``result_lines.py``): the same ItemResult, the same errors."""
-    return read_result_line(raw, anthropic_answer, parse_result)
+    return anthropic_answer(raw) or read_whole_line(raw, parse_result)
 
 
 def parse_result(line: dict[str, Any], raw: str | None = None) -> ItemResult:

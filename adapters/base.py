@@ -169,18 +169,22 @@ class ItemResult:
         )
 
 
+class ReadResult(ItemResult):
+    """An ItemResult read from a results line by its fields alone (``result_lines.py``):
+    ``raw`` is the line's text, ``text`` and ``finish_reason`` are strings or None, and every
+    usage count is an ``int``. The daemon may rely on those types (``outcomes.answered``
+    writes such a result without checking them)."""
+
+    __slots__ = ()
+
+
 UNREADABLE_KEY = ""  # the key of a result line that could not be read (no request has it)
 
 
-def read_result_line(
-    raw: str, fast: Callable[[str], ItemResult | None], whole: Callable[..., ItemResult]
-) -> ItemResult:
-    """One results line of a provider: its usual answer read for the fields alone by ``fast``
-    (``result_lines.py``), else the whole line decoded and read by ``whole(line, raw=raw)``;
-    a line that is not a JSON object is :func:`unreadable_line`."""
-    item = fast(raw)
-    if item is not None:
-        return item
+def read_whole_line(raw: str, whole: Callable[..., ItemResult]) -> ItemResult:
+    """A results line the provider's field reader (``result_lines.py``) did not read: decoded
+    whole and read by ``whole(line, raw=raw)``; a line that is not a JSON object is
+    :func:`unreadable_line`. (Each adapter's ``parse_result_text`` is its reader, else this.)"""
     line = loads_object(raw)
     return unreadable_line(raw) if line is None else whole(line, raw=raw)
 

@@ -42,7 +42,7 @@ from .base import (
     TransientError,
     UnknownOutcome,
     Usage,
-    read_result_line,
+    read_whole_line,
 )
 from .facts import GEMINI_DEFAULT_API_VERSION, GEMINI_INLINE_HARD_MAX_BYTES, root_url
 from .gemini_errors import HTTPStatus, Unreadable, raise_for_status, retry_delay_s
@@ -401,7 +401,7 @@ def parse_result_text(raw: str) -> ItemResult:
     """One responses-file line: the usual answer read for the fields the result takes alone
     (``result_lines.py``), else the whole line; a line that is not a JSON object names no
     request (``base.unreadable_line``)."""
-    return read_result_line(raw, gemini_answer, parse_result)
+    return gemini_answer(raw) or read_whole_line(raw, parse_result)
 
 
 def parse_result(

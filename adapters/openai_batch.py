@@ -36,7 +36,7 @@ from .base import (
     TransientError,
     UnknownOutcome,
     Usage,
-    read_result_line,
+    read_whole_line,
 )
 from .facts import openai_base_url
 from .http_errors import (
@@ -303,7 +303,7 @@ def parse_result_text(raw: str) -> ItemResult:
     """``parse_result_line(loads_kept(raw), raw=raw)``, the usual answer read for the fields
     the result takes alone (``result_lines.py``): the same ItemResult, the same errors; a
     line that is not a JSON object names no request (``base.unreadable_line``)."""
-    return read_result_line(raw, openai_answer, parse_result_line)
+    return openai_answer(raw) or read_whole_line(raw, parse_result_line)
 
 
 def parse_result_line(line: dict[str, Any], raw: str | None = None) -> ItemResult:

@@ -7,10 +7,11 @@ line against a schema of just those fields instead (everything else is skipped, 
 Python objects): several times less CPU a line (``bench/stages.py``, "results").
 
 Each reader gives the ItemResult the adapter's own parser gives for the whole decoded line
-(``raw`` kept; ``response`` decoded from it only when asked for), or None when the line is not
-of the usual shape: not JSON, another outcome, or a field of another type than the schema says
-(a token count that is not an integer, a block that is not an object, ...). The adapter then
-reads the line whole as before, so its values and its errors are unchanged.
+(``raw`` kept; ``response`` decoded from it only when asked for), as a ``ReadResult`` (its
+fields of the types the schema says: ``outcomes.answered`` relies on them), or None when the
+line is not of the usual shape: not JSON, another outcome, or a field of another type than the
+schema says (a token count that is not an integer, a block that is not an object, ...). The
+adapter then reads the line whole as before, so its values and its errors are unchanged.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Annotated
 
 import msgspec
 
-from .base import ItemResult, Usage
+from .base import ReadResult, Usage
 
 # A token count as the whole-line decoder (orjson) reads it to the same integer: beyond 64 bits
 # it reads a float; a line with such a count is not of the usual shape.
@@ -71,7 +72,7 @@ _NO_OPENAI_USAGE = _OpenAIUsage()
 _NO_DETAILS = _Details()
 
 
-def openai_answer(raw: str) -> ItemResult | None:
+def openai_answer(raw: str) -> ReadResult | None:
     """An OpenAI output-file line with a 2xx response (see the module docstring)."""
     try:
         line = _read_openai(raw)
@@ -85,7 +86,7 @@ def openai_answer(raw: str) -> ItemResult | None:
     message = choice.message or _NO_MESSAGE
     usage = body.usage or _NO_OPENAI_USAGE
     cached = (usage.prompt_tokens_details or _NO_DETAILS).cached_tokens or 0
-    return ItemResult(
+    return ReadResult(
         str(line.custom_id),
         "succeeded",
         message.content,
@@ -133,7 +134,7 @@ _NO_ANTHROPIC_MESSAGE = _AnthropicMessage()
 _NO_ANTHROPIC_USAGE = _AnthropicUsage()
 
 
-def anthropic_answer(raw: str) -> ItemResult | None:
+def anthropic_answer(raw: str) -> ReadResult | None:
     """An Anthropic results line with a ``succeeded`` result (see the module docstring);
     usage normalised as ``anthropic_batch`` does (input counts cache reads and writes)."""
     try:
@@ -148,7 +149,7 @@ def anthropic_answer(raw: str) -> ItemResult | None:
     usage = message.usage or _NO_ANTHROPIC_USAGE
     cache_read = usage.cache_read_input_tokens or 0
     cache_write = usage.cache_creation_input_tokens or 0
-    return ItemResult(
+    return ReadResult(
         str(line.custom_id),
         "succeeded",
         "".join(b.text or "" for b in blocks if b.type == "text"),
@@ -206,7 +207,7 @@ _NO_CONTENT = _Content()
 _NO_GEMINI_USAGE = _GeminiUsage()
 
 
-def gemini_answer(raw: str) -> ItemResult | None:
+def gemini_answer(raw: str) -> ReadResult | None:
     """A Gemini responses-file line with a keyed response that has candidates (see the
     module docstring)."""
     try:
@@ -219,7 +220,7 @@ def gemini_answer(raw: str) -> ItemResult | None:
     candidate = response.candidates[0]
     parts = (candidate.content or _NO_CONTENT).parts or ()
     usage = response.usageMetadata or _NO_GEMINI_USAGE
-    return ItemResult(
+    return ReadResult(
         line.key,
         "succeeded",
         "".join(p.text or "" for p in parts if not p.thought),

@@ -11,7 +11,8 @@ No network and no emulator: each stage is the daemon's own code on N gpt-4o-mini
   (``Store.claim_batch_items``);
 * ``spool``: the batch's items streamed from the store and written as the OpenAI input JSONL;
 * ``results``: the provider's output file (synthesised, as the emulator writes it) parsed
-  line by line and stored (``parse_result_text``, ``item_update``, ``Store.record_results``);
+  line by line and stored (``parse_result_text``, ``answered`` or ``item_update``,
+  ``Store.record_results``);
 * ``finish``: the results and summary files written from the store (``finish._rows``,
   ``outbox.write_outputs``).
 
@@ -48,7 +49,7 @@ from adapters.spool import write_spool  # noqa: E402
 from daemon import finish, ingest, outbox  # noqa: E402
 from daemon.availability import freeze_heap  # noqa: E402
 from daemon.config import adapt_policy, load_config  # noqa: E402
-from daemon.outcomes import OutcomePolicy, item_update  # noqa: E402
+from daemon.outcomes import OutcomePolicy, answered, item_update  # noqa: E402
 from daemon.store import Store  # noqa: E402
 
 MODEL = "gpt-4o-mini"
@@ -141,18 +142,23 @@ class Stages:
     async def _results(self, batch_id: int, data: bytes) -> None:
         outstanding = dict(await self.store.batch_requests(batch_id))
         policy = OutcomePolicy(max_attempts=5, keep_cancelled=False)
-        chunk = []
-        for raw in data.splitlines():
+        chunk: list[Any] = []
+        fast: list[Any] = []
+        for raw in data.splitlines():  # as daemon/results.py's store_results
             line = raw.decode()  # as the adapter reads it
             item = openai_batch.parse_result_text(line)
             rid = int(item.key[1:])
             attempts = outstanding.pop(rid)
-            chunk.append(item_update(rid, attempts, item, policy, lambda _: 0.0))
-            if len(chunk) >= RESULT_CHUNK:
-                await self.store.record_results(batch_id, chunk)
-                chunk = []
-        if chunk:
-            await self.store.record_results(batch_id, chunk)
+            done = answered(rid, item)
+            if done is not None:
+                fast.append(done)
+            else:
+                chunk.append(item_update(rid, attempts, item, policy, lambda _: 0.0))
+            if len(chunk) + len(fast) >= RESULT_CHUNK:
+                await self.store.record_results(batch_id, chunk, fast)
+                chunk, fast = [], []
+        if chunk or fast:
+            await self.store.record_results(batch_id, chunk, fast)
 
     async def _finish(self, file_id: int) -> None:
         rows = finish._rows(self.store.path, file_id, adapt_policy(self.cfg).registry)
@@ -175,7 +181,7 @@ def main() -> int:
     ap.add_argument("--inline", action="store_true", help="run worker-thread work inline")
     args = ap.parse_args()
     if args.profile or args.inline:  # worker-thread work runs inline, so the profile sees it
-        asyncio.to_thread = _inline  # type: ignore[assignment]
+        asyncio.to_thread = _inline
     root = Path(tempfile.mkdtemp(prefix="batchd-stages-"))
     try:
         freeze_heap()  # as the daemon does after start-up and after importing an SDK

@@ -12,8 +12,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NotRequired, TypedDict
 
-from adapters.base import AdapterError, BatchStatus, ItemResult
-from adapters.jsontext import RawJSON
+import msgspec
+
+from adapters.base import AdapterError, BatchStatus, ItemResult, ReadResult
+from adapters.jsontext import RawJSON, compact
 
 from .states import RequestStatus
 
@@ -39,6 +41,11 @@ class OutcomePolicy:
 
 
 RetryAt = Callable[[int], float]  # attempt number -> when that attempt may run
+
+# A succeeded item whose answer's own text was kept, the usual result (``answered``):
+# (request id, the stored result as JSON text, the answer's text). ``Store.record_results``
+# stores it as it stores the RequestUpdate ``item_update`` makes of the same item.
+Answered = tuple[int, str, str]
 
 
 def error_of(kind: str, message: str | None, code: str | int | None = None) -> dict[str, Any]:
@@ -85,12 +92,51 @@ def batch_lost_error(status: BatchStatus) -> dict[str, Any]:
     return error_of(f"batch_{status.state}", status.error or status.provider_status)
 
 
-def item_update(
-    rid: int, attempts: int, item: ItemResult, policy: OutcomePolicy, retry_at: RetryAt
-) -> RequestUpdate:
-    """What the provider's answer for one request does to it. ``attempts``: before this one."""
+class _StoredUsage(msgspec.Struct, gc=False):
+    input_tokens: int
+    output_tokens: int
+    cached_input_tokens: int
+    cache_creation_input_tokens: int
+
+
+class _StoredResult(msgspec.Struct, gc=False):
+    """The result :func:`item_update` stores, its fields in the same order."""
+
+    text: str | None
+    finish_reason: str | None
+    usage: _StoredUsage
+
+
+_encode = msgspec.json.Encoder().encode
+
+
+def answered(rid: int, item: ItemResult) -> Answered | None:
+    """The usual succeeded item, one a field reader read (``adapters.base.ReadResult``), as
+    :data:`Answered`; None for any other item (it takes :func:`item_update`).
+
+    The result's JSON text is the very text ``compact`` writes of ``item_update``'s result
+    dict, written in one call: msgspec escapes every string as orjson does, and a
+    ``ReadResult``'s fields are of the types both write alike (strings or null, integers).
+    A string msgspec refuses (a lone surrogate) is written by ``compact`` of the dict
+    (tests/test_outcomes_fast.py holds the two equal)."""
+    raw = item.raw
+    if type(item) is not ReadResult or item.outcome != "succeeded" or raw is None:
+        return None
+    u = item.usage
+    try:
+        usage = _StoredUsage(
+            u.input_tokens, u.output_tokens, u.cached_input_tokens, u.cache_creation_input_tokens
+        )
+        text = _encode(_StoredResult(item.text, item.finish_reason, usage)).decode()
+    except (TypeError, ValueError):  # UnicodeEncodeError is a ValueError
+        text = compact(_result(item))
+    return rid, text, raw
+
+
+def _result(item: ItemResult) -> dict[str, Any]:
+    """The result stored for an item: its text, finish reason and usage."""
     usage = item.usage
-    result = {
+    return {
         "text": item.text,
         "finish_reason": item.finish_reason,
         "usage": {
@@ -100,6 +146,14 @@ def item_update(
             "cache_creation_input_tokens": usage.cache_creation_input_tokens,
         },
     }
+
+
+def item_update(
+    rid: int, attempts: int, item: ItemResult, policy: OutcomePolicy, retry_at: RetryAt
+) -> RequestUpdate:
+    """What the provider's answer for one request does to it. ``attempts``: before this one.
+    (The usual succeeded item is stored through :func:`answered` instead, to the same row.)"""
+    result = _result(item)
     outcome = item.outcome
     if outcome == "succeeded":  # the usual case, built at once
         update: RequestUpdate = {

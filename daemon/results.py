@@ -2,7 +2,9 @@
 when, and what the requests without a result become).
 
 Each result the adapter yields is matched to its request by key and turned into the request's
-update (``outcomes.item_update``); ``RESULT_CHUNK`` updates are stored per transaction, under
+update: the usual answer (a succeeded item a field reader read) straight into the values its row
+takes (``outcomes.answered``), any other item through ``outcomes.item_update``, to the same
+stored values. ``RESULT_CHUNK`` results are stored per transaction, under
 ``asyncio.shield`` (storing is idempotent: a collection cut short is run again and changes
 nothing it did before). A results line that is not JSON names no request
 (``adapters.base.unreadable_line``): it is counted and reported once for the batch, and its
@@ -16,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from adapters.base import UNREADABLE_KEY, ItemError, ResultsGone
 
-from .outcomes import RequestUpdate, RetryAt, item_update
+from .outcomes import Answered, RequestUpdate, RetryAt, answered, item_update
 from .text import plural
 
 if TYPE_CHECKING:
@@ -40,6 +42,7 @@ async def store_results(
     adapter = sched.providers[row["provider"]].adapter
     pid = row["provider_batch_id"]
     chunk: list[RequestUpdate] = []
+    fast: list[Answered] = []  # the usual succeeded items (``outcomes.answered``)
     counts: dict[str, int] = {}
     gone = False
     policy = sched.policy
@@ -54,11 +57,15 @@ async def store_results(
                     unreadable += 1
                     first = first or item.error
                 continue
-            chunk.append(item_update(rid, attempts, item, policy, retry_at))
+            done = answered(rid, item)
+            if done is not None:
+                fast.append(done)
+            else:
+                chunk.append(item_update(rid, attempts, item, policy, retry_at))
             counts[item.outcome] = counts.get(item.outcome, 0) + 1
-            if len(chunk) >= RESULT_CHUNK:
-                await asyncio.shield(sched.store.record_results(row["id"], chunk))
-                chunk = []
+            if len(chunk) + len(fast) >= RESULT_CHUNK:
+                await asyncio.shield(sched.store.record_results(row["id"], chunk, fast))
+                chunk, fast = [], []
     except ResultsGone as err:
         gone = True
         log.bind(event="batch.results_gone", error_kind="results_gone").error(
@@ -68,8 +75,8 @@ async def store_results(
             plural(len(outstanding), "request"),
         )
     finally:
-        if chunk:
-            await asyncio.shield(sched.store.record_results(row["id"], chunk))
+        if chunk or fast:
+            await asyncio.shield(sched.store.record_results(row["id"], chunk, fast))
         if unreadable:
             log.bind(event="batch.results_unreadable", error_kind="malformed_result").error(
                 "{} of batch {} could not be read ({}); their requests count as missing",

@@ -171,7 +171,9 @@ def _same(reader: Callable[[str], Any], whole: Callable[[str], ItemResult], raw:
     if read is not None:
         assert isinstance(expected, ItemResult), raw
         assert read == expected, raw
-        assert read.response == json.loads(raw)  # decoded when asked for
+        # decoded when asked for, as the whole line is (``loads_kept``: a number beyond 64 bits
+        # read as a float; the kept text is the line's own)
+        assert read.response == loads_kept(raw)
     else:
         assert _outcome(lambda r: reader(r) or whole(r), raw) == expected
     return read is not None

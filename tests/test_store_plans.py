@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from daemon.outcomes import RequestUpdate
-from daemon.states import RequestStatus
+from daemon.states import FileStatus, RequestStatus
 from daemon.store import Store
 from daemon.store import db as store_db
 from daemon.store import queries as q
@@ -44,6 +44,8 @@ PLANS: dict[str, tuple[str, ...]] = {
     # results, aborts, cancels (a submit touches no request row: migration 9)
     "RECORD_RESULT": (PK,),
     "RECORD_ANSWER": (PK,),
+    "RECORD_SUCCEEDED": (PK,),
+    "SELECT_STILL_BATCHED": ("requests_batch (batch_id=? AND rowid=?)",),
     "SELECT_BATCH_REQUESTS": (BATCH,),
     "SELECT_BATCH_RECORDED": (BATCH,),
     "REQUEUE_BATCH_REQUESTS": (BATCH,),
@@ -201,7 +203,7 @@ async def _fill(store: Store) -> tuple[int, int]:
     fid = await store.claim_file("a.jsonl", "/in/a.jsonl", "/w/a.jsonl", 10)
     rows = [_req(n) for n in range(1, 9)] + [_req(9, "gpt-4o", "invalid")]
     await store.add_requests(fid, rows)
-    await store.set_file_status(fid, "active", lines=9)
+    await store.set_file_status(fid, FileStatus.ACTIVE, lines=9)
     claimed = await store.claim_batch_items(
         "openai", "gpt-4o-mini", "t1", "acct", max_items=6, max_bytes=10**6, now=1e12
     )

@@ -18,20 +18,19 @@ from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from adapters.jsontext import compact
-
 from ..packing import BatchPacker
 from ..states import BATCH_OPEN, BatchRowStatus, RequestStatus
 from . import queries as q
-from .base import answer_text, dumps, row_id, statuses_param
+from .base import dumps, row_id, statuses_param
 from .jobs import CANCELED_ERROR_JSON
 from .planning import LANE_CANARY, LANE_FAILED, ROLE_CANARY, Taken
+from .recording import record_chunk
 from .rows import StoredItems
 
 if TYPE_CHECKING:
     import aiosqlite
 
-    from ..outcomes import RequestUpdate
+    from ..outcomes import Answered, RequestUpdate
 
 CLAIM_PAGE = 5000  # claimable rows read at a time (ids and sizes only)
 
@@ -327,56 +326,20 @@ class BatchesMixin:
                 (provider_status, dumps(counts), next_poll_at, poll_interval_s, batch_id),
             )
 
-    async def record_results(self, batch_id: int, updates: Sequence[RequestUpdate]) -> int:
-        """Store a chunk of item results (each provider answer in the answers table). Only
-        requests still in this batch are touched, so a collection interrupted by a crash can
-        simply be run again."""
-        now = time.time()
-        batched = RequestStatus.BATCHED
-        params = []
-        answers = []
-        again = []
-        for u in updates:
-            rid = u["request_id"]
-            status = u["status"]
-            result = u.get("result")
-            error = u.get("error")
-            params.append(
-                (
-                    status,
-                    u["attempts_inc"],
-                    u.get("next_attempt_at", 0.0),
-                    None if result is None else compact(result),
-                    None if error is None else compact(error),
-                    now,
-                    rid,
-                    batch_id,
-                    batched,
-                )
-            )
-            answer = u.get("answer")
-            if answer is not None:
-                answers.append((answer_text(answer), rid, batch_id, batched))
-            if status == RequestStatus.PENDING:
-                again.append(rid)
-        async with self.transaction() as db:
-            if answers:  # first: its condition is the one RECORD_RESULT changes
-                await db.executemany(q.RECORD_ANSWER, answers)
-            await db.executemany(q.RECORD_RESULT, params)
-            if again:  # a canceled job's requests are not sent again: they end canceled
-                await db.execute(
-                    q.CANCEL_REQUEUED,
-                    (
-                        RequestStatus.CANCELED,
-                        CANCELED_ERROR_JSON,
-                        now,
-                        json.dumps(again),
-                        RequestStatus.PENDING,
-                    ),
-                )
-        if again:
+    async def record_results(
+        self,
+        batch_id: int,
+        updates: Sequence[RequestUpdate],
+        answered: Sequence[Answered] = (),
+    ) -> int:
+        """Store a chunk of item results (each provider answer in the answers table): the
+        ``updates``, and the usual succeeded items as ``outcomes.answered`` gives them (stored
+        as their ``item_update`` would be). Only requests still in this batch are touched, so
+        a collection interrupted by a crash can simply be run again (``recording.py``)."""
+        counted = await record_chunk(self.transaction, batch_id, updates, answered)
+        if counted.requeued:
             self.due_changed()  # requests back to pending
-        return len(params)
+        return counted.results
 
     async def batch_recorded(self, batch_id: int) -> dict[str, int]:
         """How many of the batch's requests have their result stored already, by status."""

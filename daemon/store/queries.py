@@ -16,6 +16,7 @@ from ..states import RequestStatus
 # -- request statuses in the SQL text (the partial indexes of schema migration 8) -----------
 _PENDING = RequestStatus.PENDING.value
 _BATCHED = RequestStatus.BATCHED.value
+_SUCCEEDED = RequestStatus.SUCCEEDED.value
 
 
 def is_pending(col: str = "status") -> str:
@@ -263,6 +264,23 @@ RECORD_ANSWER = (
     "INSERT OR REPLACE INTO answers (request_id, answer)"
     " SELECT id, ? FROM requests WHERE id = ? AND batch_id = ? AND status = ?"
 )
+# The usual result (``outcomes.answered``), stored as RECORD_RESULT stores it, with its constant
+# values written in the text: four parameters a row instead of nine (about 1 us less a request).
+# A chunk of them is stored with its answers by STORE_ANSWER, no condition read first, as long
+# as RECORD_SUCCEEDED then changes every row (``recording.py``; else it is rolled back).
+RECORD_SUCCEEDED = (
+    f"UPDATE requests SET status = '{_SUCCEEDED}', attempts = attempts + 1,"
+    " next_attempt_at = 0.0, result = ?, error = NULL, updated_at = ?"
+    " WHERE id = ? AND batch_id = ? AND " + is_batched()
+)
+# Of the request ids given (a JSON list), those still waiting on the batch: RECORD_ANSWER's
+# condition, asked once for a chunk of usual results not all of whose requests still wait, in
+# the transaction that stores them; only their answers and rows are then stored.
+SELECT_STILL_BATCHED = (
+    "SELECT id FROM requests WHERE id IN (SELECT value FROM json_each(?))"
+    " AND batch_id = ? AND status = ?"
+)
+STORE_ANSWER = "INSERT OR REPLACE INTO answers (request_id, answer) VALUES (?, ?)"
 SELECT_BATCH_REQUESTS = "SELECT id, attempts FROM requests WHERE batch_id = ? AND status = ?"
 # The requests of a batch whose results are stored already, by status (a result leaves
 # batch_id on the batch that answered; a request waiting on it is still "batched").
