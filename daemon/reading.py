@@ -38,14 +38,19 @@ import codecs
 import json
 import math
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
-from adapters.jsontext import fast_loads
+import orjson
+
+from adapters.jsontext import _long_number, fast_loads
 from daemon.adapt import Policy
-from daemon.validate import Line, Validator
+from daemon.validate import Invalid, Line, Validator
+
+if TYPE_CHECKING:
+    from daemon.store.db import RequestRow
 
 # Per-line cap. 10 MiB: far above any sensible chat request, under Anthropic's 32 MB request
 # cap, and small enough that one oversized line cannot push a 20 MB Gemini inline batch over.
@@ -151,6 +156,35 @@ def iter_lines(
     """
     if policy is None:
         policy = Policy(routes=dict(overrides or {}))
+    return _lines(path, read_line, max_request_bytes, policy, progress, complete_only)
+
+
+def iter_rows(
+    path: Path | str,
+    *,
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+    policy: Policy | None = None,
+    progress: Progress | None = None,
+    complete_only: bool = False,
+) -> Iterator[Line | RequestRow]:
+    """:func:`iter_lines` for ingest: the usual line comes as the row it is stored as
+    (:meth:`daemon.validate.Validator.usual_row`, what ingest would make of its Request),
+    any other as its Request or Invalid."""
+    policy = policy if policy is not None else Policy()
+    return _lines(path, read_row, max_request_bytes, policy, progress, complete_only)
+
+
+_Read = TypeVar("_Read", bound="Line | RequestRow")
+
+
+def _lines(
+    path: Path | str,
+    read: Callable[[Validator, int, bytes], _Read],
+    max_request_bytes: int,
+    policy: Policy,
+    progress: Progress | None,
+    complete_only: bool,
+) -> Iterator[_Read | Invalid]:
     validator = Validator(policy)
     progress = progress if progress is not None else Progress()
     with open(path, "rb", buffering=READ_BUFFER_BYTES) as f:
@@ -159,7 +193,7 @@ def iter_lines(
                 limit = f"the per-request limit of {max_request_bytes} bytes (max_request_bytes)"
                 yield validator.unreadable(n, f"{size} bytes, over {limit}")
             elif content and (content[0] not in _BLANK or content.strip()):
-                yield read_line(validator, n, content)
+                yield read(validator, n, content)
 
 
 def read_line(validator: Validator, n: int, content: bytes) -> Line:
@@ -170,6 +204,25 @@ def read_line(validator: Validator, n: int, content: bytes) -> Line:
             return validator.unreadable(n, error)
         return validator.validate(n, value)
     except Exception as exc:  # one line must never stop a file, whatever it holds
+        return validator.unreadable(n, f"could not be processed: {_describe(exc)}")
+
+
+def read_row(validator: Validator, n: int, content: bytes) -> Line | RequestRow:
+    """:func:`read_line`, the usual line as its stored row (see :func:`iter_rows`): decoded by
+    orjson as :func:`_decode` does it, checked by :meth:`Validator.usual_row`; any other line
+    the long way, decoded once. Never raises."""
+    try:
+        if not _long_number(content):
+            try:
+                value = orjson.loads(content)
+            except orjson.JSONDecodeError:
+                return read_line(validator, n, content)  # the standard library says why
+            if content.count(b"[") + content.count(b"{") <= MAX_DEPTH:
+                if type(value) is dict and (row := validator.usual_row(n, value)) is not None:
+                    return row
+                return validator.validate(n, value)
+        return read_line(validator, n, content)
+    except Exception as exc:  # as read_line
         return validator.unreadable(n, f"could not be processed: {_describe(exc)}")
 
 
