@@ -40,23 +40,30 @@ from .text import plural
 _NO_USAGE = dict.fromkeys(outbox.TOKEN_FIELDS, 0)
 _EMPTY: dict[str, Any] = {}
 _STATUSES = frozenset(outbox.STATUSES)
+MAX_FAILURE_LOGS = 20  # requests that did not succeed logged one by one per file, then a count
+_NOT_LOGGED = (RequestStatus.SUCCEEDED, RequestStatus.INVALID)  # (invalid: said at ingest)
 
 
-def _rows(db_path: Path, file_id: int, registry: Registry) -> Iterator[outbox.ResultLine]:
+def _rows(
+    db_path: Path, file_id: int, registry: Registry, outcomes: _Outcomes | None = None
+) -> Iterator[outbox.ResultLine]:
     """A file's result lines for the writer. The provider's answer, the batch ids, the
     adaptations and the metadata are stored JSON text, placed into the line undecoded (as
     ``orjson.Fragment``, their texts kept in ``ResultLine.raw``); the answer is read only for
     the cache writes' time to live (Claude), and the body only for a Claude request's
     prompt-cache note. A result without cache reads or writes (the usual one) is priced by its
-    model's :func:`daemon.cost.plain_pricer`."""
+    model's :func:`daemon.cost.plain_pricer`. ``outcomes`` counts the lines by status as they
+    are read, and logs those that did not succeed."""
     succeeded = RequestStatus.SUCCEEDED
-    fragment, line_of = orjson.Fragment, outbox.ResultLine
+    fragment, new, line_of = orjson.Fragment, tuple.__new__, outbox.ResultLine
     models: dict[tuple[Any, Any], tuple[ModelInfo | None, PlainPrice]] = {}
+    counts: dict[str, int] = {} if outcomes is None else outcomes.counts
     for row in iter_result_rows(db_path, file_id, body_of="anthropic"):
         (custom_id, line, model, provider, status, result_text, answer, error_text, attempts,
          batch_ids, adaptations_text, metadata, body) = row  # fmt: skip
         if status not in _STATUSES or type(custom_id) is not str:
             outbox.check_row(custom_id, status, row)
+        counts[status] = counts.get(status, 0) + 1
         result = loads_kept(result_text) if result_text else _EMPTY  # (written by batchd)
         stored_usage = result.get("usage")
         usage = {**_NO_USAGE, **stored_usage} if stored_usage else {**_NO_USAGE}
@@ -98,32 +105,23 @@ def _rows(db_path: Path, file_id: int, registry: Registry) -> Iterator[outbox.Re
             "response": None if answer is None else fragment(answer),
             "metadata": None if metadata is None else fragment(metadata),
         }
-        yield line_of(fields, live_usd, saved, (batch_ids, raw_adaptations, answer, metadata))
-
-
-MAX_FAILURE_LOGS = 20  # requests that did not succeed logged one by one per file, then a count
-_NOT_LOGGED = (RequestStatus.SUCCEEDED, RequestStatus.INVALID)  # (invalid: said at ingest)
+        if status not in _NOT_LOGGED and outcomes is not None:
+            outcomes.say(fields, str(status))
+        # ResultLine(...) without the Python-level __new__ of a NamedTuple (the same tuple)
+        raws = (batch_ids, raw_adaptations, answer, metadata)
+        yield new(line_of, (fields, live_usd, saved, raws))
 
 
 class _Outcomes:
-    """Passes a file's result rows through to the writer, counting them by status and logging
-    the requests that did not succeed (their ``custom_id``, input line and error kind)."""
+    """A file's result lines counted by status, and the requests that did not succeed logged
+    (their ``custom_id``, input line and error kind), as :func:`_rows` reads them."""
 
-    def __init__(self, rows: Iterator[outbox.ResultLine], log: Any) -> None:
-        self.rows, self.log = rows, log
+    def __init__(self, log: Any) -> None:
+        self.log = log
         self.counts: dict[str, int] = {}
         self.logged = 0
 
-    def __iter__(self) -> Iterator[outbox.ResultLine]:
-        counts = self.counts
-        for line in self.rows:
-            status = str(line.fields["status"])
-            counts[status] = counts.get(status, 0) + 1
-            if status not in _NOT_LOGGED:
-                self._say(line.fields, status)
-            yield line
-
-    def _say(self, row: dict[str, Any], status: str) -> None:
+    def say(self, row: dict[str, Any], status: str) -> None:
         self.logged += 1
         if self.logged > MAX_FAILURE_LOGS:
             return
@@ -208,14 +206,14 @@ async def _finish(cfg: Config, store: Store, row: dict[str, Any]) -> bool:
         log.bind(event="job.late_bytes", error_kind="late_bytes").error(
             "file {}: {}", name, _late_text(late)
         )
-    outcomes = _Outcomes(_rows(store.path, file_id, adapt_policy(cfg).registry), log)
+    outcomes = _Outcomes(log)
     try:
         await asyncio.to_thread(
             outbox.write_outputs,
             cfg.outbox,
             stem,
             file_id,
-            iter(outcomes),
+            _rows(store.path, file_id, adapt_policy(cfg).registry, outcomes),
             summary_meta=meta,
             targets=targets,
         )
