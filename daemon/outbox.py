@@ -202,16 +202,17 @@ class SummaryBuilder:
         tokens["output_tokens"] += output
         tokens["cached_input_tokens"] += read
         tokens["cache_creation_input_tokens"] += written
-        batch = result.get("cost_usd")
+        batch, costs = result.get("cost_usd"), self.costs
         if batch is not None and cost_live is not None:
-            self.costs.batch += batch
-            self.costs.live += cost_live
+            costs.batch += batch
+            costs.live += cost_live
         elif total_in or output:
-            self.costs.unpriced += 1
-        if cache_savings is not None:
+            costs.unpriced += 1
+        if cache_savings is None:
+            if read or written:
+                self.cache_unpriced += 1
+        elif cache_savings:  # (a float total: adding 0.0 would change nothing)
             self.cache_savings += cache_savings
-        elif read or written:
-            self.cache_unpriced += 1
         error = result.get("error")
         if error:
             self._add_error(error, result.get("line"))
@@ -312,22 +313,25 @@ WRITE_BYTES = 256 * 1024
 def _write_results(
     tmp: Path, rows: Iterable[Mapping[str, Any] | ResultLine], summary: SummaryBuilder
 ) -> None:
-    add, lines, first, pending = summary.add, [], True, 0
+    add, lines, pending = summary.add, [], 0
+    dumps, fragment, newline = orjson.dumps, _fragment, orjson.OPT_APPEND_NEWLINE
+    rows = iter(rows)
     with open(_create(tmp), "wb") as f:
-        for row in rows:
-            if isinstance(row, ResultLine):
-                line = row
-            else:  # a plain row: checked, ordered, defaulted
-                live, saved = row.get("cost_usd_live"), row.get("cache_savings_usd")
-                line = ResultLine(result_line(row), live, saved)
+        for row in rows:  # the first line on disk at once: a crash test stops the writer here
+            line = _line(row)
             add(line.fields, line.cost_live, line.cache_savings)
-            data = encode_line(line)
-            if first:  # the first line on disk at once: a crash test stops the writer here
-                f.write(data)
-                f.flush()
-                crash_point("mid_outbox_write")
-                first = False
-                continue
+            f.write(encode_line(line))
+            f.flush()
+            crash_point("mid_outbox_write")
+            break
+        for row in rows:
+            line = row if isinstance(row, ResultLine) else _line(row)
+            fields, cost_live, cache_savings, _ = line
+            add(fields, cost_live, cache_savings)
+            try:  # encode_line, inlined (once per line)
+                data = dumps(fields, default=fragment, option=newline)
+            except TypeError:
+                data = encode_line(line)
             lines.append(data)
             pending += len(data)
             if pending >= WRITE_BYTES:
@@ -337,6 +341,14 @@ def _write_results(
         f.write(b"".join(lines))
         f.flush()
         os.fsync(f.fileno())
+
+
+def _line(row: Mapping[str, Any] | ResultLine) -> ResultLine:
+    """A row as its result line: a plain row checked, ordered, defaulted."""
+    if isinstance(row, ResultLine):
+        return row
+    live, saved = row.get("cost_usd_live"), row.get("cache_savings_usd")
+    return ResultLine(result_line(row), live, saved)
 
 
 def _write_text(f: TextIO, text: str, obj: Any, indent: int | None = None) -> None:
