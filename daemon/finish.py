@@ -21,8 +21,9 @@ import asyncio
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+import msgspec
 import orjson
 
 from adapters.jsontext import loads, loads_kept
@@ -42,6 +43,61 @@ _EMPTY: dict[str, Any] = {}
 _STATUSES = frozenset(outbox.STATUSES)
 MAX_FAILURE_LOGS = 20  # requests that did not succeed logged one by one per file, then a count
 _NOT_LOGGED = (RequestStatus.SUCCEEDED, RequestStatus.INVALID)  # (invalid: said at ingest)
+
+
+# A stored result (batchd writes its text, finish_reason and usage) read by msgspec into
+# those fields alone, when they hold what batchd writes: texts or nulls, and token counts that
+# are 64-bit integers, no other key in usage. Anything else (msgspec refuses it) is read by
+# _result_plain, as every result once was.
+_Count = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
+
+
+class _Usage(msgspec.Struct, forbid_unknown_fields=True):
+    input_tokens: _Count = 0
+    output_tokens: _Count = 0
+    cached_input_tokens: _Count = 0
+    cache_creation_input_tokens: _Count = 0
+
+
+class _Result(msgspec.Struct):
+    text: str | None = None
+    finish_reason: str | None = None
+    usage: _Usage | None = None
+
+
+_read_result = msgspec.json.Decoder(_Result).decode
+_Parts = tuple[Any, Any, dict[str, Any]]
+
+
+def _result(result_text: str) -> _Parts:
+    """(text, finish_reason, usage) of a stored result: what :func:`_result_plain` gives."""
+    try:
+        result = _read_result(result_text)
+    except msgspec.DecodeError:  # (a ValidationError is one)
+        return _result_plain(result_text)
+    u = result.usage
+    if u is None:
+        return result.text, result.finish_reason, {**_NO_USAGE}
+    usage = {
+        "input_tokens": u.input_tokens,
+        "output_tokens": u.output_tokens,
+        "cached_input_tokens": u.cached_input_tokens,
+        "cache_creation_input_tokens": u.cache_creation_input_tokens,
+    }  # (the order of outbox.TOKEN_FIELDS)
+    return result.text, result.finish_reason, usage
+
+
+def _result_plain(result_text: str) -> _Parts:
+    """(text, finish_reason, usage) of a stored result read whole; usage has every token
+    field (0 when missing), in the order of ``outbox.TOKEN_FIELDS``, then any other key."""
+    result = loads_kept(result_text) if result_text else _EMPTY
+    stored_usage = result.get("usage")
+    usage = {**_NO_USAGE, **stored_usage} if stored_usage else {**_NO_USAGE}
+    return result.get("text"), result.get("finish_reason"), usage
+
+
+def _no_result() -> _Parts:
+    return None, None, {**_NO_USAGE}
 
 
 def _rows(
@@ -64,9 +120,7 @@ def _rows(
         if status not in _STATUSES or type(custom_id) is not str:
             outbox.check_row(custom_id, status, row)
         counts[status] = counts.get(status, 0) + 1
-        result = loads_kept(result_text) if result_text else _EMPTY  # (written by batchd)
-        stored_usage = result.get("usage")
-        usage = {**_NO_USAGE, **stored_usage} if stored_usage else {**_NO_USAGE}
+        text, finish_reason, usage = _result(result_text) if result_text else _no_result()
         known = models.get((model, provider))
         if known is None:
             info = registry.info(model, provider) if model and provider else None
@@ -94,8 +148,8 @@ def _rows(
             "model": model,
             "provider": provider,
             "status": status,
-            "text": result.get("text") if status == succeeded else None,
-            "finish_reason": result.get("finish_reason"),
+            "text": text if status == succeeded else None,
+            "finish_reason": finish_reason,
             "usage": usage,
             "cost_usd": batch_usd,
             "error": loads(error_text) if error_text else None,
