@@ -212,16 +212,22 @@ def read_row(validator: Validator, n: int, content: bytes) -> Line | RequestRow:
     orjson as :func:`_decode` does it, checked by :meth:`Validator.usual_row`; any other line
     the long way, decoded once. Never raises."""
     try:
-        if not _long_number(content):
-            try:
-                value = orjson.loads(content)
-            except orjson.JSONDecodeError:
-                return read_line(validator, n, content)  # the standard library says why
-            if content.count(b"[") + content.count(b"{") <= MAX_DEPTH:
-                if type(value) is dict and (row := validator.usual_row(n, value)) is not None:
-                    return row
-                return validator.validate(n, value)
-        return read_line(validator, n, content)
+        try:
+            value = orjson.loads(content)
+        except orjson.JSONDecodeError:
+            return read_line(validator, n, content)  # the standard library says why
+        if content.count(b"[") + content.count(b"{") > MAX_DEPTH:
+            return read_line(validator, n, content)
+        # orjson reads an integer beyond 64 bits as a float (see adapters.jsontext). The usual
+        # line holds no number but its max_tokens, which must be an int (a float is refused),
+        # and its metadata: only a line with metadata needs the test of its text.
+        if type(value) is dict and ("metadata" not in value or not _long_number(content)):
+            row = validator.usual_row(n, value)
+            if row is not None:
+                return row
+        if _long_number(content):
+            return read_line(validator, n, content)  # the standard library's value
+        return validator.validate(n, value)
     except Exception as exc:  # as read_line
         return validator.unreadable(n, f"could not be processed: {_describe(exc)}")
 

@@ -148,7 +148,8 @@ def mostly(usual: st.SearchStrategy[Any], other: st.SearchStrategy[Any]) -> Any:
 usual_message = mostly(said, message)
 EXTRAS: list[dict[str, Any]] = [
     {}, {}, {}, {}, {"provider": "openai"}, {"system": "s"}, {"temperature": 0.5}, {"body": {}},
-    {"bogus": 1}, {"max_tokens": None},  # (None: no max_tokens)
+    {"bogus": 1}, {"max_tokens": None}, {"top_k": 2**70}, {"custom_id": 2**70},
+    {"model": 12345678901234567890123},  # (None: no max_tokens; integers beyond 64 bits)
 ]  # fmt: skip
 usual_line = st.fixed_dictionaries(
     {"model": mostly(st.sampled_from(["gpt-4o-mini", "gpt-4o-mini", "gpt-4.1", "o3-mini",
@@ -156,7 +157,7 @@ usual_line = st.fixed_dictionaries(
                                       "gemini-2.5-flash", "routed", "nobody", ""]), value),
      "messages": mostly(st.lists(usual_message, min_size=1, max_size=3), value),
      "max_tokens": mostly(st.sampled_from([64, 64, 1, 0, -1, 16384, 16385, 32768, 2**31 - 1,
-                                           2**31]), value)},
+                                           2**31, 2**64, 2**70]), value)},
     optional={
         "custom_id": mostly(st.sampled_from(["a", "b", "line-1", "line-2", "line-02", "line-x",
                                              ""]), value),
@@ -190,11 +191,17 @@ def test_the_usual_line_comes_as_its_row(tmp_path: Path) -> None:
     said = [{"role": "system", "content": "x"}, {"role": "user", "content": "é"}]
     obj = {"custom_id": "a", "model": "gpt-4o-mini", "max_tokens": 64, "messages": said}
     path = tmp_path / "in.jsonl"
-    lines = [obj, obj | {"custom_id": "b", "metadata": {"k": [1]}}, obj, {**obj, "top_p": 2}]
+    lines = [obj, obj | {"custom_id": "b", "metadata": {"k": [1]}}, obj, {**obj, "top_p": 2},
+             obj | {"custom_id": "c", "metadata": {"n": 2**70}},
+             obj | {"custom_id": "d", "max_tokens": 2**70}]
     path.write_text("".join(json.dumps(x) + "\n" for x in lines))
     rows = list(iter_rows(path))
-    assert [type(x).__name__ for x in rows] == ["tuple", "tuple", "Invalid", "Invalid"]
-    assert rows[:2] == _stored(list(iter_lines(path)))[:2]
+    # (an integer beyond 64 bits: the long way, which reads it as an integer, not a float)
+    assert [type(x).__name__ for x in rows[:5]] == ["tuple", "tuple", "Invalid", "Invalid",
+                                                    "Request"]  # fmt: skip
+    assert _stored(rows) == _stored(list(iter_lines(path)))
+    assert _stored(rows)[4][6] == '{"n":1180591620717411303424}'
+    assert "1180591620717411303424" in str(rows[5])  # (the reason names it)
     body = '{"model":"gpt-4o-mini","messages":[{"role":"system","content":"x"},{"role":"user",' \
         '"content":"é"}],"max_tokens":64}'  # fmt: skip
     assert rows[1] == (2, "b", "gpt-4o-mini", "openai", body, len(body.encode()), '{"k":[1]}',
