@@ -174,31 +174,36 @@ WRITE_BYTES = 256 * 1024
 def _write_results(
     tmp: Path, rows: Iterable[Mapping[str, Any] | ResultLine], summary: SummaryBuilder
 ) -> None:
-    add, lines, pending = summary.add, [], 0
+    # Lines are counted into the summary a write at a time (SummaryBuilder.add_all).
+    lines: list[bytes] = []
+    written: list[ResultLine] = []
+    pending = 0
     dumps, fragment, newline = orjson.dumps, _fragment, orjson.OPT_APPEND_NEWLINE
     rows = iter(rows)
     with open(_create(tmp), "wb") as f:
         for row in rows:  # the first line on disk at once: a crash test stops the writer here
             line = _line(row)
-            add(line.fields, line.cost_live, line.cache_savings)
+            summary.add_all((line,))
             f.write(encode_line(line))
             f.flush()
             crash_point("mid_outbox_write")
             break
         for row in rows:
             line = row if isinstance(row, ResultLine) else _line(row)
-            fields, cost_live, cache_savings, _ = line
-            add(fields, cost_live, cache_savings)
             try:  # encode_line, inlined (once per line)
-                data = dumps(fields, default=fragment, option=newline)
+                data = dumps(line[0], default=fragment, option=newline)
             except TypeError:
                 data = encode_line(line)
             lines.append(data)
+            written.append(line)
             pending += len(data)
             if pending >= WRITE_BYTES:
+                summary.add_all(written)
                 f.write(b"".join(lines))
                 lines.clear()
+                written.clear()
                 pending = 0
+        summary.add_all(written)
         f.write(b"".join(lines))
         f.flush()
         os.fsync(f.fileno())

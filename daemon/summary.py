@@ -7,7 +7,7 @@ statuses a request ends with, and the token fields of ``usage``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -63,30 +63,50 @@ class SummaryBuilder:
         ``cost_live`` is what its tokens would have cost without batching (the line itself
         shows only the batch cost), ``cache_savings`` what prompt caching saved on it
         (:func:`daemon.cost.cache_savings`)."""
-        self.lines += 1
-        counts, status = self.counts, result["status"]
-        counts[status] = counts.get(status, 0) + 1
-        usage, tokens = result["usage"], self.tokens
-        total_in, output = usage["input_tokens"], usage["output_tokens"]
-        read, written = usage["cached_input_tokens"], usage["cache_creation_input_tokens"]
-        tokens["input_tokens"] += total_in
-        tokens["output_tokens"] += output
-        tokens["cached_input_tokens"] += read
-        tokens["cache_creation_input_tokens"] += written
-        batch, costs = result.get("cost_usd"), self.costs
-        if batch is not None and cost_live is not None:
-            costs.batch += batch
-            costs.live += cost_live
-        elif total_in or output:
-            costs.unpriced += 1
-        if cache_savings is None:
-            if read or written:
-                self.cache_unpriced += 1
-        elif cache_savings:  # (a float total: adding 0.0 would change nothing)
-            self.cache_savings += cache_savings
-        error = result.get("error")
-        if error:
-            self._add_error(error, result.get("line"))
+        self.add_all(((result, cost_live, cache_savings),))
+
+    def add_all(self, lines: Iterable[Sequence[Any]]) -> None:
+        """:meth:`add` for each of ``lines``, given as ``(result, cost_live, cache_savings,
+        ...)`` (a :class:`daemon.outbox.ResultLine`), in order: every sum is added to in the
+        same order, one line at a time, here in local variables."""
+        counts, tokens, costs = self.counts, self.tokens, self.costs
+        total_in_sum, output_sum = tokens["input_tokens"], tokens["output_tokens"]
+        read_sum, written_sum = tokens["cached_input_tokens"], tokens["cache_creation_input_tokens"]
+        batch_sum, live_sum, unpriced = costs.batch, costs.live, costs.unpriced
+        saved_sum, cache_unpriced, n = self.cache_savings, self.cache_unpriced, 0
+        try:
+            for result, cost_live, cache_savings, *_ in lines:
+                n += 1
+                status = result["status"]
+                counts[status] = counts.get(status, 0) + 1
+                usage = result["usage"]
+                total_in, output = usage["input_tokens"], usage["output_tokens"]
+                read, written = usage["cached_input_tokens"], usage["cache_creation_input_tokens"]
+                total_in_sum += total_in
+                output_sum += output
+                read_sum += read
+                written_sum += written
+                batch = result.get("cost_usd")
+                if batch is not None and cost_live is not None:
+                    batch_sum += batch
+                    live_sum += cost_live
+                elif total_in or output:
+                    unpriced += 1
+                if cache_savings is None:
+                    if read or written:
+                        cache_unpriced += 1
+                elif cache_savings:  # (a float total: adding 0.0 would change nothing)
+                    saved_sum += cache_savings
+                error = result.get("error")
+                if error:
+                    self._add_error(error, result.get("line"))
+        finally:  # (what was counted stays counted, as one add at a time would leave it)
+            self.lines += n
+            tokens["input_tokens"], tokens["output_tokens"] = total_in_sum, output_sum
+            tokens["cached_input_tokens"] = read_sum
+            tokens["cache_creation_input_tokens"] = written_sum
+            costs.batch, costs.live, costs.unpriced = batch_sum, live_sum, unpriced
+            self.cache_savings, self.cache_unpriced = saved_sum, cache_unpriced
 
     def _add_error(self, error: Mapping[str, Any], line: int | None) -> None:
         kind = str(error.get("type") or "unknown")
