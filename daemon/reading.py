@@ -221,11 +221,13 @@ def read_row(validator: Validator, n: int, content: bytes) -> Line | RequestRow:
         # orjson reads an integer beyond 64 bits as a float (see adapters.jsontext). The usual
         # line holds no number but its max_tokens, which must be an int (a float is refused),
         # and its metadata: only a line with metadata needs the test of its text.
-        if type(value) is dict and ("metadata" not in value or not _long_number(content)):
-            row = validator.usual_row(n, value)
-            if row is not None:
+        long = None  # (the test is made once at most)
+        if type(value) is dict:
+            if "metadata" in value:
+                long = _long_number(content)
+            if not long and (row := validator.usual_row(n, value)) is not None:
                 return row
-        if _long_number(content):
+        if long or (long is None and _long_number(content)):
             return read_line(validator, n, content)  # the standard library's value
         return validator.validate(n, value)
     except Exception as exc:  # as read_line
