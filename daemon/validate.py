@@ -164,20 +164,21 @@ class Validator:
         ``max_tokens``, maybe ``custom_id`` and ``metadata``, for an OpenAI model that takes
         it as it is (no rule has anything to do), its id not seen before. None for any other
         line, with nothing recorded: :meth:`validate` then says what it is."""
-        if not obj.keys() <= _USUAL_KEYS:
-            return None
-        model, messages, max_tokens = obj.get("model"), obj.get("messages"), obj.get("max_tokens")
-        if (
-            type(model) is not str
-            or type(max_tokens) is not int
-            or type(messages) is not list
-            or not messages
-        ):
+        model = obj.get("model")  # (first: a line for another model is told at once)
+        if type(model) is not str:
             return None
         ceiling = self._plain.get(model)
         if ceiling is None:
             ceiling = self._plain_ceiling(model)
-        if not 0 < max_tokens <= ceiling:
+        if not ceiling or not obj.keys() <= _USUAL_KEYS:
+            return None
+        messages, max_tokens = obj.get("messages"), obj.get("max_tokens")
+        if (
+            type(max_tokens) is not int
+            or not 0 < max_tokens <= ceiling
+            or type(messages) is not list
+            or not messages
+        ):
             return None
         if not fields.usual_messages(messages):
             return None
