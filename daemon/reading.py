@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 import orjson
 
-from adapters.jsontext import _long_number, fast_loads
+from adapters.jsontext import fast_loads, long_number
 from daemon.adapt import Policy
 from daemon.validate import Invalid, Line, Validator
 
@@ -224,10 +224,10 @@ def read_row(validator: Validator, n: int, content: bytes) -> Line | RequestRow:
         long = None  # (the test is made once at most)
         if type(value) is dict:
             if "metadata" in value:
-                long = _long_number(content)
+                long = long_number(content)
             if not long and (row := validator.usual_row(n, value)) is not None:
                 return row
-        if long or (long is None and _long_number(content)):
+        if long or (long is None and long_number(content)):
             return read_line(validator, n, content)  # the standard library's value
         return validator.validate(n, value)
     except Exception as exc:  # as read_line

@@ -31,6 +31,7 @@ from daemon.adapt import Note, Policy, adapt_native, adapt_unified
 from daemon.adapt_rules import API_INT_MAX
 from daemon.registry import EFFORTS, ModelInfo
 from daemon.seen_ids import IdTable
+from daemon.states import RequestStatus
 
 if TYPE_CHECKING:
     from daemon.store.db import RequestRow
@@ -140,9 +141,9 @@ class _SeenIds:
 
 
 # The keys of the usual line (see Validator.usual_row), and the status of a stored request
-# that waits to be sent (a plain str, as daemon.states.RequestStatus.PENDING is stored).
+# that waits to be sent (a plain str: an enum member would keep a row tracked by the GC).
 _USUAL_KEYS = frozenset({"custom_id", "model", "messages", "max_tokens", "metadata"})
-_PENDING = "pending"
+_PENDING = str(RequestStatus.PENDING)
 
 
 class Validator:
