@@ -4,7 +4,7 @@ This module owns the bytes: whether a file can be read as JSONL at all (:func:`s
 splits into numbered lines, the UTF-8 BOM, the per-line size cap, and decoding each line as
 UTF-8 JSON. What a decoded line means (its fields and forms, and the :class:`Request` or
 :class:`Invalid` it becomes) belongs to :mod:`daemon.validate`; :func:`iter_lines` joins the
-two and is the one entry point ingest and ``batchd check`` use.
+two for ``batchd check``, :func:`iter_rows` for ingest (the usual line as its stored row).
 
 The file is streamed in binary with a bounded read per line, so memory stays flat whatever the
 file's size (a line over ``max_request_bytes`` is skipped without being held). Each line is
