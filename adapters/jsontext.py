@@ -35,7 +35,7 @@ _SKIP = frozenset(b" \t\r\n-")
 _STARTS = frozenset(b":,[")
 
 
-def _long_number(text: str | bytes) -> bool:
+def long_number(text: str | bytes) -> bool:
     """Whether ``text`` may hold a number of 19 digits or more (see above)."""
     data = text if isinstance(text, bytes) else text.encode("utf-8", "surrogatepass")
     marks = data.translate(_DIGIT_MARKS)  # every digit a "0", every other byte a space
@@ -62,7 +62,7 @@ def compact(value: Any) -> str:
 def fast_loads(text: str | bytes) -> tuple[bool, Any]:
     """(True, the value) when orjson read ``text`` to the value ``json.loads`` gives; else
     (False, None): the caller decodes it its own way (and reports its own errors)."""
-    if _long_number(text):
+    if long_number(text):
         return False, None
     try:
         return True, orjson.loads(text)

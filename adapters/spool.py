@@ -23,6 +23,16 @@ def quoted(key: str) -> str:
     return f'"{key}"' if key.isalnum() else json.dumps(key, ensure_ascii=False)
 
 
+# Lines are joined into one write of about this many bytes.
+WRITE_BYTES = 256 * 1024
+
+
+def _joined(lines: list[str]) -> bytes:
+    """Lines as UTF-8, each with its line end."""
+    lines.append("")
+    return "\n".join(lines).encode()
+
+
 def write_spool(
     spool_dir: Path,
     provider: str,
@@ -38,25 +48,34 @@ def write_spool(
     spool_dir.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix=f"{provider}-", suffix=".jsonl", dir=spool_dir)
     path = Path(name)
-    count = size = 0
+    count = size = pending_bytes = 0
+    pending: list[str] = []  # lines not written yet (one write of ~WRITE_BYTES, not one a line)
     max_items, max_bytes = limits.max_items, limits.max_bytes
     try:
         with os.fdopen(fd, "wb") as out:
             for item in items:
                 body_json = item.body_json
                 if text_of is not None and body_json is not None:
-                    data = (text_of(item, body_json) + "\n").encode()
+                    text = text_of(item, body_json)
                 else:
-                    line = json.dumps(line_of(item), ensure_ascii=False, separators=(",", ":"))
-                    data = (line + "\n").encode()
+                    text = json.dumps(line_of(item), ensure_ascii=False, separators=(",", ":"))
+                # its size in UTF-8 with its line end (encoding it says at once if it cannot be)
+                length = (len(text) if text.isascii() else len(text.encode())) + 1
                 count += 1
-                size += len(data)
+                size += length
                 if count > max_items or size > max_bytes:
                     raise PermanentError(
                         f"{provider} batch exceeds {limits.max_items} items"
                         f" or {limits.max_bytes} bytes"
                     )
-                out.write(data)
+                pending.append(text)
+                pending_bytes += length
+                if pending_bytes >= WRITE_BYTES:
+                    out.write(_joined(pending))
+                    pending.clear()
+                    pending_bytes = 0
+            if pending:
+                out.write(_joined(pending))
         if count == 0:
             raise PermanentError(f"{provider} batch has no items")
     except BaseException:

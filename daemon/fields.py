@@ -143,6 +143,25 @@ def _message(where: str, message: Any) -> str | None:
     return _content(where, message["content"])
 
 
+def usual_messages(value: list[Any]) -> bool:
+    """Whether :func:`messages` finds nothing wrong with a non-empty list that holds only the
+    usual messages (exactly a known role and text content) and someone speaking (False: look
+    closer)."""
+    spoken = False
+    for message in value:
+        if (
+            type(message) is not dict
+            or len(message) != 2
+            or type(role := message.get("role")) is not str
+            or role not in _ROLE_SET
+            or type(message.get("content")) is not str
+        ):
+            return False
+        if not spoken and role not in SYSTEM_ROLES:
+            spoken = True
+    return spoken
+
+
 def messages(name: str, value: Any) -> str | None:
     if not isinstance(value, list):
         return f"'{name}' must be a list of messages, got {kind(value)}"

@@ -21,8 +21,9 @@ import asyncio
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+import msgspec
 import orjson
 
 from adapters.jsontext import loads, loads_kept
@@ -40,26 +41,86 @@ from .text import plural
 _NO_USAGE = dict.fromkeys(outbox.TOKEN_FIELDS, 0)
 _EMPTY: dict[str, Any] = {}
 _STATUSES = frozenset(outbox.STATUSES)
+MAX_FAILURE_LOGS = 20  # requests that did not succeed logged one by one per file, then a count
+_NOT_LOGGED = (RequestStatus.SUCCEEDED, RequestStatus.INVALID)  # (invalid: said at ingest)
 
 
-def _rows(db_path: Path, file_id: int, registry: Registry) -> Iterator[outbox.ResultLine]:
+# A stored result (batchd writes its text, finish_reason and usage) read by msgspec into
+# those fields alone, when they hold what batchd writes: texts or nulls, and token counts that
+# are 64-bit integers, no other key in usage. Anything else (msgspec refuses it) is read by
+# _result_plain, as every result once was.
+_Count = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
+
+
+class _Usage(msgspec.Struct, forbid_unknown_fields=True):
+    input_tokens: _Count = 0
+    output_tokens: _Count = 0
+    cached_input_tokens: _Count = 0
+    cache_creation_input_tokens: _Count = 0
+
+
+class _Result(msgspec.Struct):
+    text: str | None = None
+    finish_reason: str | None = None
+    usage: _Usage | None = None
+
+
+_read_result = msgspec.json.Decoder(_Result).decode
+_Parts = tuple[Any, Any, dict[str, Any]]
+
+
+def _result(result_text: str) -> _Parts:
+    """(text, finish_reason, usage) of a stored result: what :func:`_result_plain` gives."""
+    try:
+        result = _read_result(result_text)
+    except msgspec.DecodeError:  # (a ValidationError is one)
+        return _result_plain(result_text)
+    u = result.usage
+    if u is None:
+        return result.text, result.finish_reason, {**_NO_USAGE}
+    usage = {
+        "input_tokens": u.input_tokens,
+        "output_tokens": u.output_tokens,
+        "cached_input_tokens": u.cached_input_tokens,
+        "cache_creation_input_tokens": u.cache_creation_input_tokens,
+    }  # (the order of outbox.TOKEN_FIELDS)
+    return result.text, result.finish_reason, usage
+
+
+def _result_plain(result_text: str) -> _Parts:
+    """(text, finish_reason, usage) of a stored result read whole; usage has every token
+    field (0 when missing), in the order of ``outbox.TOKEN_FIELDS``, then any other key."""
+    result = loads_kept(result_text) if result_text else _EMPTY
+    stored_usage = result.get("usage")
+    usage = {**_NO_USAGE, **stored_usage} if stored_usage else {**_NO_USAGE}
+    return result.get("text"), result.get("finish_reason"), usage
+
+
+def _no_result() -> _Parts:
+    return None, None, {**_NO_USAGE}
+
+
+def _rows(
+    db_path: Path, file_id: int, registry: Registry, outcomes: _Outcomes | None = None
+) -> Iterator[outbox.ResultLine]:
     """A file's result lines for the writer. The provider's answer, the batch ids, the
     adaptations and the metadata are stored JSON text, placed into the line undecoded (as
     ``orjson.Fragment``, their texts kept in ``ResultLine.raw``); the answer is read only for
     the cache writes' time to live (Claude), and the body only for a Claude request's
     prompt-cache note. A result without cache reads or writes (the usual one) is priced by its
-    model's :func:`daemon.cost.plain_pricer`."""
+    model's :func:`daemon.cost.plain_pricer`. ``outcomes`` counts the lines by status as they
+    are read, and logs those that did not succeed."""
     succeeded = RequestStatus.SUCCEEDED
-    fragment, line_of = orjson.Fragment, outbox.ResultLine
+    fragment, new, line_of = orjson.Fragment, tuple.__new__, outbox.ResultLine
     models: dict[tuple[Any, Any], tuple[ModelInfo | None, PlainPrice]] = {}
+    counts: dict[str, int] = {} if outcomes is None else outcomes.counts
     for row in iter_result_rows(db_path, file_id, body_of="anthropic"):
         (custom_id, line, model, provider, status, result_text, answer, error_text, attempts,
          batch_ids, adaptations_text, metadata, body) = row  # fmt: skip
         if status not in _STATUSES or type(custom_id) is not str:
             outbox.check_row(custom_id, status, row)
-        result = loads_kept(result_text) if result_text else _EMPTY  # (written by batchd)
-        stored_usage = result.get("usage")
-        usage = {**_NO_USAGE, **stored_usage} if stored_usage else {**_NO_USAGE}
+        counts[status] = counts.get(status, 0) + 1
+        text, finish_reason, usage = _result(result_text) if result_text else _no_result()
         known = models.get((model, provider))
         if known is None:
             info = registry.info(model, provider) if model and provider else None
@@ -87,8 +148,8 @@ def _rows(db_path: Path, file_id: int, registry: Registry) -> Iterator[outbox.Re
             "model": model,
             "provider": provider,
             "status": status,
-            "text": result.get("text") if status == succeeded else None,
-            "finish_reason": result.get("finish_reason"),
+            "text": text if status == succeeded else None,
+            "finish_reason": finish_reason,
             "usage": usage,
             "cost_usd": batch_usd,
             "error": loads(error_text) if error_text else None,
@@ -98,32 +159,23 @@ def _rows(db_path: Path, file_id: int, registry: Registry) -> Iterator[outbox.Re
             "response": None if answer is None else fragment(answer),
             "metadata": None if metadata is None else fragment(metadata),
         }
-        yield line_of(fields, live_usd, saved, (batch_ids, raw_adaptations, answer, metadata))
-
-
-MAX_FAILURE_LOGS = 20  # requests that did not succeed logged one by one per file, then a count
-_NOT_LOGGED = (RequestStatus.SUCCEEDED, RequestStatus.INVALID)  # (invalid: said at ingest)
+        if status not in _NOT_LOGGED and outcomes is not None:
+            outcomes.say(fields, str(status))
+        # ResultLine(...) without the Python-level __new__ of a NamedTuple (the same tuple)
+        raws = (batch_ids, raw_adaptations, answer, metadata)
+        yield new(line_of, (fields, live_usd, saved, raws))
 
 
 class _Outcomes:
-    """Passes a file's result rows through to the writer, counting them by status and logging
-    the requests that did not succeed (their ``custom_id``, input line and error kind)."""
+    """A file's result lines counted by status, and the requests that did not succeed logged
+    (their ``custom_id``, input line and error kind), as :func:`_rows` reads them."""
 
-    def __init__(self, rows: Iterator[outbox.ResultLine], log: Any) -> None:
-        self.rows, self.log = rows, log
+    def __init__(self, log: Any) -> None:
+        self.log = log
         self.counts: dict[str, int] = {}
         self.logged = 0
 
-    def __iter__(self) -> Iterator[outbox.ResultLine]:
-        counts = self.counts
-        for line in self.rows:
-            status = str(line.fields["status"])
-            counts[status] = counts.get(status, 0) + 1
-            if status not in _NOT_LOGGED:
-                self._say(line.fields, status)
-            yield line
-
-    def _say(self, row: dict[str, Any], status: str) -> None:
+    def say(self, row: dict[str, Any], status: str) -> None:
         self.logged += 1
         if self.logged > MAX_FAILURE_LOGS:
             return
@@ -208,14 +260,14 @@ async def _finish(cfg: Config, store: Store, row: dict[str, Any]) -> bool:
         log.bind(event="job.late_bytes", error_kind="late_bytes").error(
             "file {}: {}", name, _late_text(late)
         )
-    outcomes = _Outcomes(_rows(store.path, file_id, adapt_policy(cfg).registry), log)
+    outcomes = _Outcomes(log)
     try:
         await asyncio.to_thread(
             outbox.write_outputs,
             cfg.outbox,
             stem,
             file_id,
-            iter(outcomes),
+            _rows(store.path, file_id, adapt_policy(cfg).registry, outcomes),
             summary_meta=meta,
             targets=targets,
         )

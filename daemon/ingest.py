@@ -44,7 +44,7 @@ from .archive import move
 from .config import Config, adapt_policy
 from .crashpoints import crash_point
 from .logs import elapsed_since, job_log
-from .reading import Progress, iter_lines, sniff
+from .reading import Progress, iter_rows, sniff
 from .states import FileStatus, RequestStatus
 from .store import Store, state_failure
 from .store.db import RequestRow, request_row
@@ -115,13 +115,13 @@ def _weight(item: Item) -> int:
     return size
 
 
-def _next_chunk(lines: Iterator[Request | Invalid]) -> list[Item]:
+def _next_chunk(lines: Iterator[Item]) -> list[Item]:
     """Up to CHUNK lines, or fewer once they weigh CHUNK_BYTES (2,000 lines of a megabyte
     each would be 2 GB in memory at once), each as it is stored. Runs in a worker thread."""
     chunk: list[Item] = []
     size = 0
     for line in lines:
-        item = _stored(line)
+        item = line if isinstance(line, tuple) else _stored(line)  # (the usual line: a row)
         chunk.append(item)
         size += _weight(item)
         if len(chunk) >= CHUNK or size >= CHUNK_BYTES:
@@ -378,7 +378,7 @@ async def _pass(
     done = tally.logged_to = await store.last_stored_line(file_id)
     progress = Progress(resume_at=max(0, row["read_bytes"]))
     complete_only = await asyncio.to_thread(_still_written, path, cfg.settle_s)
-    lines = iter_lines(
+    lines = iter_rows(
         path,
         max_request_bytes=cfg.max_request_bytes,
         policy=adapt_policy(cfg),

@@ -20,7 +20,8 @@ The contract with whoever reads the outbox:
   result is never looser than 0640.
 
 :func:`archive_input` (in :mod:`daemon.archive`, re-exported here) moves a finished input into
-the processed folder under the same naming sequence, never replacing a file.
+the processed folder under the same naming sequence, never replacing a file. The summary's
+contents are :mod:`daemon.summary`'s (re-exported here).
 """
 from __future__ import annotations
 
@@ -39,25 +40,11 @@ import orjson
 from adapters.jsontext import RawJSON, dumps_bytes
 from daemon import names
 from daemon.archive import archive_input, fsync_dir
-from daemon.cost import CostTotals
 from daemon.crashpoints import crash_point
 from daemon.states import RequestStatus
+from daemon.summary import STATUSES, TOKEN_FIELDS, SummaryBuilder
 
-STATUSES = (
-    RequestStatus.SUCCEEDED,
-    RequestStatus.FAILED,
-    RequestStatus.EXPIRED,
-    RequestStatus.CANCELED,
-    RequestStatus.INVALID,
-)
-TOKEN_FIELDS = (
-    "input_tokens",
-    "output_tokens",
-    "cached_input_tokens",
-    "cache_creation_input_tokens",
-)
 FILE_MODE = 0o640
-
 
 
 # ---------------------------------------------------------------------------------------------
@@ -156,131 +143,6 @@ def result_line(row: Mapping[str, Any]) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Summary
-
-
-def _iso(value: datetime | float | str | None) -> str | None:
-    """ISO 8601 in UTC with a "Z"; accepts a datetime (naive = UTC) or unix seconds."""
-    if value is None or isinstance(value, str):
-        return value
-    if not isinstance(value, datetime):
-        value = datetime.fromtimestamp(value, UTC)
-    elif value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-class SummaryBuilder:
-    """Accumulates a summary while result lines stream past, so they are read only once."""
-
-    def __init__(self) -> None:
-        self.lines = 0
-        # plain dicts: a Counter's item update costs several times a dict's (once per line)
-        self.counts: dict[str, int] = dict.fromkeys(STATUSES, 0)
-        self.tokens: dict[str, int] = dict.fromkeys(TOKEN_FIELDS, 0)
-        self.costs = CostTotals()
-        self.cache_savings = 0.0
-        self.cache_unpriced = 0
-        self._errors: dict[str, dict[str, Any]] = {}
-
-    def add(
-        self,
-        result: Mapping[str, Any],
-        cost_live: float | None = None,
-        cache_savings: float | None = None,
-    ) -> None:
-        """Count one result line (as built by :func:`result_line`); ``cost_live`` is what its
-        tokens would have cost without batching (the line itself shows only the batch cost),
-        ``cache_savings`` what prompt caching saved on it (:func:`daemon.cost.cache_savings`)."""
-        self.lines += 1
-        counts, status = self.counts, result["status"]
-        counts[status] = counts.get(status, 0) + 1
-        usage, tokens = result["usage"], self.tokens
-        total_in, output = usage["input_tokens"], usage["output_tokens"]
-        read, written = usage["cached_input_tokens"], usage["cache_creation_input_tokens"]
-        tokens["input_tokens"] += total_in
-        tokens["output_tokens"] += output
-        tokens["cached_input_tokens"] += read
-        tokens["cache_creation_input_tokens"] += written
-        batch = result.get("cost_usd")
-        if batch is not None and cost_live is not None:
-            self.costs.batch += batch
-            self.costs.live += cost_live
-        elif total_in or output:
-            self.costs.unpriced += 1
-        if cache_savings is not None:
-            self.cache_savings += cache_savings
-        elif read or written:
-            self.cache_unpriced += 1
-        error = result.get("error")
-        if error:
-            self._add_error(error, result.get("line"))
-
-    def _add_error(self, error: Mapping[str, Any], line: int | None) -> None:
-        kind = str(error.get("type") or "unknown")
-        entry = self._errors.get(kind)
-        if entry is None:
-            entry = {"type": kind, "count": 0, "example": error.get("message")}
-            entry |= {"first_line": line, "last_line": line}
-            self._errors[kind] = entry
-        entry["count"] += 1
-        entry["last_line"] = line
-
-    def build(
-        self,
-        *,
-        file: str,
-        job_id: int | str,
-        started_at: datetime | float | str | None,
-        ended_at: datetime | float | str | None,
-        batches: Iterable[Mapping[str, Any]] = (),
-        error: str | None = None,
-    ) -> dict[str, Any]:
-        """The summary JSON object. Every status appears in ``counts``, zero or not.
-
-        ``error`` says why the file as a whole could not be read (then it has no lines)."""
-        errors = sorted(self._errors.values(), key=lambda e: (-e["count"], e["type"]))
-        return {
-            "file": file,
-            "job_id": job_id,
-            "started_at": _iso(started_at),
-            "ended_at": _iso(ended_at),
-            "lines": self.lines,
-            "counts": {status: self.counts.get(status, 0) for status in STATUSES},
-            "tokens": {key: self.tokens[key] for key in TOKEN_FIELDS},
-            **self.costs.as_dict(),
-            "prompt_cache": self._prompt_cache(),
-            "batches": [_batch(b) for b in batches],
-            "errors": [dict(e) for e in errors],
-            "file_error": error,
-        }
-
-    def _prompt_cache(self) -> dict[str, Any]:
-        """Whether prompt caching paid off for this file: the net saving of cache reads over
-        cache-write surcharges (null when nothing was cached or a price is missing)."""
-        written = self.tokens["cache_creation_input_tokens"]
-        read = self.tokens["cached_input_tokens"]
-        known = (written or read) and not self.cache_unpriced
-        net = round(self.cache_savings, 8) if known else None
-        return {
-            "tokens_written": written,
-            "tokens_read": read,
-            "net_savings_usd": net,
-            "paid_off": None if net is None else net > 0,
-        }
-
-
-def _batch(batch: Mapping[str, Any]) -> dict[str, Any]:
-    return {
-        "provider": batch.get("provider"),
-        "model": batch.get("model"),
-        "id": batch.get("id"),
-        "status": batch.get("status"),
-        "counts": dict(batch.get("counts") or {}),
-    }
-
-
-# ---------------------------------------------------------------------------------------------
 # Files
 
 
@@ -312,31 +174,47 @@ WRITE_BYTES = 256 * 1024
 def _write_results(
     tmp: Path, rows: Iterable[Mapping[str, Any] | ResultLine], summary: SummaryBuilder
 ) -> None:
-    add, lines, first, pending = summary.add, [], True, 0
+    # Lines are counted into the summary a write at a time (SummaryBuilder.add_all).
+    lines: list[bytes] = []
+    written: list[ResultLine] = []
+    pending = 0
+    dumps, fragment, newline = orjson.dumps, _fragment, orjson.OPT_APPEND_NEWLINE
+    rows = iter(rows)
     with open(_create(tmp), "wb") as f:
+        for row in rows:  # the first line on disk at once: a crash test stops the writer here
+            line = _line(row)
+            summary.add_all((line,))
+            f.write(encode_line(line))
+            f.flush()
+            crash_point("mid_outbox_write")
+            break
         for row in rows:
-            if isinstance(row, ResultLine):
-                line = row
-            else:  # a plain row: checked, ordered, defaulted
-                live, saved = row.get("cost_usd_live"), row.get("cache_savings_usd")
-                line = ResultLine(result_line(row), live, saved)
-            add(line.fields, line.cost_live, line.cache_savings)
-            data = encode_line(line)
-            if first:  # the first line on disk at once: a crash test stops the writer here
-                f.write(data)
-                f.flush()
-                crash_point("mid_outbox_write")
-                first = False
-                continue
+            line = row if isinstance(row, ResultLine) else _line(row)
+            try:  # encode_line, inlined (once per line)
+                data = dumps(line[0], default=fragment, option=newline)
+            except TypeError:
+                data = encode_line(line)
             lines.append(data)
+            written.append(line)
             pending += len(data)
             if pending >= WRITE_BYTES:
+                summary.add_all(written)
                 f.write(b"".join(lines))
                 lines.clear()
+                written.clear()
                 pending = 0
+        summary.add_all(written)
         f.write(b"".join(lines))
         f.flush()
         os.fsync(f.fileno())
+
+
+def _line(row: Mapping[str, Any] | ResultLine) -> ResultLine:
+    """A row as its result line: a plain row checked, ordered, defaulted."""
+    if isinstance(row, ResultLine):
+        return row
+    live, saved = row.get("cost_usd_live"), row.get("cache_savings_usd")
+    return ResultLine(result_line(row), live, saved)
 
 
 def _write_text(f: TextIO, text: str, obj: Any, indent: int | None = None) -> None:
@@ -436,5 +314,6 @@ def write_outputs(
     return targets
 
 
-__all__ = ["RAW_FIELDS", "STATUSES", "ResultLine", "SummaryBuilder", "archive_input",
-           "check_row", "encode_line", "reserve_names", "result_line", "write_outputs"]  # fmt: skip
+__all__ = ["RAW_FIELDS", "STATUSES", "TOKEN_FIELDS", "ResultLine", "SummaryBuilder",
+           "archive_input", "check_row", "encode_line", "reserve_names", "result_line",
+           "write_outputs"]  # fmt: skip

@@ -4,7 +4,7 @@ This module owns the bytes: whether a file can be read as JSONL at all (:func:`s
 splits into numbered lines, the UTF-8 BOM, the per-line size cap, and decoding each line as
 UTF-8 JSON. What a decoded line means (its fields and forms, and the :class:`Request` or
 :class:`Invalid` it becomes) belongs to :mod:`daemon.validate`; :func:`iter_lines` joins the
-two and is the one entry point ingest and ``batchd check`` use.
+two for ``batchd check``, :func:`iter_rows` for ingest (the usual line as its stored row).
 
 The file is streamed in binary with a bounded read per line, so memory stays flat whatever the
 file's size (a line over ``max_request_bytes`` is skipped without being held). Each line is
@@ -38,14 +38,19 @@ import codecs
 import json
 import math
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
-from adapters.jsontext import fast_loads
+import orjson
+
+from adapters.jsontext import fast_loads, long_number
 from daemon.adapt import Policy
-from daemon.validate import Line, Validator
+from daemon.validate import Invalid, Line, Validator
+
+if TYPE_CHECKING:
+    from daemon.store.db import RequestRow
 
 # Per-line cap. 10 MiB: far above any sensible chat request, under Anthropic's 32 MB request
 # cap, and small enough that one oversized line cannot push a 20 MB Gemini inline batch over.
@@ -151,6 +156,35 @@ def iter_lines(
     """
     if policy is None:
         policy = Policy(routes=dict(overrides or {}))
+    return _lines(path, read_line, max_request_bytes, policy, progress, complete_only)
+
+
+def iter_rows(
+    path: Path | str,
+    *,
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+    policy: Policy | None = None,
+    progress: Progress | None = None,
+    complete_only: bool = False,
+) -> Iterator[Line | RequestRow]:
+    """:func:`iter_lines` for ingest: the usual line comes as the row it is stored as
+    (:meth:`daemon.validate.Validator.usual_row`, what ingest would make of its Request),
+    any other as its Request or Invalid."""
+    policy = policy if policy is not None else Policy()
+    return _lines(path, read_row, max_request_bytes, policy, progress, complete_only)
+
+
+_Read = TypeVar("_Read", bound="Line | RequestRow")
+
+
+def _lines(
+    path: Path | str,
+    read: Callable[[Validator, int, bytes], _Read],
+    max_request_bytes: int,
+    policy: Policy,
+    progress: Progress | None,
+    complete_only: bool,
+) -> Iterator[_Read | Invalid]:
     validator = Validator(policy)
     progress = progress if progress is not None else Progress()
     with open(path, "rb", buffering=READ_BUFFER_BYTES) as f:
@@ -159,7 +193,7 @@ def iter_lines(
                 limit = f"the per-request limit of {max_request_bytes} bytes (max_request_bytes)"
                 yield validator.unreadable(n, f"{size} bytes, over {limit}")
             elif content and (content[0] not in _BLANK or content.strip()):
-                yield read_line(validator, n, content)
+                yield read(validator, n, content)
 
 
 def read_line(validator: Validator, n: int, content: bytes) -> Line:
@@ -170,6 +204,33 @@ def read_line(validator: Validator, n: int, content: bytes) -> Line:
             return validator.unreadable(n, error)
         return validator.validate(n, value)
     except Exception as exc:  # one line must never stop a file, whatever it holds
+        return validator.unreadable(n, f"could not be processed: {_describe(exc)}")
+
+
+def read_row(validator: Validator, n: int, content: bytes) -> Line | RequestRow:
+    """:func:`read_line`, the usual line as its stored row (see :func:`iter_rows`): decoded by
+    orjson as :func:`_decode` does it, checked by :meth:`Validator.usual_row`; any other line
+    the long way, decoded once. Never raises."""
+    try:
+        try:
+            value = orjson.loads(content)
+        except orjson.JSONDecodeError:
+            return read_line(validator, n, content)  # the standard library says why
+        if content.count(b"[") + content.count(b"{") > MAX_DEPTH:
+            return read_line(validator, n, content)
+        # orjson reads an integer beyond 64 bits as a float (see adapters.jsontext). The usual
+        # line holds no number but its max_tokens, which must be an int (a float is refused),
+        # and its metadata: only a line with metadata needs the test of its text.
+        long = None  # (the test is made once at most)
+        if type(value) is dict:
+            if "metadata" in value:
+                long = long_number(content)
+            if not long and (row := validator.usual_row(n, value)) is not None:
+                return row
+        if long or (long is None and long_number(content)):
+            return read_line(validator, n, content)  # the standard library's value
+        return validator.validate(n, value)
+    except Exception as exc:  # as read_line
         return validator.unreadable(n, f"could not be processed: {_describe(exc)}")
 
 

@@ -20,14 +20,21 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import orjson
 
 from adapters.facts import PROVIDERS
 from adapters.jsontext import compact
 from daemon import fields
 from daemon.adapt import Note, Policy, adapt_native, adapt_unified
+from daemon.adapt_rules import API_INT_MAX
 from daemon.registry import EFFORTS, ModelInfo
 from daemon.seen_ids import IdTable
+from daemon.states import RequestStatus
+
+if TYPE_CHECKING:
+    from daemon.store.db import RequestRow
 
 OPENAI_NATIVE_KEYS = ("custom_id", "method", "url", "body", "metadata")
 ANTHROPIC_NATIVE_KEYS = ("custom_id", "params", "metadata")
@@ -133,6 +140,12 @@ class _SeenIds:
 # One line
 
 
+# The keys of the usual line (see Validator.usual_row), and the status of a stored request
+# that waits to be sent (a plain str: an enum member would keep a row tracked by the GC).
+_USUAL_KEYS = frozenset({"custom_id", "model", "messages", "max_tokens", "metadata"})
+_PENDING = str(RequestStatus.PENDING)
+
+
 class Validator:
     """Turns the decoded lines of one file into Requests and Invalids; keeps the file-wide
     state (the custom_ids seen so far, routes memoised)."""
@@ -142,6 +155,65 @@ class Validator:
         self.seen = _SeenIds()
         self._routes: dict[tuple[str, str | None], str | None] = {}
         self._infos: dict[tuple[str, str], ModelInfo] = {}
+        # Per model: the largest max_tokens its usual line is sent with unchanged (0: none).
+        self._plain: dict[str, int] = {}
+
+    def usual_row(self, n: int, obj: dict[str, Any]) -> RequestRow | None:
+        """Line ``n``, decoded to ``obj``, as the row it is stored as (what :meth:`validate`
+        and ingest make of it), when it is the usual line: a unified line of ``model``,
+        ``messages`` (known roles, text content, someone speaking) and a positive
+        ``max_tokens``, maybe ``custom_id`` and ``metadata``, for an OpenAI model that takes
+        it as it is (no rule has anything to do), its id not seen before. None for any other
+        line, with nothing recorded: :meth:`validate` then says what it is."""
+        model = obj.get("model")  # (first: a line for another model is told at once)
+        if type(model) is not str:
+            return None
+        ceiling = self._plain.get(model)
+        if ceiling is None:
+            ceiling = self._plain_ceiling(model)
+        if not ceiling or not obj.keys() <= _USUAL_KEYS:
+            return None
+        messages, max_tokens = obj.get("messages"), obj.get("max_tokens")
+        if (
+            type(max_tokens) is not int
+            or not 0 < max_tokens <= ceiling
+            or type(messages) is not list
+            or not messages
+        ):
+            return None
+        if not fields.usual_messages(messages):
+            return None
+        given = obj.get("custom_id")
+        if given is None:
+            custom_id, defaulted = f"line-{n}", True
+        elif type(given) is str and given:
+            custom_id, defaulted = given, False
+        else:
+            return None
+        metadata = obj.get("metadata")
+        try:  # (the body: texts and an int that fits, which orjson writes as compact does)
+            body = orjson.dumps({"model": model, "messages": messages, "max_tokens": max_tokens})
+            metadata_text = None if metadata is None else compact(metadata)
+        except (ValueError, TypeError, OverflowError, RecursionError):
+            return None  # (the long way says why)
+        text = body.decode()
+        if self.seen.first_line(custom_id, n, defaulted) is not None:
+            return None  # a duplicate (asking again records nothing)
+        size = len(text) if text.isascii() else len(text.encode("utf-8"))
+        return (n, custom_id, model, "openai", text, size, metadata_text, "[]", _PENDING, None)
+
+    def _plain_ceiling(self, model: str) -> int:
+        """For :meth:`usual_row`: the largest ``max_tokens`` a line for ``model`` goes out with
+        unchanged, when no rule touches its usual line (see ``adapt._plain_openai``); else 0."""
+        ceiling = 0
+        if model and self.route(model, None) == "openai":
+            info = self._info(model, "openai")
+            if info.system == "system" and info.output_field == "max_tokens":
+                ceiling = API_INT_MAX if info.output_max is None else info.output_max
+        if len(self._plain) > 4096:
+            self._plain.clear()
+        self._plain[model] = ceiling
+        return ceiling
 
     def unreadable(self, n: int, reason: str) -> Invalid:
         """Line ``n`` could not be read (too long, not UTF-8, not JSON): it keeps its default

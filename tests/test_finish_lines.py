@@ -2,7 +2,11 @@
 JSON placed as it is, the usual result priced by its model's plain pricer) is exactly what the
 general path writes for the same requests given as plain rows (``outbox.result_line``, priced
 by ``cost_of`` and ``cache_savings``): succeeded, failed, retried, invalid, unpriced and Claude
-lines with cache writes and reads, and a line orjson cannot write."""
+lines with cache writes and reads, and a line orjson cannot write.
+
+A stored result is read by msgspec into the three fields a line takes where it holds what
+batchd writes (``finish._result``); whatever it holds, that must give what reading it whole
+gives (``finish._result_plain``), types and key order included (hypothesis)."""
 
 from __future__ import annotations
 
@@ -10,7 +14,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from adapters.jsontext import RawJSON
+from hypothesis import given
+from hypothesis import strategies as st
+
+from adapters.jsontext import RawJSON, compact
 from daemon import finish, outbox
 from daemon.caching import cache_note
 from daemon.cost import cache_savings, cost_of
@@ -171,3 +178,45 @@ async def test_finished_lines_are_the_result_line_form_byte_for_byte(tmp_path: P
     assert decoded[7]["adaptations"] == [] and decoded[7]["cost_usd"] > 0
     assert decoded[8]["cost_usd"] is None and summary["unpriced_requests"] == 1
     assert summary["prompt_cache"]["tokens_read"] == 2500
+
+
+count = st.sampled_from([0, 13, 2**63 - 1, 2**63, 2**64 - 1, 2**64, -(2**63) - 1, 1.0, True]) \
+    | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.none()  # fmt: skip
+any_text = st.text(st.characters(codec=None, exclude_categories=()), max_size=5)
+stored_usage = (
+    st.dictionaries(st.sampled_from([*outbox.TOKEN_FIELDS, "other"]), count, max_size=5)
+    | st.none() | st.lists(st.integers(), max_size=1) | any_text
+)  # fmt: skip
+stored_result = st.fixed_dictionaries(
+    {},
+    optional={"text": any_text | st.none() | st.integers(), "usage": stored_usage,
+              "finish_reason": st.sampled_from(["stop", "length"]) | st.none() | count,
+              "error": st.none() | st.dictionaries(any_text, any_text, max_size=2)},
+) | st.lists(st.integers(), max_size=1) | st.none()  # fmt: skip
+
+
+@given(stored_result, st.booleans())
+def test_a_stored_result_reads_as_reading_it_whole(result: Any, ascii_only: bool) -> None:
+    text = json.dumps(result) if ascii_only else compact(result)
+    _same_parts(text)
+
+
+@given(st.sampled_from([
+    '{"usage":{"input_tokens":1,"input_tokens":2},"text":"a","text":"b"}',
+    '{"usage":{"output_tokens":1,"input_tokens":2}}', '{"text":"\\ud800"}', '{"usage":{}}',
+    '{"a":1e999,"text":"x"}', '{"usage":{"input_tokens":123456789012345678901234567890}}',
+]))  # fmt: skip
+def test_odd_stored_results_read_as_reading_them_whole(text: str) -> None:
+    _same_parts(text)
+
+
+def _same_parts(text: str) -> None:
+    try:
+        expected: Any = repr(finish._result_plain(text))
+    except Exception as exc:  # (not what batchd writes: the same error, then)
+        expected = type(exc)
+    try:
+        got: Any = repr(finish._result(text))
+    except Exception as exc:
+        got = type(exc)
+    assert got == expected

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from adapters import gemini_batch, openai_batch
-from adapters.base import BatchItem
+from adapters import gemini_batch, openai_batch, spool
+from adapters.base import BatchItem, PermanentError, ProviderLimits
 from adapters.facts import PROVIDER_LIMITS
 from adapters.jsontext import compact, fast_loads, loads
 from adapters.spool import write_spool
@@ -90,6 +90,27 @@ def test_spool_lines_around_stored_text_are_the_encoded_lines(
         path, _ = write_spool(tmp_path, "x", items, limits, adapter._line, adapter._line_text)
         files.append(path.read_bytes())
     assert files[0] == files[1]
+
+
+def test_spool_files_hold_each_line_as_encoded_and_refuse_at_the_cap(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(spool, "WRITE_BYTES", 300)  # several joined writes, and lines across
+    bodies = [{"model": "m", "messages": [{"role": "user", "content": "é😀" * (i % 7) + str(i)}]}
+              for i in range(40)]  # fmt: skip
+    items = [BatchItem(key=f"r{i}", body=b, body_json=compact(b)) for i, b in enumerate(bodies)]
+    expected = b"".join(
+        (json.dumps(openai_batch._line(i), ensure_ascii=False, separators=(",", ":")) + "\n")
+        .encode() for i in items
+    )  # fmt: skip
+    for texts in (openai_batch._line_text, None):
+        limits = ProviderLimits(max_items=40, max_bytes=len(expected))
+        path, size = write_spool(tmp_path, "x", items, limits, openai_batch._line, texts)
+        assert path.read_bytes() == expected and size == len(expected)
+        for tight in (ProviderLimits(39, len(expected)), ProviderLimits(40, len(expected) - 1)):
+            with pytest.raises(PermanentError, match="batch exceeds"):
+                write_spool(tmp_path / "tight", "x", items, tight, openai_batch._line, texts)
+            assert list((tmp_path / "tight").iterdir()) == []  # the half-written file removed
 
 
 async def test_a_claimed_batch_streams_its_items_page_by_page(

@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import daemon.outbox as outbox_mod
 from adapters.base import ItemError, Usage
@@ -419,3 +421,54 @@ def test_reserved_names_are_written_as_they_are_and_archive_keeps_the_name(tmp_p
     work = tmp_path / "ab12-a.jsonl"
     work.write_text("x\n")
     assert archive_input(work, tmp_path / "done", 9, "a.jsonl") == tmp_path / "done" / "a.jsonl"
+
+
+money = st.none() | st.floats(-1, 1) | st.just(0.0) | st.just(-0.0)
+tokens = st.integers(0, 10**6) | st.just(0)
+summed_line = st.tuples(
+    st.builds(
+        lambda status, usage, cost, error, line: {"status": status, "usage": usage,
+                                                  "cost_usd": cost, "error": error, "line": line},
+        st.sampled_from(STATUSES),
+        st.fixed_dictionaries({k: tokens for k in outbox_mod.TOKEN_FIELDS}),
+        money,
+        st.none() | st.fixed_dictionaries({"type": st.sampled_from(["a", "b"]),
+                                           "message": st.text(max_size=3)}),
+        st.integers(1, 100),
+    ),
+    money,
+    money,
+)  # fmt: skip
+
+
+@given(st.lists(summed_line, max_size=12), st.integers(1, 5))
+def test_a_summary_counted_a_write_at_a_time_is_one_counted_a_line_at_a_time(
+    lines: list[tuple[dict[str, Any], float | None, float | None]], every: int
+) -> None:
+    one, many = SummaryBuilder(), SummaryBuilder()
+    for result, live, saved in lines:
+        _add_before(one, result, live, saved)
+    for start in range(0, len(lines), every):
+        many.add_all(lines[start : start + every])
+    meta: dict[str, Any] = {"file": "f", "job_id": 1, "started_at": 0.0, "ended_at": 1.0}
+    assert repr(many.build(**meta)) == repr(one.build(**meta))  # (repr: -0.0 and 0 told apart)
+
+
+def _add_before(b: SummaryBuilder, result: dict[str, Any], live: Any, saved: Any) -> None:
+    """``SummaryBuilder.add`` as it was: one line, every sum kept in the builder."""
+    b.lines += 1
+    b.counts[result["status"]] = b.counts.get(result["status"], 0) + 1
+    usage = result["usage"]
+    for key in outbox_mod.TOKEN_FIELDS:
+        b.tokens[key] += usage[key]
+    if result.get("cost_usd") is not None and live is not None:
+        b.costs.batch += result["cost_usd"]
+        b.costs.live += live
+    elif usage["input_tokens"] or usage["output_tokens"]:
+        b.costs.unpriced += 1
+    if saved is not None:
+        b.cache_savings += saved
+    elif usage["cached_input_tokens"] or usage["cache_creation_input_tokens"]:
+        b.cache_unpriced += 1
+    if result.get("error"):
+        b._add_error(result["error"], result.get("line"))

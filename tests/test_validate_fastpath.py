@@ -1,5 +1,9 @@
 """The fast answers for the usual line give the very answers of the full checks (hypothesis).
 
+``Validator.usual_row`` (through ``reading.iter_rows``) makes the usual line the row ingest
+stores without a Request; a file of lines near the usual one must give the rows (and the
+Requests and Invalids) that ``reading.iter_lines`` and ingest's conversion give.
+
 The same for adaptation: ``adapt._plain_openai`` builds the usual OpenAI body without the
 rules; whenever it answers, the rules must build that very body and record nothing.
 
@@ -12,13 +16,18 @@ is written out here as it was before the fast path.
 
 from __future__ import annotations
 
+import json
+import tempfile
+from pathlib import Path
 from typing import Any
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from daemon import adapt, fields
-from daemon.adapt import SYSTEM_ROLES, Ctx, Policy
+from daemon import adapt, fields, ingest
+from daemon.adapt import SYSTEM_ROLES, Policy
+from daemon.adapt_rules import Ctx
+from daemon.reading import iter_lines, iter_rows
 from daemon.registry import ModelInfo, default_registry
 from daemon.validate import _UNCHECKED, _UNIFIED_REQUIRED, UNIFIED_CHECKS, UNIFIED_KEYS
 
@@ -62,6 +71,13 @@ def _messages_before(name: str, value: Any) -> str | None:
 @given(messages)
 def test_messages_says_what_the_full_check_of_every_message_says(value: Any) -> None:
     assert fields.messages("messages", value) == _messages_before("messages", value)
+
+
+@given(st.lists(st.fixed_dictionaries({"role": role, "content": st.text(max_size=2)}) | message,
+                min_size=1, max_size=4))  # fmt: skip
+def test_usual_messages_only_where_the_full_check_finds_nothing(value: list[Any]) -> None:
+    if fields.usual_messages(value):
+        assert fields.messages("messages", value) is None
 
 
 @given(line)
@@ -115,3 +131,78 @@ def test_the_usual_line_takes_the_plain_openai_body() -> None:
     assert adapt._plain_openai(obj, info) == {"model": "gpt-4o-mini", "messages": said,
                                               "max_tokens": 64}  # fmt: skip
     assert adapt._plain_openai(obj | {"max_tokens": 10**9}, info) is None  # clamped by a rule
+
+
+# Lines near the usual one: each part sometimes off in a way the long way words or adapts.
+said = st.fixed_dictionaries(
+    {"role": st.sampled_from(["system", "user", "assistant", "developer"]),
+     "content": st.text(max_size=3)}
+)  # fmt: skip
+
+
+def mostly(usual: st.SearchStrategy[Any], other: st.SearchStrategy[Any]) -> Any:
+    """``usual`` four times in five, else ``other``."""
+    return st.tuples(st.integers(0, 4), usual, other).map(lambda t: t[2] if t[0] == 4 else t[1])
+
+
+usual_message = mostly(said, message)
+EXTRAS: list[dict[str, Any]] = [
+    {}, {}, {}, {}, {"provider": "openai"}, {"system": "s"}, {"temperature": 0.5}, {"body": {}},
+    {"bogus": 1}, {"max_tokens": None}, {"top_k": 2**70}, {"custom_id": 2**70},
+    {"model": 12345678901234567890123},  # (None: no max_tokens; integers beyond 64 bits)
+]  # fmt: skip
+usual_line = st.fixed_dictionaries(
+    {"model": mostly(st.sampled_from(["gpt-4o-mini", "gpt-4o-mini", "gpt-4.1", "o3-mini",
+                                      "gpt-5", "gpt-5-chat", "claude-haiku-4-5",
+                                      "gemini-2.5-flash", "routed", "nobody", ""]), value),
+     "messages": mostly(st.lists(usual_message, min_size=1, max_size=3), value),
+     "max_tokens": mostly(st.sampled_from([64, 64, 1, 0, -1, 16384, 16385, 32768, 2**31 - 1,
+                                           2**31, 2**64, 2**70]), value)},
+    optional={
+        "custom_id": mostly(st.sampled_from(["a", "b", "line-1", "line-2", "line-02", "line-x",
+                                             ""]), value),
+        "metadata": value | st.just({"n": 2**70, "s": "é\u2028"}),
+    },
+).flatmap(
+    lambda obj: st.sampled_from(EXTRAS).map(
+        lambda extra: {k: v for k, v in (obj | extra).items() if v is not None}
+    )
+)  # fmt: skip
+
+
+def _stored(items: list[Any]) -> list[Any]:
+    return [item if isinstance(item, tuple) else ingest._stored(item) for item in items]
+
+
+@settings(max_examples=300)
+@given(st.lists(usual_line, max_size=6), st.booleans(), st.sampled_from(["adapt", "reject"]))
+def test_the_usual_row_is_the_row_of_the_long_way(
+    lines: list[dict[str, Any]], ascii_only: bool, on_unsupported: str
+) -> None:
+    policy = Policy(routes={"routed": "openai"}, on_unsupported=on_unsupported)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "in.jsonl"
+        path.write_text("".join(json.dumps(x, ensure_ascii=ascii_only) + "\n" for x in lines))
+        long_way = _stored(list(iter_lines(path, policy=policy)))
+        assert _stored(list(iter_rows(path, policy=policy))) == long_way
+
+
+def test_the_usual_line_comes_as_its_row(tmp_path: Path) -> None:
+    said = [{"role": "system", "content": "x"}, {"role": "user", "content": "é"}]
+    obj = {"custom_id": "a", "model": "gpt-4o-mini", "max_tokens": 64, "messages": said}
+    path = tmp_path / "in.jsonl"
+    lines = [obj, obj | {"custom_id": "b", "metadata": {"k": [1]}}, obj, {**obj, "top_p": 2},
+             obj | {"custom_id": "c", "metadata": {"n": 2**70}},
+             obj | {"custom_id": "d", "max_tokens": 2**70}]
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    rows = list(iter_rows(path))
+    # (an integer beyond 64 bits: the long way, which reads it as an integer, not a float)
+    assert [type(x).__name__ for x in rows[:5]] == ["tuple", "tuple", "Invalid", "Invalid",
+                                                    "Request"]  # fmt: skip
+    assert _stored(rows) == _stored(list(iter_lines(path)))
+    assert _stored(rows)[4][6] == '{"n":1180591620717411303424}'
+    assert "1180591620717411303424" in str(rows[5])  # (the reason names it)
+    body = '{"model":"gpt-4o-mini","messages":[{"role":"system","content":"x"},{"role":"user",' \
+        '"content":"é"}],"max_tokens":64}'  # fmt: skip
+    assert rows[1] == (2, "b", "gpt-4o-mini", "openai", body, len(body.encode()), '{"k":[1]}',
+                       "[]", "pending", None)  # fmt: skip
