@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from daemon import ingest, watcher
+from daemon import chunks, ingest, watcher
 from daemon.config import Config, load_config
 from daemon.ingest import claim, recover, take_growth
 from daemon.recovery import QUARANTINE_AFTER
@@ -59,8 +59,8 @@ def _rows(store: Store, file_id: int) -> list[tuple[int, str, str]]:
 async def test_an_unexpected_error_is_contained_to_its_file(
     cfg: Config, store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(ingest, "CHUNK", 3)
-    real = ingest._next_chunk
+    monkeypatch.setattr(chunks, "CHUNK", 3)
+    real = ingest.next_chunk
     calls = []
 
     def failing(lines: Any) -> Any:
@@ -69,7 +69,7 @@ async def test_an_unexpected_error_is_contained_to_its_file(
             raise RuntimeError("a bug")
         return real(lines)
 
-    monkeypatch.setattr(ingest, "_next_chunk", failing)
+    monkeypatch.setattr(ingest, "next_chunk", failing)
     file_id = await claim(cfg, store, _drop(cfg, "bad.jsonl", 10))
     assert file_id is not None
     row = await store.file(file_id)
@@ -77,7 +77,7 @@ async def test_an_unexpected_error_is_contained_to_its_file(
     assert row["error"].startswith("ingest failed after line 3: RuntimeError: a bug")
     assert row["ingest_starts"] == 0 and row["read_bytes"] == -1  # ended, not read to its end
     assert [r[0] for r in _rows(store, file_id)] == [1, 2, 3]  # the stored lines go on
-    monkeypatch.setattr(ingest, "_next_chunk", real)
+    monkeypatch.setattr(ingest, "next_chunk", real)
     other = await claim(cfg, store, _drop(cfg, "fine.jsonl", 4))  # the next file is served
     assert other is not None and len(_rows(store, other)) == 4
 
@@ -85,23 +85,23 @@ async def test_an_unexpected_error_is_contained_to_its_file(
 async def test_a_stopped_pass_resumes_without_storing_a_line_twice(
     cfg: Config, store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(ingest, "CHUNK", 4)
+    monkeypatch.setattr(chunks, "CHUNK", 4)
     stop = asyncio.Event()
-    real = ingest._store_lines
+    real = ingest.store_lines
 
     async def stop_after_first(*args: Any) -> Any:
         stored = await real(*args)
         stop.set()  # a shutdown arrives while the first chunk is stored
         return stored
 
-    monkeypatch.setattr(ingest, "_store_lines", stop_after_first)
+    monkeypatch.setattr(ingest, "store_lines", stop_after_first)
     file_id = await claim(cfg, store, _drop(cfg, "big.jsonl", 10), stop)
     assert file_id is not None
     row = await store.file(file_id)
     assert row is not None and row["status"] == "ingesting"
     assert row["ingest_starts"] == 0  # a clean stop does not count toward quarantine
     assert len(_rows(store, file_id)) == 4
-    monkeypatch.setattr(ingest, "_store_lines", real)
+    monkeypatch.setattr(ingest, "store_lines", real)
     await recover(cfg, store)
     row = await store.file(file_id)
     assert row is not None and (row["status"], row["lines"]) == ("active", 10)
@@ -127,7 +127,7 @@ async def test_a_line_the_store_refuses_is_stored_invalid(cfg: Config, store: St
     file_id = await store.claim_file("x.jsonl", "x", "x", 0)
     good = Request(1, "a", "gpt-4o-mini", "openai", {"model": "gpt-4o-mini"}, size_bytes=10)
     bad = Request(2, "b", "gpt-4o-mini", "openai", {"model": "gpt-4o-mini"}, {"k": "\ud800"})
-    stored = await ingest._store_lines(store, file_id, [good, bad])
+    stored = await chunks.store_lines(store, file_id, [good, bad])
     assert stored[0] is good and isinstance(stored[1], Invalid)
     assert stored[1].reason.startswith("line 2: cannot be stored: UnicodeEncodeError")
     assert _rows(store, file_id) == [(1, "a", "pending"), (2, "line-2", "invalid")]
@@ -139,12 +139,12 @@ async def test_lines_stored_after_their_jobs_cancel_end_canceled(
     mine = await store.claim_file("mine.jsonl", "x", "x", 0)
     other = await store.claim_file("other.jsonl", "y", "y", 0)
     lines = [Request(i, f"c{i}", "gpt-4o-mini", "openai", {"model": "m"}) for i in (1, 2)]
-    await ingest._store_lines(store, mine, [ingest._stored(lines[0])])
+    await chunks.store_lines(store, mine, [chunks.stored(lines[0])])
     assert await store.request_cancel(mine)
     bad = Invalid(3, "line-3", "line 3: nope")
-    rows = [ingest._stored(lines[1]), bad]
-    assert await ingest._store_lines(store, mine, rows) == rows
-    await ingest._store_lines(store, other, [ingest._stored(lines[0])])
+    rows = [chunks.stored(lines[1]), bad]
+    assert await chunks.store_lines(store, mine, rows) == rows
+    await chunks.store_lines(store, other, [chunks.stored(lines[0])])
     db = sqlite3.connect(store.path)
     try:
         sql = "SELECT file_id, line, status, error FROM requests ORDER BY file_id, line"

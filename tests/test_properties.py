@@ -21,7 +21,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from daemon import ingest, names
+from daemon import chunks, names
 from daemon.adapt import Policy
 from daemon.outbox import archive_input, reserve_names, write_outputs
 from daemon.reading import iter_lines, read_line
@@ -71,7 +71,7 @@ native = st.fixed_dictionaries(
 def _carriable(item: Request | Invalid) -> None:
     """What a line became can be stored (the rows ingest writes) and written as UTF-8 JSON."""
     assert item.line >= 1
-    row = ingest._row(item)
+    row = chunks.row_dict(item)
     json.dumps(row, ensure_ascii=False, allow_nan=False).encode("utf-8")
     if isinstance(item, Invalid):
         assert item.reason.startswith(f"line {item.line}: "), item.reason

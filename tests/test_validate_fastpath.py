@@ -24,7 +24,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from daemon import adapt, fields, ingest
+from daemon import adapt, chunks, fields
 from daemon.adapt import SYSTEM_ROLES, Policy
 from daemon.adapt_rules import Ctx
 from daemon.reading import iter_lines, iter_rows
@@ -171,7 +171,7 @@ usual_line = st.fixed_dictionaries(
 
 
 def _stored(items: list[Any]) -> list[Any]:
-    return [item if isinstance(item, tuple) else ingest._stored(item) for item in items]
+    return [item if isinstance(item, tuple) else chunks.stored(item) for item in items]
 
 
 @settings(max_examples=300)
