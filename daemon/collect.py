@@ -268,10 +268,9 @@ class Collector:
         a later poll)."""
         sched = self.sched
         pid = row["provider_batch_id"]
-        outstanding = dict(await sched.store.batch_requests(row["id"]))
-        # A collection cut short (a crash) stored some results already: they count too, or a
-        # canary's verdict would be read from the rest alone.
-        before = await sched.store.batch_recorded(row["id"])
+        # A collection cut short (a crash) stored some results already (``before``): they
+        # count too, or a canary's verdict would be read from the rest alone.
+        outstanding, before = await sched.store.batch_rows(row["id"])
         retry_at = sched.batch_retry_at()  # one retry time per attempt number for the batch
         try:
             counts, gone = await store_results(sched, row, outstanding, retry_at, log)

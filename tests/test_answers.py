@@ -168,6 +168,8 @@ async def test_results_stored_before_a_crash_count_in_the_batch(tmp_path: Path) 
     retry = _update(ids[1], None)
     retry.update(status=RequestStatus.PENDING, result=None, next_attempt_at=0.0)
     await store.record_results(batch_id, [_update(ids[0], {"a": 1}), retry])
-    assert await store.batch_recorded(batch_id) == {"succeeded": 1, "pending": 1}
+    rows = await store.batch_rows(batch_id)
+    assert rows.recorded == {"succeeded": 1, "pending": 1}
+    assert list(rows.outstanding) == [ids[2]]
     assert [rid for rid, _ in await store.batch_requests(batch_id)] == [ids[2]]
     await store.close()

@@ -371,3 +371,42 @@ async def test_a_failed_canarys_lane_ends_its_retried_requests_with_their_own_er
     assert rows[4]["error"] == rows[5]["error"] == canary_error
     assert await store.due_lanes(now=1e12) == []  # nothing of the lane is sent any more
     await store.close()
+
+
+async def test_batch_rows_reads_waiting_and_recorded_requests_of_one_batch(
+    tmp_path: Path,
+) -> None:
+    # A collection's one read of its batch: the requests still waiting on it, and those whose
+    # result is stored already, by status. A request re-queued and sent again in another
+    # batch belongs to that batch only.
+    store = await _store(tmp_path)
+    fid = await store.claim_file("a.jsonl", "/in/a.jsonl", "/w/a.jsonl", 10)
+    await store.add_requests(fid, [_req(n) for n in (1, 2, 3, 4)])
+    claimed = await store.claim_batch_items(
+        "openai", "gpt-4o-mini", "t1", "acct", max_items=4, max_bytes=10**6, now=1e12
+    )
+    assert claimed is not None
+    first, items = claimed
+    await store.mark_submitted(first, "batch_A", "file_A", poll_interval_s=1, now=1e12)
+    ids = list(items.ids)
+    done = {"status": "succeeded", "attempts_inc": 1, "result": {"text": "t"}, "error": None}
+    again = {"status": "pending", "attempts_inc": 1, "result": None, "error": None,
+             "next_attempt_at": 0.0}  # fmt: skip
+    failed = {"status": "failed", "attempts_inc": 1, "result": None, "error": {"type": "x"}}
+    updates = [{"request_id": rid, **u} for rid, u in zip(ids, (done, again, failed), strict=False)]
+    await store.record_results(first, updates)
+    assert await store.batch_rows(first) == (
+        {ids[3]: 0}, {"succeeded": 1, "pending": 1, "failed": 1}
+    )
+    claimed = await store.claim_batch_items(
+        "openai", "gpt-4o-mini", "t2", "acct", max_items=4, max_bytes=10**6, now=1e12
+    )
+    assert claimed is not None and list(claimed[1].ids) == [ids[1]]
+    second = claimed[0]
+    rows = await store.batch_rows(first)  # the re-queued request left the first batch
+    assert rows.outstanding == {ids[3]: 0} and rows.recorded == {"succeeded": 1, "failed": 1}
+    assert rows.outstanding == dict(await store.batch_requests(first))
+    assert await store.batch_rows(second) == ({ids[1]: 1}, {})
+    await store.record_results(first, updates[:1])  # a re-run after a crash changes nothing
+    assert await store.batch_rows(first) == rows
+    await store.close()

@@ -47,7 +47,7 @@ PLANS: dict[str, tuple[str, ...]] = {
     "RECORD_SUCCEEDED": (PK,),
     "SELECT_STILL_BATCHED": ("requests_batch (batch_id=? AND rowid=?)",),
     "SELECT_BATCH_REQUESTS": (BATCH,),
-    "SELECT_BATCH_RECORDED": (BATCH,),
+    "SELECT_BATCH_ROWS": (BATCH,),
     "REQUEUE_BATCH_REQUESTS": (BATCH,),
     "FAIL_BATCH_REQUESTS": (BATCH,),
     "FAIL_EXHAUSTED_REQUESTS": (BATCH,),
@@ -230,7 +230,7 @@ async def _looks(store: Store, fid: int, batch_id: int) -> dict[str, Any]:
         "due": sorted((d.file_id, d.model, d.n) for d in await store.due_lanes(2e12)),
         "waiting": await store.waiting_by_provider(),
         "in_batch": sorted(await store.batch_requests(batch_id)),
-        "recorded": await store.batch_recorded(batch_id),
+        "collected": await store.batch_rows(batch_id),
         "finished": [f["id"] for f in await store.finished_files()],
         "failure": await store.batch_failure("batch_A", "openai", "gpt-4o-mini"),
         "batch_files": await store.batch_files(batch_id),
@@ -262,6 +262,8 @@ async def test_migration_8_from_a_version_7_database(
         assert after["counts"] == {"batched": 2, "expired": 1, "failed": 1, "invalid": 1,
                                    "pending": 3, "succeeded": 1}  # fmt: skip
         assert after["failure"] == {"type": "bad", "message": "m"}
+        assert after["collected"] == (dict(after["in_batch"]), {"succeeded": 1, "failed": 1,
+                                                                "expired": 1, "pending": 1})
         # the rest of the work goes on from the migrated indexes
         left = [rid for rid, _ in await store.batch_requests(batch_id)]
         await store.record_results(batch_id, [_update(r, RequestStatus.SUCCEEDED) for r in left])

@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..packing import BatchPacker
 from ..states import BATCH_OPEN, BatchRowStatus, RequestStatus
@@ -35,11 +35,21 @@ if TYPE_CHECKING:
 CLAIM_PAGE = 5000  # claimable rows read at a time (ids and sizes only)
 
 
+class BatchRows(NamedTuple):
+    """A batch's requests as its collection reads them."""
+
+    outstanding: dict[int, int]  # request id -> attempts, of those still waiting on it
+    recorded: dict[str, int]  # status -> how many have their result stored already
+
+
 class BatchesMixin:
     """Claim, submission, polling and result methods of the Store."""
 
     if TYPE_CHECKING:  # provided by the Store (db.py) and its planning mixin
         path: Path
+
+        @property
+        def db(self) -> aiosqlite.Connection: ...
 
         def transaction(self) -> AbstractAsyncContextManager[aiosqlite.Connection]: ...
 
@@ -341,10 +351,21 @@ class BatchesMixin:
             self.due_changed()  # requests back to pending
         return counted.results
 
-    async def batch_recorded(self, batch_id: int) -> dict[str, int]:
-        """How many of the batch's requests have their result stored already, by status."""
-        rows = await self._all(q.SELECT_BATCH_RECORDED, (batch_id, RequestStatus.BATCHED))
-        return {str(r[0]): int(r[1]) for r in rows}
+    async def batch_rows(self, batch_id: int) -> BatchRows:
+        """The batch's requests, in one read: those still waiting on it (id -> attempts) and
+        how many have their result stored already, by status."""
+        async with self.db.execute(q.SELECT_BATCH_ROWS, (batch_id,)) as cur:
+            cur.row_factory = None  # plain tuples: a row object each costs more than the read
+            rows = await cur.fetchall()
+        outstanding: dict[int, int] = {}
+        recorded: Counter[str] = Counter()
+        batched = RequestStatus.BATCHED.value
+        for rid, attempts, status in rows:
+            if status == batched:
+                outstanding[rid] = attempts
+            else:
+                recorded[status] += 1
+        return BatchRows(outstanding, dict(recorded))
 
     async def batch_requests(self, batch_id: int) -> list[tuple[int, int]]:
         """(request id, attempts) of the requests still waiting on this batch."""

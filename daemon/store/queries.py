@@ -282,11 +282,10 @@ SELECT_STILL_BATCHED = (
 )
 STORE_ANSWER = "INSERT OR REPLACE INTO answers (request_id, answer) VALUES (?, ?)"
 SELECT_BATCH_REQUESTS = "SELECT id, attempts FROM requests WHERE batch_id = ? AND status = ?"
-# The requests of a batch whose results are stored already, by status (a result leaves
-# batch_id on the batch that answered; a request waiting on it is still "batched").
-SELECT_BATCH_RECORDED = (
-    "SELECT status, COUNT(*) FROM requests WHERE batch_id = ? AND status != ? GROUP BY status"
-)
+# Every request of a batch, read once when its results are collected: those still "batched"
+# wait on it; the others have their result stored already (a result leaves batch_id on the
+# batch that answered; a request sent again in another batch has that batch's id).
+SELECT_BATCH_ROWS = "SELECT id, attempts, status FROM requests WHERE batch_id = ?"
 MARK_BATCH_COLLECTED = (
     "UPDATE batches SET status = ?, provider_status = ?, counts = ?, ended_at = ? WHERE id = ?"
 )
