@@ -140,7 +140,7 @@ class Stages:
         )
 
     async def _results(self, batch_id: int, data: bytes) -> None:
-        outstanding = dict(await self.store.batch_requests(batch_id))
+        outstanding, _ = await self.store.batch_rows(batch_id)  # as daemon/collect.py reads it
         policy = OutcomePolicy(max_attempts=5, keep_cancelled=False)
         chunk: list[Any] = []
         fast: list[Any] = []
