@@ -16,6 +16,8 @@ from daemon.states import RequestStatus
 from daemon.store import Store, iter_file_rows
 from daemon.store.schema import MIGRATIONS
 
+from .old_schema import database_at
+
 BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 # As a provider may write it: spaces, a key order of its own, an integer beyond 64 bits.
 RAW = '{"id": "batch_req_1",  "custom_id": "r1", "response": {"status_code": 200, "body": ' \
@@ -111,14 +113,7 @@ async def test_lone_surrogate_in_text_still_gives_valid_utf8(tmp_path: Path) -> 
 
 
 def _v5_database(path: Path) -> None:
-    db = sqlite3.connect(path)
-    for script in MIGRATIONS[:5]:
-        db.executescript(script)
-    db.execute("PRAGMA user_version = 5")
-    db.execute(
-        "INSERT INTO files (id, name, inbox_path, work_path, size, status, created_at)"
-        " VALUES (1, 'a.jsonl', '/in', '/w', 1, 'active', 0)"
-    )
+    db = database_at(path, 5)
     old = {"text": "hi", "finish_reason": "stop", "usage": {"input_tokens": 3,
            "output_tokens": 2, "cached_input_tokens": 0, "cache_creation_input_tokens": 0},
            "response": {"custom_id": "r1", "a": [1, 2]}}  # fmt: skip

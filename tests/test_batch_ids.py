@@ -24,6 +24,8 @@ from daemon.store import queries as q
 from daemon.store.rows import RESULT_COLUMNS, BatchIdTexts
 from daemon.store.schema import MIGRATIONS
 
+from .old_schema import database_at
+
 BATCH_IDS = RESULT_COLUMNS.index("batch_ids")
 # The summary's batch counts as schema 8 read them, straight from provider batch ids.
 SCHEMA_8_FILE_BATCH_COUNTS = (
@@ -118,14 +120,7 @@ async def test_a_batch_whose_create_failed_is_not_listed_the_one_that_answered_i
 def _v8_database(path: Path) -> None:
     """A database as schema 8 left it: ``batch_ids`` holds provider batch ids, appended when
     a batch was marked submitted."""
-    db = sqlite3.connect(path)
-    for script in MIGRATIONS[:8]:
-        db.executescript(script)
-    db.execute("PRAGMA user_version = 8")
-    db.execute(
-        "INSERT INTO files (id, name, inbox_path, work_path, size, status, created_at)"
-        " VALUES (1, 'a.jsonl', '/in', '/w', 1, 'active', 0)"
-    )
+    db = database_at(path, 8)
     # id, provider, model, status, provider batch id
     batches: list[tuple[int, str, str, str, str | None]] = [
         (1, "openai", "gpt-4o-mini", "collected", "batch_A"),

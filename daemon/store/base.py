@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Sequence
+from contextlib import AbstractAsyncContextManager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import aiosqlite
 
@@ -46,3 +48,24 @@ def row_id(cur: aiosqlite.Cursor) -> int:
     if cur.lastrowid is None:
         raise StoreError("an INSERT reported no row id")
     return cur.lastrowid
+
+
+class StoreParts:
+    """The base of the Store's mixins (``batches.py``, ``planning.py``, ``jobs.py``): what they
+    use of the Store's connection, declared for the type checker; ``db.py`` defines it."""
+
+    if TYPE_CHECKING:
+        path: Path
+
+        @property
+        def db(self) -> aiosqlite.Connection: ...
+
+        def transaction(self) -> AbstractAsyncContextManager[aiosqlite.Connection]: ...
+
+        async def _all(self, sql: str, params: Sequence[Any] = ()) -> list[aiosqlite.Row]: ...
+
+        async def _one(self, sql: str, params: Sequence[Any] = ()) -> aiosqlite.Row | None: ...
+
+        async def _scalar(self, sql: str, params: Sequence[Any] = ()) -> Any: ...
+
+        def due_changed(self) -> None: ...

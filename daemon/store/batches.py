@@ -14,21 +14,18 @@ import time
 from array import array
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from contextlib import AbstractAsyncContextManager
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..packing import BatchPacker
 from ..states import BATCH_OPEN, BatchRowStatus, RequestStatus
 from . import queries as q
-from .base import dumps, row_id, statuses_param
+from .base import StoreParts, dumps, row_id, statuses_param
 from .jobs import CANCELED_ERROR_JSON
 from .planning import LANE_CANARY, LANE_FAILED, ROLE_CANARY, Taken
 from .recording import record_chunk
 from .rows import StoredItems
 
 if TYPE_CHECKING:
-    import aiosqlite
 
     from ..outcomes import Answered, RequestUpdate
 
@@ -42,25 +39,10 @@ class BatchRows(NamedTuple):
     recorded: dict[str, int]  # status -> how many have their result stored already
 
 
-class BatchesMixin:
+class BatchesMixin(StoreParts):
     """Claim, submission, polling and result methods of the Store."""
 
-    if TYPE_CHECKING:  # provided by the Store (db.py) and its planning mixin
-        path: Path
-
-        @property
-        def db(self) -> aiosqlite.Connection: ...
-
-        def transaction(self) -> AbstractAsyncContextManager[aiosqlite.Connection]: ...
-
-        async def _all(self, sql: str, params: Sequence[Any] = ()) -> list[aiosqlite.Row]: ...
-
-        async def _one(self, sql: str, params: Sequence[Any] = ()) -> aiosqlite.Row | None: ...
-
-        async def _scalar(self, sql: str, params: Sequence[Any] = ()) -> Any: ...
-
-        def due_changed(self) -> None: ...
-
+    if TYPE_CHECKING:  # provided by the planning mixin
         def _book_taken(self, provider: str, model: str, taken: Taken) -> None: ...
 
     # -- planning and submission -----------------------------------------------------------

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 from urllib.parse import quote
@@ -21,6 +20,7 @@ import aiosqlite
 
 from ..states import BATCH_ENDED, BATCH_OPEN, FileStatus, RequestStatus
 from . import queries as q
+from .base import StoreParts
 from .schema import MIGRATIONS
 
 # The error a canceled job's requests end with (those never sent, and those a cancelled batch
@@ -48,7 +48,7 @@ class StoreVersionError(RuntimeError):
     """The database is at another schema version than this batchd's."""
 
 
-class JobsMixin:
+class JobsMixin(StoreParts):
     """Cancel, retention and progress-report methods of the Store."""
 
     if TYPE_CHECKING:  # provided by the Store (db.py)
@@ -59,18 +59,6 @@ class JobsMixin:
 
         async def schema_version(self) -> int: ...
 
-        @property
-        def db(self) -> aiosqlite.Connection: ...
-
-        def transaction(self) -> AbstractAsyncContextManager[aiosqlite.Connection]: ...
-
-        async def _all(self, sql: str, params: Sequence[Any] = ()) -> list[aiosqlite.Row]: ...
-
-        async def _one(self, sql: str, params: Sequence[Any] = ()) -> aiosqlite.Row | None: ...
-
-        async def _scalar(self, sql: str, params: Sequence[Any] = ()) -> Any: ...
-
-        def due_changed(self) -> None: ...
 
     # -- a command beside the daemon -------------------------------------------------------
     async def open_beside(self, busy_timeout_s: float = 30.0) -> Self:

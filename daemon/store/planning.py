@@ -15,16 +15,16 @@ import json
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..states import BATCH_OPEN, RequestStatus
 from . import queries as q
+from .base import StoreParts
 from .due import MAX_AGE_S, DueBook
 
 if TYPE_CHECKING:
-    import aiosqlite
+    pass
 
 # What a claim took, per file and bucket of the due book: (file, next_attempt_at, updated_at).
 Taken = Counter[tuple[int, float, float]]
@@ -69,21 +69,13 @@ def _open() -> str:
     return json.dumps(sorted(str(s) for s in BATCH_OPEN))
 
 
-class PlanningStore:
+class PlanningStore(StoreParts):
     """Planning queries; mixed into Store, whose connection helpers they use."""
 
     _book: DueBook | None = None  # the due book (``due.py``); None: read it again
 
     if TYPE_CHECKING:
         _lock: asyncio.Lock
-
-        def transaction(self) -> AbstractAsyncContextManager[aiosqlite.Connection]: ...
-
-        async def _all(self, sql: str, params: Sequence[Any] = ()) -> list[aiosqlite.Row]: ...
-
-        async def _one(self, sql: str, params: Sequence[Any] = ()) -> aiosqlite.Row | None: ...
-
-        async def _scalar(self, sql: str, params: Sequence[Any] = ()) -> Any: ...
 
     # -- the due book (due.py) ---------------------------------------------------------------
     async def due_lanes(self, now: float) -> list[DueLane]:
