@@ -16,7 +16,7 @@ from daemon.states import RequestStatus
 from daemon.store import Store, iter_file_rows
 from daemon.store.schema import MIGRATIONS
 
-from .old_schema import database_at
+from .store_setup import database_at
 
 BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 # As a provider may write it: spaces, a key order of its own, an integer beyond 64 bits.

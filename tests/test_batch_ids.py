@@ -24,7 +24,7 @@ from daemon.store import queries as q
 from daemon.store.rows import RESULT_COLUMNS, BatchIdTexts
 from daemon.store.schema import MIGRATIONS
 
-from .old_schema import database_at
+from .store_setup import database_at
 
 BATCH_IDS = RESULT_COLUMNS.index("batch_ids")
 # The summary's batch counts as schema 8 read them, straight from provider batch ids.

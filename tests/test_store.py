@@ -14,6 +14,8 @@ from daemon.store import queries as q
 from daemon.store.reader import StatusReader
 from daemon.store.schema import MIGRATIONS
 
+from .store_setup import submitted_batch
+
 
 async def _store(tmp_path: Path) -> Store:
     return await Store(tmp_path / "b.sqlite3").open()
@@ -106,12 +108,7 @@ async def test_new_databases_have_16k_pages_old_4k_ones_work_and_vacuum_resizes_
     assert await _page_size(store) == 4096
     fid = await store.claim_file("a.jsonl", "/in/a.jsonl", "/w/a.jsonl", 10)
     await store.add_requests(fid, [_req(i) for i in range(1, 4)])
-    claimed = await store.claim_batch_items(
-        "openai", "gpt-4o-mini", "t1", "acct", max_items=3, max_bytes=10_000, now=1e12
-    )
-    assert claimed is not None
-    batch_id, rows = claimed
-    await store.mark_submitted(batch_id, "batch_X", "file_1", poll_interval_s=1, now=1e12)
+    batch_id, rows = await submitted_batch(store, 3, "batch_X", "file_1", max_bytes=10_000)
     updates = [
         {"request_id": rid, "status": "succeeded", "attempts_inc": 1,
          "result": {"text": f"a{rid}"}, "answer": {"n": rid}, "error": None}
@@ -345,12 +342,9 @@ async def test_a_failed_canarys_lane_ends_its_retried_requests_with_their_own_er
     store = await _store(tmp_path)
     fid = await store.claim_file("a.jsonl", "/in/a.jsonl", "/w/a.jsonl", 5)
     await store.add_requests(fid, [_req(i) for i in range(1, 6)])
-    claimed = await store.claim_batch_items(
-        "openai", "gpt-4o-mini", "canary", "a", max_items=3, max_bytes=10_000, now=1e12
+    batch_id, items = await submitted_batch(
+        store, 3, "batch_C", "file_1", tag="canary", account="a", max_bytes=10_000
     )
-    assert claimed is not None
-    batch_id, items = claimed
-    await store.mark_submitted(batch_id, "batch_C", "file_1", poll_interval_s=1, now=1e12)
     bad = {"type": "invalid_request_error", "message": "no such parameter", "code": None}
     busy = {"type": "rate_limit_exceeded", "message": "slow down", "code": 429}
     r1, r2, r3 = items.ids
@@ -382,12 +376,7 @@ async def test_batch_rows_reads_waiting_and_recorded_requests_of_one_batch(
     store = await _store(tmp_path)
     fid = await store.claim_file("a.jsonl", "/in/a.jsonl", "/w/a.jsonl", 10)
     await store.add_requests(fid, [_req(n) for n in (1, 2, 3, 4)])
-    claimed = await store.claim_batch_items(
-        "openai", "gpt-4o-mini", "t1", "acct", max_items=4, max_bytes=10**6, now=1e12
-    )
-    assert claimed is not None
-    first, items = claimed
-    await store.mark_submitted(first, "batch_A", "file_A", poll_interval_s=1, now=1e12)
+    first, items = await submitted_batch(store, 4, "batch_A", "file_A")
     ids = list(items.ids)
     done = {"status": "succeeded", "attempts_inc": 1, "result": {"text": "t"}, "error": None}
     again = {"status": "pending", "attempts_inc": 1, "result": None, "error": None,

@@ -25,6 +25,8 @@ from daemon.store.reader import StatusReader
 from daemon.store.schema import MIGRATIONS
 from daemon.store.snapshot import Snapshot
 
+from .store_setup import submitted_batch
+
 OPEN = "requests_open (status=? AND file_id=?)"
 IN_LANE = "requests_open (status=? AND file_id=? AND provider=? AND model=?)"
 BATCH = "requests_batch (batch_id=?)"
@@ -204,12 +206,7 @@ async def _fill(store: Store) -> tuple[int, int]:
     rows = [_req(n) for n in range(1, 9)] + [_req(9, "gpt-4o", "invalid")]
     await store.add_requests(fid, rows)
     await store.set_file_status(fid, FileStatus.ACTIVE, lines=9)
-    claimed = await store.claim_batch_items(
-        "openai", "gpt-4o-mini", "t1", "acct", max_items=6, max_bytes=10**6, now=1e12
-    )
-    assert claimed is not None
-    batch_id, items = claimed
-    await store.mark_submitted(batch_id, "batch_A", "file_A", poll_interval_s=1, now=1e12)
+    batch_id, items = await submitted_batch(store, 6, "batch_A", "file_A")
     ids = list(items.ids)
     statuses = (RequestStatus.SUCCEEDED, RequestStatus.FAILED, RequestStatus.EXPIRED,
                 RequestStatus.PENDING)  # fmt: skip
